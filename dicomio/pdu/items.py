@@ -1,0 +1,186 @@
+"""Items and sub-items of the association PDUs, as immutable values.
+
+PS3.8 9.3.2.1-9.3.3.3 (application context, presentation context, abstract and transfer
+syntax, user information), PS3.8 Annex D.1 (maximum length) and PS3.7 Annex D.3.3
+(implementation identification, asynchronous operations window, SCP/SCU role
+selection, SOP class extended and common extended negotiation, user identity).
+
+The user information item is kept as an ordered tuple of sub-items so that unknown
+sub-items survive a decode/encode round trip (PS3.7 D.3.3 asks that they be ignored,
+not that they be destroyed). Values only: the codec lives in ``dicomio.pdu.codec``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import attrs
+from pydicom.uid import UID
+
+
+def to_uid(value: str | bytes) -> UID:
+    """Convert friendly input to a pydicom UID; wire padding (NUL or space) is dropped."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return UID(value.rstrip("\x00 "))
+
+
+def to_bytes(value: bytes | bytearray | memoryview) -> bytes:
+    return bytes(value)
+
+
+class PresentationContextResult(enum.IntEnum):
+    """Result/reason of a presentation context in A-ASSOCIATE-AC (PS3.8 Table 9-18)."""
+
+    ACCEPTANCE = 0
+    USER_REJECTION = 1
+    NO_REASON = 2  # provider rejection
+    ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+    TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+
+class UserIdentityType(enum.IntEnum):
+    """User identity type of the A-ASSOCIATE-RQ sub-item 58H (PS3.7 Table D.3-14)."""
+
+    USERNAME = 1
+    USERNAME_AND_PASSCODE = 2
+    KERBEROS = 3
+    SAML = 4
+    JWT = 5
+
+
+@attrs.frozen(kw_only=True)
+class PresentationContextRQ:
+    """Presentation context item 20H: one abstract syntax offered with transfer syntaxes."""
+
+    context_id: int
+    abstract_syntax: UID = attrs.field(converter=to_uid)
+    transfer_syntaxes: tuple[UID, ...] = attrs.field(
+        converter=lambda xs: tuple(to_uid(x) for x in xs)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class PresentationContextAC:
+    """Presentation context item 21H: the result for one proposed context.
+
+    ``transfer_syntax`` is None only when the item carried no transfer syntax sub-item,
+    which PS3.8 allows when the context was not accepted.
+    """
+
+    context_id: int
+    result: int
+    transfer_syntax: UID | None = attrs.field(
+        default=None, converter=lambda x: None if x is None else to_uid(x)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class MaximumLength:
+    """Sub-item 51H: the largest P-DATA-TF PDU *body* the sender can receive; 0 = no limit."""
+
+    maximum_length: int
+
+
+@attrs.frozen(kw_only=True)
+class ImplementationClassUID:
+    """Sub-item 52H (PS3.7 D.3.3.2)."""
+
+    implementation_class_uid: UID = attrs.field(converter=to_uid)
+
+
+@attrs.frozen(kw_only=True)
+class AsynchronousOperationsWindow:
+    """Sub-item 53H (PS3.7 D.3.3.3); 0 means unlimited."""
+
+    maximum_number_operations_invoked: int
+    maximum_number_operations_performed: int
+
+
+@attrs.frozen(kw_only=True)
+class RoleSelection:
+    """Sub-item 54H: SCP/SCU role selection for one SOP class (PS3.7 D.3.3.4)."""
+
+    sop_class_uid: UID = attrs.field(converter=to_uid)
+    scu_role: bool
+    scp_role: bool
+
+
+@attrs.frozen(kw_only=True)
+class ImplementationVersionName:
+    """Sub-item 55H (PS3.7 D.3.3.2.3): 1 to 16 characters."""
+
+    implementation_version_name: str
+
+
+@attrs.frozen(kw_only=True)
+class SOPClassExtendedNegotiation:
+    """Sub-item 56H (PS3.7 D.3.3.5): service-class-specific application information."""
+
+    sop_class_uid: UID = attrs.field(converter=to_uid)
+    service_class_application_information: bytes = attrs.field(converter=to_bytes)
+
+
+@attrs.frozen(kw_only=True)
+class SOPClassCommonExtendedNegotiation:
+    """Sub-item 57H (PS3.7 D.3.3.6), sub-item version 0."""
+
+    sop_class_uid: UID = attrs.field(converter=to_uid)
+    service_class_uid: UID = attrs.field(converter=to_uid)
+    related_general_sop_class_uids: tuple[UID, ...] = attrs.field(
+        default=(), converter=lambda xs: tuple(to_uid(x) for x in xs)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class UserIdentityRQ:
+    """Sub-item 58H (PS3.7 D.3.3.7.1). ``secondary_field`` is used only for type 2."""
+
+    user_identity_type: int
+    positive_response_requested: bool
+    primary_field: bytes = attrs.field(converter=to_bytes)
+    secondary_field: bytes = attrs.field(default=b"", converter=to_bytes)
+
+
+@attrs.frozen(kw_only=True)
+class UserIdentityAC:
+    """Sub-item 59H (PS3.7 D.3.3.7.2): the server response."""
+
+    server_response: bytes = attrs.field(converter=to_bytes)
+
+
+@attrs.frozen(kw_only=True)
+class UnknownSubItem:
+    """A user information sub-item this implementation does not know; kept verbatim."""
+
+    item_type: int
+    data: bytes = attrs.field(converter=to_bytes)
+
+
+UserInformationSubItem = Union[
+    MaximumLength,
+    ImplementationClassUID,
+    AsynchronousOperationsWindow,
+    RoleSelection,
+    ImplementationVersionName,
+    SOPClassExtendedNegotiation,
+    SOPClassCommonExtendedNegotiation,
+    UserIdentityRQ,
+    UserIdentityAC,
+    UnknownSubItem,
+]
+
+
+@attrs.frozen(kw_only=True)
+class PresentationDataValue:
+    """One PDV item of a P-DATA-TF PDU (PS3.8 9.3.5.1, Annex E.2).
+
+    ``data`` is the message fragment without the 1-byte message control header; it may be a
+    memoryview into the received buffer so that large fragments are never copied.
+    """
+
+    context_id: int
+    is_command: bool
+    is_last: bool
+    data: bytes | memoryview

@@ -1,0 +1,144 @@
+"""The seven Upper Layer PDUs of PS3.8 section 9.3, as immutable values.
+
+The same classes are sent by one side and received by the other; the Upper Layer
+(``dicomio.ul``) also reports them as its events. Values only: the codec lives in
+``dicomio.pdu.codec``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import attrs
+from pydicom.uid import UID
+
+from dicomio.pdu.items import (
+    PresentationContextAC,
+    PresentationContextRQ,
+    PresentationDataValue,
+    UserInformationSubItem,
+    to_uid,
+)
+
+#: The DICOM application context name (PS3.7 Annex A.2.1), the only one defined.
+DICOM_APPLICATION_CONTEXT = UID("1.2.840.10008.3.1.1.1")
+
+
+class PDUType(enum.IntEnum):
+    """PDU type byte (PS3.8 Table 9-11)."""
+
+    A_ASSOCIATE_RQ = 0x01
+    A_ASSOCIATE_AC = 0x02
+    A_ASSOCIATE_RJ = 0x03
+    P_DATA_TF = 0x04
+    A_RELEASE_RQ = 0x05
+    A_RELEASE_RP = 0x06
+    A_ABORT = 0x07
+
+
+class RejectResult(enum.IntEnum):
+    """A-ASSOCIATE-RJ result (PS3.8 Table 9-21)."""
+
+    REJECTED_PERMANENT = 1
+    REJECTED_TRANSIENT = 2
+
+
+class RejectSource(enum.IntEnum):
+    """A-ASSOCIATE-RJ source (PS3.8 Table 9-21)."""
+
+    SERVICE_USER = 1
+    SERVICE_PROVIDER_ACSE = 2
+    SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class RejectReason(enum.IntEnum):
+    """A-ASSOCIATE-RJ reason/diag; the meaning depends on the source (PS3.8 Table 9-21)."""
+
+    # source 1: service user
+    NO_REASON_GIVEN = 1
+    APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
+    CALLING_AE_TITLE_NOT_RECOGNIZED = 3
+    CALLED_AE_TITLE_NOT_RECOGNIZED = 7
+    # source 2: service provider (ACSE): 1 no reason given, 2 protocol version not supported
+    # source 3: service provider (presentation): 1 temporary congestion, 2 local limit exceeded
+
+
+def to_ae_title(value: str | bytes) -> str:
+    """AE titles are stored without the insignificant leading/trailing spaces (PS3.5 AE VR)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value.strip(" \x00")
+
+
+@attrs.frozen(kw_only=True)
+class AssociateRQ:
+    """A-ASSOCIATE-RQ PDU (PS3.8 9.3.2)."""
+
+    called_ae_title: str = attrs.field(converter=to_ae_title)
+    calling_ae_title: str = attrs.field(converter=to_ae_title)
+    application_context: UID = attrs.field(
+        default=DICOM_APPLICATION_CONTEXT, converter=to_uid
+    )
+    presentation_contexts: tuple[PresentationContextRQ, ...] = attrs.field(
+        default=(), converter=tuple
+    )
+    user_information: tuple[UserInformationSubItem, ...] = attrs.field(
+        default=(), converter=tuple
+    )
+    protocol_version: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class AssociateAC:
+    """A-ASSOCIATE-AC PDU (PS3.8 9.3.3). AE titles echo the request and are not tested."""
+
+    called_ae_title: str = attrs.field(converter=to_ae_title)
+    calling_ae_title: str = attrs.field(converter=to_ae_title)
+    application_context: UID = attrs.field(
+        default=DICOM_APPLICATION_CONTEXT, converter=to_uid
+    )
+    presentation_contexts: tuple[PresentationContextAC, ...] = attrs.field(
+        default=(), converter=tuple
+    )
+    user_information: tuple[UserInformationSubItem, ...] = attrs.field(
+        default=(), converter=tuple
+    )
+    protocol_version: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class AssociateRJ:
+    """A-ASSOCIATE-RJ PDU (PS3.8 9.3.4)."""
+
+    result: int
+    source: int
+    reason: int
+
+
+@attrs.frozen(kw_only=True)
+class PDataTF:
+    """P-DATA-TF PDU (PS3.8 9.3.5): one or more presentation data values."""
+
+    pdvs: tuple[PresentationDataValue, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseRQ:
+    """A-RELEASE-RQ PDU (PS3.8 9.3.6)."""
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseRP:
+    """A-RELEASE-RP PDU (PS3.8 9.3.7)."""
+
+
+@attrs.frozen(kw_only=True)
+class Abort:
+    """A-ABORT PDU (PS3.8 9.3.8); see ``dicomio.errors.AbortSource``/``AbortReason``."""
+
+    source: int = 0
+    reason: int = 0
+
+
+PDU = Union[AssociateRQ, AssociateAC, AssociateRJ, PDataTF, ReleaseRQ, ReleaseRP, Abort]
