@@ -1,3 +1,59 @@
-"""dicomio: asyncio-native DICOM networking (PS3.7 DIMSE over the PS3.8 Upper Layer)."""
+"""dicomio: asyncio-native DICOM networking (PS3.7 DIMSE over the PS3.8 Upper Layer).
+
+Runs on asyncio and trio through anyio. Start with :class:`AE`::
+
+    ae = AE("MYSCU")
+    ae.add_requested_context(Verification)
+    async with ae.associate("127.0.0.1", 11112, ae_title="ANY-SCP") as assoc:
+        status = await assoc.send_c_echo()
+"""
+
+from dicomio import events as evt
+from dicomio._scp import stream_to_disk
+from dicomio._scu import ResponseStream
+from dicomio.ae import AE, AssociateRequest
+from dicomio.association import Association
+from dicomio.config import DEFAULT_MAX_PDU, Timeouts
+from dicomio.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    AssociationReleased,
+    ConnectionClosed,
+    DicomioError,
+    DIMSETimeout,
+    LocalProtocolError,
+    NoPresentationContext,
+    ProtocolError,
+    RemoteProtocolError,
+    TimeoutError,
+)
+from dicomio.presentation import PresentationContext, build_context, build_role
+from dicomio.server import Server
 
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AE",
+    "AssociateRequest",
+    "Association",
+    "AssociationAborted",
+    "AssociationRejected",
+    "AssociationReleased",
+    "ConnectionClosed",
+    "DEFAULT_MAX_PDU",
+    "DIMSETimeout",
+    "DicomioError",
+    "LocalProtocolError",
+    "NoPresentationContext",
+    "PresentationContext",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ResponseStream",
+    "Server",
+    "TimeoutError",
+    "Timeouts",
+    "build_context",
+    "build_role",
+    "evt",
+    "stream_to_disk",
+]

@@ -1,0 +1,591 @@
+"""The service provider half of an association: requests in, handlers run, responses out.
+
+Each request runs in its own task (on the acceptor's reader loop) or inline (while a
+requestor waits, e.g. the C-STORE sub-operations of its C-GET), wrapped in a cancel scope
+keyed by message ID: a C-CANCEL-RQ (PS3.7 9.3.2.3) cancels that scope, and the provider
+answers with the Cancel status and the sub-operation counts so far. A handler that raises
+gives the peer a failure status (0xC000 for DIMSE-C, 0x0110 for DIMSE-N, PS3.7 Annex C)
+and the association goes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import anyio.abc
+
+import anyio
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from dicomio import errors
+from dicomio.dataset import (
+    encode_dataset,
+    file_meta_for,
+    read_file_info,
+    write_part10_header,
+)
+from dicomio.dimse import (
+    CEchoRQ,
+    CEchoRSP,
+    CFindRQ,
+    CFindRSP,
+    CGetRQ,
+    CGetRSP,
+    CMoveRQ,
+    CMoveRSP,
+    CStoreRQ,
+    CStoreRSP,
+    NActionRQ,
+    NActionRSP,
+    NCreateRQ,
+    NCreateRSP,
+    NDeleteRQ,
+    NDeleteRSP,
+    NEventReportRQ,
+    NEventReportRSP,
+    NGetRQ,
+    NGetRSP,
+    NSetRQ,
+    NSetRSP,
+)
+from dicomio.events import (
+    EVT_C_ECHO,
+    EVT_C_FIND,
+    EVT_C_GET,
+    EVT_C_MOVE,
+    EVT_C_STORE,
+    EVT_N_ACTION,
+    EVT_N_CREATE,
+    EVT_N_DELETE,
+    EVT_N_EVENT_REPORT,
+    EVT_N_GET,
+    EVT_N_SET,
+    Event,
+    EventType,
+)
+
+if TYPE_CHECKING:
+    from dicomio.association import Association
+
+__all__ = ["ServiceProviderMixin", "stream_to_disk"]
+
+SUCCESS, PENDING, CANCEL = 0x0000, 0xFF00, 0xFE00
+#: "Unable to process" (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4; B.2.3 "Cannot understand").
+C_FAILURE = 0xC000
+#: "Processing failure" (PS3.7 C.4.2).
+N_FAILURE = 0x0110
+#: "Refused: Move Destination unknown" (PS3.4 C.4.2.1.5).
+MOVE_DESTINATION_UNKNOWN = 0xA801
+#: "Sub-operations complete - one or more failures or warnings" (PS3.4 C.4.2.1.5).
+SUBOPS_WARNING = 0xB000
+#: "Refused: Out of resources - unable to perform sub-operations".
+SUBOPS_REFUSED = 0xA702
+
+_N_SERVICES: dict[type, tuple[EventType, type]] = {
+    NEventReportRQ: (EVT_N_EVENT_REPORT, NEventReportRSP),
+    NGetRQ: (EVT_N_GET, NGetRSP),
+    NSetRQ: (EVT_N_SET, NSetRSP),
+    NActionRQ: (EVT_N_ACTION, NActionRSP),
+    NCreateRQ: (EVT_N_CREATE, NCreateRSP),
+    NDeleteRQ: (EVT_N_DELETE, NDeleteRSP),
+}
+
+
+def stream_to_disk(directory: str | Path | None = None) -> Callable[[Any], Any]:
+    """Mark a C-STORE handler as wanting the data set on disk, written while it arrives.
+
+    The handler's ``event.dataset_path`` is then a Part 10 file (file meta header plus the
+    received bytes, never decoded) in ``directory`` (default: the system temporary folder).
+    The handler may move it; if it is still there when the handler returns, it is deleted.
+    Memory use is bounded by the PDU size, whatever the size of the data set.
+    """
+
+    def mark(handler: Any) -> Any:
+        handler.dicomio_stream_to = Path(directory) if directory else Path(tempfile.gettempdir())
+        return handler
+
+    return mark
+
+
+class _Incoming:
+    """A data set being written to disk as its fragments arrive."""
+
+    __slots__ = ("command", "context_id", "file", "path")
+
+    def __init__(self, context_id: int, command: Any, path: Path, file: IO[bytes]) -> None:
+        self.context_id = context_id
+        self.command = command
+        self.path = path
+        self.file = file
+
+
+class ServiceProviderMixin:
+    """Request dispatch; mixed into ``Association``."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, anyio.CancelScope] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._performing: anyio.Semaphore | None = None
+        self._disk: dict[int, _Incoming] = {}
+
+    # -- reader loop (acceptor) ---------------------------------------------------------------
+
+    async def serve(self: Association) -> None:
+        """Read and dispatch until the association ends; handlers run concurrently.
+
+        The network timeout bounds how long the association may stay silent.
+        """
+        self._background_reader = True
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            self._start_pending_requests()
+            while not self._transport_closed:
+                if self.timeouts.network is None:
+                    await self._read_once()
+                    continue
+                with anyio.move_on_after(self.timeouts.network) as idle:
+                    await self._read_once()
+                if idle.cancelled_caught:
+                    self.log.info("network timeout: no traffic for %s s", self.timeouts.network)
+                    await self.abort(2, 0)
+            tg.cancel_scope.cancel()
+        self._task_group = None
+
+    def _start_pending_requests(self: Association) -> None:
+        tg = self._task_group
+        if tg is None:
+            return
+        while self._incoming:
+            context_id, command, data = self._incoming.popleft()
+            tg.start_soon(self._handle_request, context_id, command, data)
+
+    async def _run_incoming_inline(self: Association) -> None:
+        while self._incoming:
+            context_id, command, data = self._incoming.popleft()
+            await self._handle_request(context_id, command, data)
+
+    def _fail_provider(self: Association, failure: errors.DicomioError) -> None:
+        for scope in self._running.values():
+            scope.cancel()
+
+    def _on_cancel(self: Association, command: Any) -> None:
+        scope = self._running.get(command.message_id_being_responded_to)
+        if scope is not None:
+            self.log.debug("C-CANCEL for message %s", command.message_id_being_responded_to)
+            scope.cancel()
+
+    # -- streaming C-STORE data sets to disk ---------------------------------------------------
+
+    def _stream_if(self: Association, command: Any) -> bool:
+        if not isinstance(command, CStoreRQ):
+            return False
+        return any(hasattr(h, "dicomio_stream_to") for h, _ in self.get_handlers(EVT_C_STORE))
+
+    def _open_stream(self: Association, context_id: int, command: Any) -> None:
+        handler = next(h for h, _ in self.get_handlers(EVT_C_STORE) if hasattr(h, "dicomio_stream_to"))
+        directory: Path = handler.dicomio_stream_to
+        context = self._context(context_id)
+        fd, name = tempfile.mkstemp(prefix=".dicomio-", suffix=".part", dir=directory)
+        file = os.fdopen(fd, "wb")
+        meta = file_meta_for(
+            str(command.affected_sop_class_uid),
+            str(command.affected_sop_instance_uid),
+            str(context.transfer_syntax if context else "1.2.840.10008.1.2"),
+            source_ae_title=self.remote_ae_title,
+        )
+        write_part10_header(file, meta)
+        self._disk[context_id] = _Incoming(context_id, command, Path(name), file)
+
+    def _stream_fragment(self: Association, context_id: int, data: memoryview, is_last: bool) -> None:
+        incoming = self._disk.get(context_id)
+        if incoming is None:
+            return
+        # A synchronous write of one PDV (at most the negotiated PDU size) into the page cache.
+        incoming.file.write(data)
+        if is_last:
+            incoming.file.close()
+            del self._disk[context_id]
+            self._incoming.append((context_id, incoming.command, incoming.path))
+            if self._background_reader:
+                self._start_pending_requests()
+
+    def _close_streams(self: Association) -> None:
+        """The association ended: partial files are deleted, never reported as stored."""
+        for incoming in self._disk.values():
+            incoming.file.close()
+            incoming.path.unlink(missing_ok=True)
+        self._disk.clear()
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    async def _handle_request(self: Association, context_id: int, command: Any, data: Any) -> None:
+        context = self._context(context_id)
+        path = data if isinstance(data, Path) else None
+        raw = None if path is not None else (bytes(data) if data is not None else None)
+        try:
+            if context is None:
+                raise errors.RemoteProtocolError(f"request on unaccepted context {context_id}")
+            with anyio.CancelScope() as scope:
+                self._running[command.message_id] = scope
+                try:
+                    await self._dispatch(context, command, raw, path)
+                finally:
+                    self._running.pop(command.message_id, None)
+        except errors.DicomioError as exc:
+            if self._failure is None:
+                self.log.warning("request %s failed: %s", type(command).__name__, exc)
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    async def _dispatch(self: Association, context: Any, command: Any, raw: bytes | None, path: Path | None) -> None:
+        event = Event(EVT_C_ECHO, self, context=context, request=command, raw=raw, dataset_path=path)
+        if isinstance(command, CEchoRQ):
+            await self._on_c_echo(event, context, command)
+        elif isinstance(command, CStoreRQ):
+            event.event = EVT_C_STORE
+            await self._on_c_store(event, context, command)
+        elif isinstance(command, CFindRQ):
+            event.event = EVT_C_FIND
+            await self._on_c_find(event, context, command)
+        elif isinstance(command, CGetRQ):
+            event.event = EVT_C_GET
+            await self._on_retrieve(event, context, command, CGetRSP)
+        elif isinstance(command, CMoveRQ):
+            event.event = EVT_C_MOVE
+            await self._on_retrieve(event, context, command, CMoveRSP)
+        elif type(command) in _N_SERVICES:
+            event.event, rsp_class = _N_SERVICES[type(command)]
+            await self._on_n_service(event, context, command, rsp_class)
+
+    def _handler(self: Association, event: EventType) -> tuple[Any, tuple[Any, ...]] | None:
+        handlers = self.get_handlers(event)
+        if not handlers:
+            return None
+        handler, args = handlers[0]
+        return handler, tuple(args)
+
+    async def _respond(self: Association, context: Any, response: Any, dataset: Dataset | None = None) -> None:
+        payload = None
+        if dataset is not None:
+            payload = encode_dataset(dataset, context.transfer_syntax)
+        await self.send_message(context.context_id, response, payload)
+
+    # -- C-ECHO, C-STORE -------------------------------------------------------------------
+
+    async def _on_c_echo(self: Association, event: Event, context: Any, command: CEchoRQ) -> None:
+        status, fields = SUCCESS, {}
+        found = self._handler(EVT_C_ECHO)
+        if found is not None:
+            status, fields = await _call_for_status(found, event, C_FAILURE)
+        await self._respond(
+            context,
+            CEchoRSP(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                status=status, has_dataset=False, **fields,
+            ),
+        )
+
+    async def _on_c_store(self: Association, event: Event, context: Any, command: CStoreRQ) -> None:
+        found = self._handler(EVT_C_STORE)
+        if found is None:
+            status, fields = C_FAILURE, {"error_comment": "no C-STORE handler is bound"}
+        else:
+            status, fields = await _call_for_status(found, event, C_FAILURE)
+        await self._respond(
+            context,
+            CStoreRSP(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                affected_sop_instance_uid=command.affected_sop_instance_uid,
+                status=status, has_dataset=False, **fields,
+            ),
+        )
+
+    # -- C-FIND --------------------------------------------------------------------------------
+
+    async def _on_c_find(self: Association, event: Event, context: Any, command: CFindRQ) -> None:
+        def response(status: int, **fields: Any) -> CFindRSP:
+            return CFindRSP(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                status=status, has_dataset=fields.pop("has_dataset", False), **fields,
+            )
+
+        found = self._handler(EVT_C_FIND)
+        if found is None:
+            await self._respond(context, response(C_FAILURE, error_comment="no C-FIND handler"))
+            return
+        final = SUCCESS
+        cancelled = True
+        try:
+            with anyio.CancelScope() as scope:
+                self._running[command.message_id] = scope
+                async for status, identifier in _agen(found, event):
+                    if status in (PENDING, 0xFF01):
+                        await self._respond(context, response(status, has_dataset=identifier is not None), identifier)
+                        continue
+                    final = status
+                    break
+                cancelled = False
+            if scope.cancelled_caught:
+                final = CANCEL
+        except Exception as exc:
+            if isinstance(exc, errors.DicomioError) and self._failure is not None:
+                raise
+            self.log.exception("C-FIND handler raised")
+            final, cancelled = C_FAILURE, False
+        if cancelled and self._failure is not None:
+            return
+        await self._respond(context, response(final))
+
+    # -- C-GET and C-MOVE ----------------------------------------------------------------------
+
+    async def _on_retrieve(self: Association, event: Event, context: Any, command: Any, rsp_class: type) -> None:
+        is_move = isinstance(command, CMoveRQ)
+        counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
+        failed_uids: list[str] = []
+
+        def response(status: int, *, final: bool = False) -> Any:
+            return rsp_class(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                status=status,
+                has_dataset=final and bool(failed_uids),
+                number_of_remaining_sub_operations=None if final and status != CANCEL else counts["remaining"],
+                number_of_completed_sub_operations=counts["completed"],
+                number_of_failed_sub_operations=counts["failed"],
+                number_of_warning_sub_operations=counts["warning"],
+            )
+
+        async def final(status: int | None = None) -> None:
+            if status is None:
+                if counts["failed"] and not counts["completed"] and not counts["warning"]:
+                    status = SUBOPS_REFUSED
+                elif counts["failed"] or counts["warning"]:
+                    status = SUBOPS_WARNING
+                else:
+                    status = SUCCESS
+            identifier = None
+            if failed_uids:
+                identifier = Dataset()
+                identifier.FailedSOPInstanceUIDList = failed_uids
+            await self._respond(context, response(status, final=True), identifier)
+
+        found = self._handler(EVT_C_MOVE if is_move else EVT_C_GET)
+        if found is None:
+            await self._respond(context, rsp_class(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                status=C_FAILURE, has_dataset=False, error_comment="no handler",
+            ))
+            return
+        try:
+            with anyio.CancelScope() as scope:
+                self._running[command.message_id] = scope
+                gen = _agen(found, event)
+                first = await anext(gen, None)
+                destination = None
+                if is_move:
+                    if isinstance(first, tuple) and len(first) >= 2 and isinstance(first[1], int) and not isinstance(first[0], int):
+                        destination = first
+                        first = await anext(gen, None)
+                    else:
+                        destination = self.ae.move_destinations.get(command.move_destination)
+                    if destination is None:
+                        self.log.warning("unknown move destination %r", command.move_destination)
+                        await gen.aclose()
+                        await self._respond(context, rsp_class(
+                            message_id_being_responded_to=command.message_id,
+                            affected_sop_class_uid=command.affected_sop_class_uid,
+                            status=MOVE_DESTINATION_UNKNOWN, has_dataset=False,
+                        ))
+                        return
+                if not isinstance(first, int):
+                    raise TypeError("a C-GET/C-MOVE handler must first yield the number of sub-operations")
+                counts["remaining"] = first
+                items = [item async for item in gen] if is_move else None
+                if is_move:
+                    assert items is not None and destination is not None
+                    await self._move(command, destination, items, counts, failed_uids, response)
+                else:
+                    async for status, ds in gen:
+                        if status not in (PENDING, 0xFF01):
+                            await final(status)
+                            return
+                        await self._sub_store(self, command, ds, counts, failed_uids, originator=False)
+                        await self._respond(context, response(PENDING))
+            if scope.cancelled_caught:
+                if self._failure is None:
+                    await final(CANCEL)
+                return
+        except Exception as exc:
+            if isinstance(exc, errors.DicomioError) and self._failure is not None:
+                raise
+            self.log.exception("%s handler raised", "C-MOVE" if is_move else "C-GET")
+            await final(C_FAILURE)
+            return
+        await final()
+
+    async def _sub_store(
+        self: Association, target: Association, command: Any, ds: Any,
+        counts: dict[str, int], failed_uids: list[str], *, originator: bool,
+    ) -> None:
+        counts["remaining"] = max(0, counts["remaining"] - 1)
+        uid = _instance_uid(ds)
+        try:
+            status = await target.send_c_store(
+                ds,
+                originator_aet=self.remote_ae_title if originator else None,
+                originator_id=command.message_id if originator else None,
+            )
+            code = int(status.Status)
+        except (errors.NoPresentationContext, OSError, ValueError) as exc:
+            self.log.warning("sub-operation for %s failed: %s", uid, exc)
+            code = C_FAILURE
+        if code == SUCCESS:
+            counts["completed"] += 1
+        elif (code & 0xF000) == 0xB000 or code in (0x0001, 0x0107, 0x0116):
+            counts["warning"] += 1
+        else:
+            counts["failed"] += 1
+            if uid:
+                failed_uids.append(uid)
+
+    async def _move(
+        self: Association, command: CMoveRQ, destination: Any, items: list[Any],
+        counts: dict[str, int], failed_uids: list[str], response: Callable[..., Any],
+    ) -> None:
+        """Open the sub-association to the move destination and send every instance."""
+        from dicomio.presentation import build_context
+
+        host, port = destination[0], destination[1]
+        datasets = [ds for status, ds in items if status in (PENDING, 0xFF01)]
+        wanted: dict[str, list[str]] = {}
+        for ds in datasets:
+            sop_class, ts = await anyio.to_thread.run_sync(_class_and_syntax, ds)
+            syntaxes = wanted.setdefault(sop_class, [])
+            for candidate in (ts, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+                if candidate not in syntaxes:
+                    syntaxes.append(candidate)
+        contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes in wanted.items()][:128]
+        cx = next(c for c in self.accepted_contexts if c.abstract_syntax == command.affected_sop_class_uid)
+        if not datasets:
+            return
+        try:
+            async with self.ae.associate(
+                host, port, ae_title=command.move_destination, contexts=contexts
+            ) as sub:
+                for ds in datasets:
+                    await self._sub_store(sub, command, ds, counts, failed_uids, originator=True)
+                    await self._respond(cx, response(PENDING))
+        except (errors.AssociationRejected, errors.AssociationAborted, errors.ConnectionClosed, OSError) as exc:
+            self.log.warning("move sub-association to %s failed: %s", command.move_destination, exc)
+            for ds in datasets[counts["completed"] + counts["failed"] + counts["warning"]:]:
+                counts["failed"] += 1
+                counts["remaining"] = max(0, counts["remaining"] - 1)
+                uid = _instance_uid(ds)
+                if uid:
+                    failed_uids.append(uid)
+
+    # -- N-services -----------------------------------------------------------------------------
+
+    async def _on_n_service(self: Association, event: Event, context: Any, command: Any, rsp_class: type) -> None:
+        found = self._handler(event.event)
+        reply: Dataset | None = None
+        if found is None:
+            status, fields = N_FAILURE, {"error_comment": "no handler"}
+        else:
+            handler, args = found
+            try:
+                result = await handler(event, *args)
+            except Exception:
+                self.log.exception("%s handler raised", event.event.name)
+                result = N_FAILURE
+            status, fields, reply = _n_result(result)
+        sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(command, "requested_sop_class_uid", None)
+        sop_instance = getattr(command, "affected_sop_instance_uid", None) or getattr(command, "requested_sop_instance_uid", None)
+        extra: dict[str, Any] = {}
+        if isinstance(command, NEventReportRQ):
+            extra["event_type_id"] = command.event_type_id
+        if isinstance(command, NActionRQ):
+            extra["action_type_id"] = command.action_type_id
+        await self._respond(
+            context,
+            rsp_class(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=sop_class,
+                affected_sop_instance_uid=sop_instance,
+                status=status, has_dataset=reply is not None, **fields, **extra,
+            ),
+            reply,
+        )
+
+
+async def _call_for_status(found: tuple[Any, tuple[Any, ...]], event: Event, failure: int) -> tuple[int, dict[str, Any]]:
+    handler, args = found
+    try:
+        result = await handler(event, *args)
+    except Exception as exc:
+        event.assoc.log.exception("%s handler raised", event.event.name)
+        return failure, {"error_comment": f"{type(exc).__name__}"[:64]}
+    if isinstance(result, Dataset):
+        fields = {}
+        if "ErrorComment" in result:
+            fields["error_comment"] = str(result.ErrorComment)
+        return int(result.Status), fields
+    return int(result), {}
+
+
+def _n_result(result: Any) -> tuple[int, dict[str, Any], Dataset | None]:
+    reply = None
+    if isinstance(result, tuple):
+        result, reply = result
+    if isinstance(result, Dataset):
+        fields = {"error_comment": str(result.ErrorComment)} if "ErrorComment" in result else {}
+        return int(result.Status), fields, reply
+    return int(result), {}, reply
+
+
+async def _agen(found: tuple[Any, tuple[Any, ...]], event: Event) -> AsyncIterator[Any]:
+    """Run a handler that is an async generator (or returns an iterable) as one."""
+    handler, args = found
+    result = handler(event, *args)
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+        return
+    if inspect.isawaitable(result):
+        result = await result
+    for item in result:
+        yield item
+
+
+def _instance_uid(ds: Any) -> str:
+    if isinstance(ds, Dataset):
+        return str(ds.get("SOPInstanceUID", ""))
+    if isinstance(ds, (str, Path)):
+        info = read_file_info(ds)
+        return str(info.sop_instance_uid) if info else ""
+    return ""
+
+
+def _class_and_syntax(ds: Any) -> tuple[str, str]:
+    if isinstance(ds, (str, Path)):
+        info = read_file_info(ds)
+        if info is not None:
+            return str(info.sop_class_uid), str(info.transfer_syntax)
+        from pydicom import dcmread
+
+        ds = dcmread(ds)
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    return str(ds.SOPClassUID), str(ts or UID("1.2.840.10008.1.2.1"))
+

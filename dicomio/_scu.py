@@ -1,0 +1,562 @@
+"""The service user half of an association: ``send_c_*`` and ``send_n_*`` (PS3.7 9.1, 10.1).
+
+Every call takes a slot of the asynchronous operations window (PS3.7 D.3.3.3), so with a
+window of N up to N operations are outstanding at once and further calls wait their turn in
+order. Responses reach their caller by message ID. C-FIND, C-GET and C-MOVE return a
+``ResponseStream``: iterate it with ``async for``; leaving the loop early sends C-CANCEL
+(PS3.7 9.3.2.3) and waits a bounded time for the final response, then aborts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from dicomio import errors
+from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, read_file_info
+from dicomio.dimse import (
+    CCancelRQ,
+    CEchoRQ,
+    CFindRQ,
+    CGetRQ,
+    CMoveRQ,
+    CStoreRQ,
+    NActionRQ,
+    NCreateRQ,
+    NDeleteRQ,
+    NEventReportRQ,
+    NGetRQ,
+    NSetRQ,
+)
+from dicomio.status import status_dataset
+
+if TYPE_CHECKING:
+    from dicomio.association import Association, _Operation
+    from dicomio.presentation import PresentationContext
+
+__all__ = ["ResponseStream", "ServiceUserMixin"]
+
+VERIFICATION = UID("1.2.840.10008.1.1")
+#: Files up to this size are read in one go (one thread hop); larger ones are streamed.
+WHOLE_FILE_LIMIT = 4 * 1024 * 1024
+FILE_CHUNK = 1024 * 1024
+
+#: Status elements of a response command that users see on the status Dataset.
+_STATUS_FIELDS = (
+    ("error_comment", "ErrorComment"),
+    ("error_id", "ErrorID"),
+    ("offending_element", "OffendingElement"),
+    ("number_of_remaining_sub_operations", "NumberOfRemainingSuboperations"),
+    ("number_of_completed_sub_operations", "NumberOfCompletedSuboperations"),
+    ("number_of_failed_sub_operations", "NumberOfFailedSuboperations"),
+    ("number_of_warning_sub_operations", "NumberOfWarningSuboperations"),
+    ("affected_sop_instance_uid", "AffectedSOPInstanceUID"),
+    ("affected_sop_class_uid", "AffectedSOPClassUID"),
+)
+
+
+def response_status(command: Any) -> Dataset:
+    """The status Dataset of a response, as pynetdicom users know it (``.Status`` ...)."""
+    fields = {}
+    for attr, keyword in _STATUS_FIELDS:
+        value = getattr(command, attr, None)
+        if value is not None:
+            fields[keyword] = value
+    return status_dataset(command.status, **fields)
+
+
+def _is_final(command: Any) -> bool:
+    return command.status not in (0xFF00, 0xFF01)
+
+
+class ServiceUserMixin:
+    """``send_c_*`` and ``send_n_*``; mixed into ``Association``."""
+
+    # -- context selection ---------------------------------------------------------------
+
+    def _contexts_for(self: Association, abstract_syntax: str) -> list[PresentationContext]:
+        return [cx for cx in self.accepted_contexts if cx.abstract_syntax == abstract_syntax]
+
+    def _context_as_scu(
+        self: Association, abstract_syntax: str, transfer_syntax: str | None = None
+    ) -> PresentationContext:
+        """An accepted context for ``abstract_syntax`` in which we may act as SCU."""
+        candidates = [cx for cx in self._contexts_for(abstract_syntax) if self._may_be_scu(cx)]
+        if transfer_syntax is not None:
+            for cx in candidates:
+                if cx.transfer_syntax == transfer_syntax:
+                    return cx
+        if candidates:
+            return candidates[0]
+        raise errors.NoPresentationContext(
+            f"no accepted presentation context for {abstract_syntax}"
+            f"{' in ' + str(transfer_syntax) if transfer_syntax else ''}; accepted: "
+            + ", ".join(f"{cx.abstract_syntax}/{cx.transfer_syntax}" for cx in self.accepted_contexts)
+        )
+
+    def _may_be_scu(self: Association, cx: PresentationContext) -> bool:
+        """Whether we may invoke operations on ``cx`` (roles per PS3.7 D.3.3.4)."""
+        from dicomio.ul import Role
+
+        return cx.local_roles(is_requestor=self.role is Role.REQUESTOR)[0]
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _request(
+        self: Association,
+        context: PresentationContext,
+        build: Any,
+        dataset: Any = None,
+    ) -> tuple[_Operation, Any]:
+        op = self._new_operation()
+        command = build(op.message_id)
+        try:
+            await self.send_message(context.context_id or 0, command, dataset)
+        except BaseException:
+            self._release_operation(op)
+            raise
+        return op, command
+
+    async def _single(
+        self: Association, context: PresentationContext, build: Any, dataset: Any = None
+    ) -> tuple[Any, bytes | None]:
+        """Send one request and wait for its one response, within the window."""
+        async with self._window:
+            op, _ = await self._request(context, build, dataset)
+            try:
+                command, data = await self._next_response(op, self.timeouts.dimse)
+            finally:
+                self._release_operation(op)
+            return command, data
+
+    # -- C-ECHO ----------------------------------------------------------------------------
+
+    async def send_c_echo(self: Association) -> Dataset:
+        """C-ECHO (PS3.7 9.1.5): the status Dataset (``.Status == 0`` on success)."""
+        context = self._context_as_scu(VERIFICATION)
+        command, _ = await self._single(
+            context,
+            lambda mid: CEchoRQ(message_id=mid, affected_sop_class_uid=VERIFICATION),
+        )
+        return response_status(command)
+
+    # -- C-STORE ---------------------------------------------------------------------------
+
+    async def send_c_store(
+        self: Association,
+        dataset: Dataset | str | Path,
+        *,
+        priority: int = 2,
+        originator_aet: str | None = None,
+        originator_id: int | None = None,
+    ) -> Dataset:
+        """C-STORE (PS3.7 9.1.1) a Dataset, or a Part 10 file streamed from disk.
+
+        A file whose transfer syntax was accepted is sent as its bytes stand, in chunks. A
+        data set in an uncompressed syntax is converted to another accepted uncompressed
+        syntax; otherwise ``NoPresentationContext`` names what was proposed and accepted.
+        """
+        payload: Any
+        if isinstance(dataset, (str, Path)):
+            context, payload, sop_class, sop_instance = await self._store_payload_from_file(
+                Path(dataset)
+            )
+        else:
+            context, payload, sop_class, sop_instance = self._store_payload_from_dataset(dataset)
+
+        def build(mid: int) -> CStoreRQ:
+            return CStoreRQ(
+                message_id=mid,
+                affected_sop_class_uid=sop_class,
+                affected_sop_instance_uid=sop_instance,
+                priority=priority,
+                move_originator_application_entity_title=originator_aet,
+                move_originator_message_id=originator_id,
+                has_dataset=True,
+            )
+
+        command, _ = await self._single(context, build, payload)
+        return response_status(command)
+
+    def _store_context(
+        self: Association, sop_class: str, transfer_syntax: str
+    ) -> tuple[PresentationContext, bool]:
+        """(context, convert?) for storing ``sop_class`` encoded in ``transfer_syntax``."""
+        candidates = [cx for cx in self._contexts_for(sop_class) if self._may_be_scu(cx)]
+        for cx in candidates:
+            if cx.transfer_syntax == transfer_syntax:
+                return cx, False
+        if transfer_syntax in UNCOMPRESSED:
+            for cx in candidates:
+                if cx.transfer_syntax in UNCOMPRESSED:
+                    return cx, True
+        proposed = [
+            str(ts)
+            for cx in self.requested_contexts
+            if cx.abstract_syntax == sop_class
+            for ts in cx.transfer_syntaxes
+        ]
+        raise errors.NoPresentationContext(
+            f"cannot send {sop_class} in {transfer_syntax}: proposed {proposed or 'nothing'}, "
+            f"accepted {[str(cx.transfer_syntax) for cx in candidates] or 'nothing'}"
+        )
+
+    def _store_payload_from_dataset(
+        self: Association, ds: Dataset
+    ) -> tuple[PresentationContext, bytes, UID, UID]:
+        sop_class = UID(str(ds.SOPClassUID))
+        sop_instance = UID(str(ds.SOPInstanceUID))
+        meta = getattr(ds, "file_meta", None)
+        ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+        if ts is None:
+            implicit = getattr(ds, "is_implicit_VR", None)
+            ts = UID("1.2.840.10008.1.2") if implicit in (True, None) else UID("1.2.840.10008.1.2.1")
+        context, _ = self._store_context(sop_class, UID(str(ts)))
+        assert context.transfer_syntax is not None
+        return context, encode_dataset(ds, context.transfer_syntax), sop_class, sop_instance
+
+    async def _store_payload_from_file(
+        self: Association, path: Path
+    ) -> tuple[PresentationContext, Any, UID, UID]:
+        info = await anyio.to_thread.run_sync(read_file_info, path)
+        if info is None:
+            ds = await anyio.to_thread.run_sync(dcmread, path)
+            return self._store_payload_from_dataset(ds)
+        context, convert = self._store_context(info.sop_class_uid, info.transfer_syntax)
+        if convert:
+            ds = await anyio.to_thread.run_sync(lambda: dcmread(path))
+            assert context.transfer_syntax is not None
+            data = encode_dataset(ds, context.transfer_syntax)
+            return context, data, info.sop_class_uid, info.sop_instance_uid
+        payload: Any
+        if info.dataset_length <= WHOLE_FILE_LIMIT:
+            raw = await anyio.to_thread.run_sync(path.read_bytes)
+            payload = memoryview(raw)[info.dataset_offset :]
+        else:
+            payload = _read_chunks(path, info.dataset_offset)
+        return context, payload, info.sop_class_uid, info.sop_instance_uid
+
+    # -- C-FIND / C-GET / C-MOVE -----------------------------------------------------------
+
+    def send_c_find(
+        self: Association, identifier: Dataset, query_model: str, *, priority: int = 2
+    ) -> ResponseStream:
+        """C-FIND (PS3.7 9.1.2): ``async for status, identifier in ...``."""
+        context = self._context_as_scu(query_model)
+
+        def build(mid: int) -> CFindRQ:
+            return CFindRQ(
+                message_id=mid, affected_sop_class_uid=context.abstract_syntax,
+                priority=priority, has_dataset=True,
+            )
+
+        return ResponseStream(self, context, build, identifier)
+
+    def send_c_get(
+        self: Association, identifier: Dataset, query_model: str, *, priority: int = 2
+    ) -> ResponseStream:
+        """C-GET (PS3.7 9.1.3); sub-operation C-STOREs go to this association's EVT_C_STORE
+        handler, which needs storage contexts where we took the SCP role."""
+        context = self._context_as_scu(query_model)
+
+        def build(mid: int) -> CGetRQ:
+            return CGetRQ(
+                message_id=mid, affected_sop_class_uid=context.abstract_syntax,
+                priority=priority, has_dataset=True,
+            )
+
+        return ResponseStream(self, context, build, identifier)
+
+    def send_c_move(
+        self: Association,
+        identifier: Dataset,
+        move_aet: str,
+        query_model: str,
+        *,
+        priority: int = 2,
+    ) -> ResponseStream:
+        """C-MOVE (PS3.7 9.1.4) to the AE titled ``move_aet``."""
+        context = self._context_as_scu(query_model)
+
+        def build(mid: int) -> CMoveRQ:
+            return CMoveRQ(
+                message_id=mid, affected_sop_class_uid=context.abstract_syntax,
+                priority=priority, move_destination=move_aet, has_dataset=True,
+            )
+
+        return ResponseStream(self, context, build, identifier)
+
+    # -- N-services (PS3.7 10.1) -------------------------------------------------------------
+
+    async def _n_request(
+        self: Association,
+        abstract_syntax: str,
+        build: Any,
+        dataset: Dataset | None,
+    ) -> tuple[Dataset, Dataset | None]:
+        context = self._context_as_scu(abstract_syntax)
+        ts = context.transfer_syntax
+        assert ts is not None
+        payload = encode_dataset(dataset, ts) if dataset is not None else None
+        command, data = await self._single(context, build, payload)
+        reply = decode_dataset(data, ts) if data is not None else None
+        return response_status(command), reply
+
+    async def send_n_event_report(
+        self: Association,
+        dataset: Dataset | None,
+        event_type: int,
+        class_uid: str,
+        instance_uid: str,
+        *,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        """N-EVENT-REPORT (PS3.7 10.1.1): (status, event reply)."""
+        return await self._n_request(
+            meta_uid or class_uid,
+            lambda mid: NEventReportRQ(
+                message_id=mid, affected_sop_class_uid=class_uid,
+                affected_sop_instance_uid=instance_uid, event_type_id=event_type,
+                has_dataset=dataset is not None,
+            ),
+            dataset,
+        )
+
+    async def send_n_get(
+        self: Association,
+        identifier_list: Sequence[int],
+        class_uid: str,
+        instance_uid: str,
+        *,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        """N-GET (PS3.7 10.1.2): (status, attribute list)."""
+        return await self._n_request(
+            meta_uid or class_uid,
+            lambda mid: NGetRQ(
+                message_id=mid, requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid,
+                attribute_identifier_list=tuple(identifier_list) or None,
+                has_dataset=False,
+            ),
+            None,
+        )
+
+    async def send_n_set(
+        self: Association,
+        dataset: Dataset,
+        class_uid: str,
+        instance_uid: str,
+        *,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        """N-SET (PS3.7 10.1.3): (status, attribute list)."""
+        return await self._n_request(
+            meta_uid or class_uid,
+            lambda mid: NSetRQ(
+                message_id=mid, requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid, has_dataset=True,
+            ),
+            dataset,
+        )
+
+    async def send_n_action(
+        self: Association,
+        dataset: Dataset | None,
+        action_type: int,
+        class_uid: str,
+        instance_uid: str,
+        *,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        """N-ACTION (PS3.7 10.1.4): (status, action reply)."""
+        return await self._n_request(
+            meta_uid or class_uid,
+            lambda mid: NActionRQ(
+                message_id=mid, requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid, action_type_id=action_type,
+                has_dataset=dataset is not None,
+            ),
+            dataset,
+        )
+
+    async def send_n_create(
+        self: Association,
+        dataset: Dataset | None,
+        class_uid: str,
+        instance_uid: str | None = None,
+        *,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        """N-CREATE (PS3.7 10.1.5): (status, attribute list)."""
+        return await self._n_request(
+            meta_uid or class_uid,
+            lambda mid: NCreateRQ(
+                message_id=mid, affected_sop_class_uid=class_uid,
+                affected_sop_instance_uid=instance_uid, has_dataset=dataset is not None,
+            ),
+            dataset,
+        )
+
+    async def send_n_delete(
+        self: Association,
+        class_uid: str,
+        instance_uid: str,
+        *,
+        meta_uid: str | None = None,
+    ) -> Dataset:
+        """N-DELETE (PS3.7 10.1.6): the status."""
+        status, _ = await self._n_request(
+            meta_uid or class_uid,
+            lambda mid: NDeleteRQ(
+                message_id=mid, requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid, has_dataset=False,
+            ),
+            None,
+        )
+        return status
+
+
+async def _read_chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
+    """A file's bytes from ``offset``, a chunk at a time, read off the event loop."""
+    async with await anyio.open_file(path, "rb") as fp:
+        await fp.seek(offset)
+        while chunk := await fp.read(FILE_CHUNK):
+            yield chunk
+
+
+class ResponseStream:
+    """The responses to one C-FIND, C-GET or C-MOVE, as ``(status, identifier)`` pairs.
+
+    Iterate with ``async for``. Leaving early cancels the operation: on ``break`` or an
+    exception in the loop body the C-CANCEL is queued at once and goes out with the next
+    write; ``async with`` or ``aclose()`` also wait (bounded by the cancel timeout) for the
+    final response; a cancelled task waits the same way inside a shielded scope. If no final
+    response comes, the association is aborted.
+    """
+
+    def __init__(
+        self, assoc: Association, context: PresentationContext, build: Any, identifier: Dataset
+    ) -> None:
+        self._assoc = assoc
+        self._context = context
+        self._build = build
+        self._identifier = identifier
+        self._op: _Operation | None = None
+        self._holds_window = False
+        self._done = False
+
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __aenter__(self) -> ResponseStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> tuple[Dataset, Dataset | None]:
+        if self._done:
+            raise StopAsyncIteration
+        assoc = self._assoc
+        try:
+            if self._op is None:
+                await assoc._window.acquire()
+                self._holds_window = True
+                ts = self._context.transfer_syntax
+                assert ts is not None
+                self._op, _ = await assoc._request(
+                    self._context, self._build, encode_dataset(self._identifier, ts)
+                )
+            command, data = await assoc._next_response(self._op, assoc.timeouts.dimse)
+        except BaseException as exc:
+            if isinstance(exc, errors.DicomioError) and not isinstance(exc, errors.DIMSETimeout):
+                self._finish()
+                raise
+            await self._cancel(wait=True)
+            raise
+        status = response_status(command)
+        identifier = None
+        if data is not None:
+            ts = self._context.transfer_syntax
+            assert ts is not None
+            identifier = decode_dataset(data, ts)
+        if _is_final(command):
+            self._finish()
+        return status, identifier
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._op is not None:
+            self._assoc._release_operation(self._op)
+        if self._holds_window:
+            self._holds_window = False
+            self._assoc._window.release()
+
+    def _cancel_nowait(self) -> None:
+        """Queue C-CANCEL-RQ (PS3.7 9.3.2.3) and stop listening; the rest is bookkeeping."""
+        op, assoc = self._op, self._assoc
+        self._done = True
+        if op is None or op.final:
+            self._finish()
+            return
+        assoc._send_nowait(
+            self._context.context_id or 0, CCancelRQ(message_id_being_responded_to=op.message_id)
+        )
+        op.abandoned = True
+        op.responses.clear()
+        if self._holds_window:
+            self._holds_window = False
+            assoc._window.release()
+
+    async def _cancel(self, *, wait: bool) -> None:
+        op, assoc = self._op, self._assoc
+        if self._done or op is None:
+            self._finish()
+            return
+        self._cancel_nowait()
+        if not wait:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await assoc._flush()
+                with anyio.move_on_after(assoc.timeouts.cancel) as scope:
+                    while op.message_id in assoc._ops:
+                        if assoc._failure is not None:
+                            return
+                        if assoc._background_reader:
+                            await anyio.sleep(0.01)
+                            continue
+                        async with assoc._read_lock:
+                            if op.message_id in assoc._ops:
+                                await assoc._read_once()
+                if scope.cancelled_caught:
+                    assoc.log.warning("no final response after C-CANCEL: aborting")
+                    await assoc.abort()
+            except errors.DicomioError:
+                pass
+
+    async def aclose(self) -> None:
+        """Cancel the operation if it is still running, and wait for its final response."""
+        await self._cancel(wait=True)
+
+    def __del__(self) -> None:
+        # ``break`` out of ``async for`` drops the last reference here (CPython refcounting):
+        # queue the C-CANCEL now; it leaves with the association's next write.
+        if not self._done and self._op is not None:
+            try:
+                self._cancel_nowait()
+            except Exception:
+                pass

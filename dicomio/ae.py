@@ -1,0 +1,412 @@
+"""The Application Entity: local identity, presentation contexts, and the two ways in.
+
+``ae.associate(...)`` makes a requestor association; ``ae.start_server(...)`` accepts them.
+Names follow pynetdicom's ``AE`` so that moving over is easy. Settings live on the AE
+instance; nothing in dicomio is configured through module-level state.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
+from pydicom.uid import UID
+
+from dicomio import errors
+from dicomio.association import Association
+from dicomio.config import DEFAULT_MAX_PDU, Timeouts
+from dicomio.dataset import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_REJECTED, HandlerList
+from dicomio.pdu import (
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    AsynchronousOperationsWindow,
+    ImplementationClassUID,
+    ImplementationVersionName,
+    MaximumLength,
+    PresentationContextRQ,
+    RoleSelection,
+)
+from dicomio.presentation import (
+    PresentationContext,
+    assign_context_ids,
+    build_context,
+    negotiate_as_requestor,
+)
+from dicomio.ul import Role
+
+__all__ = ["AE", "AssociateRequest"]
+
+#: Window value 0 means "unlimited" (PS3.7 D.3.3.3); bounded here to the message-ID space.
+UNLIMITED_WINDOW = 65535
+
+UserIdentityVerifier = Callable[[Association, Any], Awaitable[Any]]
+
+
+def set_nodelay(stream: anyio.abc.ByteStream) -> None:
+    """Disable Nagle: small DIMSE messages must not wait for the peer's delayed ACK."""
+    try:
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    except anyio.TypedAttributeLookupError:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+class AE:
+    """A DICOM Application Entity (PS3.7 section 6)."""
+
+    def __init__(
+        self,
+        ae_title: str = "DICOMIO",
+        *,
+        maximum_pdu_size: int = DEFAULT_MAX_PDU,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.ae_title = ae_title
+        self.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        self.implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME
+        self.maximum_pdu_size = maximum_pdu_size
+        self.timeouts = timeouts or Timeouts()
+        self.requested_contexts: list[PresentationContext] = []
+        self.supported_contexts: list[PresentationContext] = []
+        #: As requestor: the window to propose, (invoked, performed); None proposes nothing
+        #: (which means 1, 1). As acceptor: the most we will grant.
+        self.async_ops_window: tuple[int, int] | None = None
+        # Acceptor policy.
+        self.require_called_aet = False
+        self.require_calling_aet: list[str] = []
+        self.maximum_associations = 1000
+        self.maximum_associations_per_ae: int | None = None
+        self.accept_any_storage = False
+        #: Known C-MOVE destinations: AE title -> (host, port).
+        self.move_destinations: dict[str, tuple[str, int]] = {}
+        #: ``async def verify(assoc, user_identity_rq)`` -> bool, or (bool, server response).
+        self.user_identity_verifier: UserIdentityVerifier | None = None
+        #: Hooks for SOP class extended (56H) / common extended (57H) negotiation: called with
+        #: the requested items, return the reply items (56H) or the accepted items (57H).
+        self.sop_class_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = None
+        self.sop_class_common_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = None
+
+    # -- pynetdicom-style timeout attributes ------------------------------------------------
+
+    @property
+    def acse_timeout(self) -> float | None:
+        return self.timeouts.acse
+
+    @acse_timeout.setter
+    def acse_timeout(self, value: float | None) -> None:
+        self.timeouts = _evolve(self.timeouts, acse=value)
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        return self.timeouts.dimse
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, value: float | None) -> None:
+        self.timeouts = _evolve(self.timeouts, dimse=value)
+
+    @property
+    def network_timeout(self) -> float | None:
+        return self.timeouts.network
+
+    @network_timeout.setter
+    def network_timeout(self, value: float | None) -> None:
+        self.timeouts = _evolve(self.timeouts, network=value)
+
+    @property
+    def connection_timeout(self) -> float | None:
+        return self.timeouts.connect
+
+    @connection_timeout.setter
+    def connection_timeout(self, value: float | None) -> None:
+        self.timeouts = _evolve(self.timeouts, connect=value)
+
+    # -- contexts --------------------------------------------------------------------------
+
+    def add_requested_context(
+        self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
+    ) -> None:
+        """Propose ``abstract_syntax`` with ``transfer_syntax`` (default: the usual four)."""
+        if len(self.requested_contexts) >= 128:
+            raise ValueError("at most 128 presentation contexts can be requested (PS3.8 9.3.2.2)")
+        self.requested_contexts.append(build_context(abstract_syntax, _syntaxes(transfer_syntax)))
+
+    def add_supported_context(
+        self,
+        abstract_syntax: str,
+        transfer_syntax: str | Sequence[str] | None = None,
+        scu_role: bool | None = None,
+        scp_role: bool | None = None,
+    ) -> None:
+        """Accept ``abstract_syntax``; ``scu_role``/``scp_role`` answer role selection."""
+        cx = build_context(abstract_syntax, _syntaxes(transfer_syntax))
+        self.supported_contexts = [
+            c for c in self.supported_contexts if c.abstract_syntax != cx.abstract_syntax
+        ]
+        self.supported_contexts.append(
+            PresentationContext(
+                context_id=None,
+                abstract_syntax=cx.abstract_syntax,
+                transfer_syntaxes=cx.transfer_syntaxes,
+                scu_role=scu_role,
+                scp_role=scp_role,
+            )
+        )
+
+    # -- requestor ---------------------------------------------------------------------------
+
+    def associate(
+        self,
+        host: str,
+        port: int,
+        *,
+        ae_title: str = "ANY-SCP",
+        contexts: Sequence[PresentationContext] | None = None,
+        max_pdu: int | None = None,
+        ext_neg: Sequence[Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: HandlerList | None = None,
+        bind_address: tuple[str, int] | None = None,
+    ) -> AssociateRequest:
+        """Request an association; use as ``async with`` or ``await``.
+
+        ``async with`` releases on normal exit and aborts if the body raised.
+        Raises ``AssociationRejected``, ``AssociationAborted``, ``ConnectionClosed``,
+        ``TimeoutError``, or ``OSError`` for a refused connection.
+        """
+        return AssociateRequest(
+            self, host, port, ae_title=ae_title, contexts=contexts, max_pdu=max_pdu,
+            ext_neg=ext_neg, ssl_context=ssl_context, evt_handlers=evt_handlers,
+            bind_address=bind_address,
+        )
+
+    async def _request(self, request: AssociateRequest) -> Association:
+        timeouts = self.timeouts
+        try:
+            with anyio.fail_after(timeouts.connect):
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                    request.host, request.port,
+                    local_host=request.bind_address[0] if request.bind_address else None,
+                    local_port=request.bind_address[1] if request.bind_address else None,
+                )
+        except TimeoutError:
+            raise errors.TimeoutError(
+                f"TCP connect to {request.host}:{request.port} timed out"
+            ) from None
+        set_nodelay(stream)
+        if request.ssl_context is not None:
+            try:
+                with anyio.fail_after(timeouts.tls_handshake):
+                    stream = await TLSStream.wrap(
+                        stream, ssl_context=request.ssl_context, hostname=request.host,
+                        standard_compatible=False,
+                    )
+            except TimeoutError:
+                await anyio.aclose_forcefully(stream)
+                raise errors.TimeoutError("TLS handshake timed out") from None
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
+        max_pdu = self.maximum_pdu_size if request.max_pdu is None else request.max_pdu
+        assoc = Association(
+            self, stream, role=Role.REQUESTOR, local_ae_title=self.ae_title,
+            remote_address=(request.host, request.port), timeouts=timeouts, max_pdu=max_pdu,
+            handlers=request.evt_handlers or (),
+        )
+        try:
+            await assoc._notify(EVT_CONN_OPEN)
+            await self._negotiate(assoc, request, max_pdu)
+        except BaseException:
+            await assoc.abort()
+            raise
+        return assoc
+
+    async def _negotiate(self, assoc: Association, request: AssociateRequest, max_pdu: int) -> None:
+        contexts = assign_context_ids(request.contexts or self.requested_contexts)
+        if not contexts:
+            raise ValueError("no presentation contexts to request: call add_requested_context()")
+        ext_neg = list(request.ext_neg or ())
+        user_info: list[Any] = [
+            MaximumLength(maximum_length=max_pdu),
+            ImplementationClassUID(implementation_class_uid=self.implementation_class_uid),
+        ]
+        if self.async_ops_window is not None and not any(
+            isinstance(i, AsynchronousOperationsWindow) for i in ext_neg
+        ):
+            invoked, performed = self.async_ops_window
+            ext_neg.insert(0, AsynchronousOperationsWindow(
+                maximum_number_operations_invoked=invoked,
+                maximum_number_operations_performed=performed,
+            ))
+        if self.implementation_version_name:
+            ext_neg.append(ImplementationVersionName(
+                implementation_version_name=self.implementation_version_name
+            ))
+        # PS3.7 D.3.3: sub-items in ascending item-type order.
+        user_info.extend(sorted(ext_neg, key=_item_type))
+        rq = AssociateRQ(
+            called_ae_title=request.ae_title,
+            calling_ae_title=self.ae_title,
+            presentation_contexts=[
+                PresentationContextRQ(
+                    context_id=cx.context_id or 0, abstract_syntax=cx.abstract_syntax,
+                    transfer_syntaxes=cx.transfer_syntaxes,
+                )
+                for cx in contexts
+            ],
+            user_information=user_info,
+        )
+        assoc.associate_rq = rq
+        assoc.remote_ae_title = request.ae_title
+        ul = assoc._ul
+        now = anyio.current_time()
+        ul.send_associate_rq(rq, now=now)
+        ul.connection_made(now=now)
+        await assoc._flush()
+        assoc.log.debug("sent A-ASSOCIATE-RQ with %d contexts", len(contexts))
+        try:
+            with anyio.fail_after(self.timeouts.acse):
+                while assoc._reply is None:
+                    if assoc._failure is not None:
+                        raise assoc._failure
+                    await assoc._read_once()
+        except TimeoutError:
+            raise errors.TimeoutError("no A-ASSOCIATE response within the ACSE timeout") from None
+        reply = assoc._reply
+        if isinstance(reply, AssociateRJ):
+            await assoc._notify(EVT_REJECTED)
+            await assoc._close_transport()
+            raise errors.AssociationRejected(reply.result, reply.source, reply.reason)
+        if not isinstance(reply, AssociateAC):
+            raise errors.RemoteProtocolError("unexpected reply to A-ASSOCIATE-RQ")
+        assoc.associate_ac = reply
+        assoc._absorb_user_information(reply.user_information)
+        roles = [i for i in ext_neg if isinstance(i, RoleSelection)]
+        role_replies = [i for i in reply.user_information if isinstance(i, RoleSelection)]
+        negotiated = negotiate_as_requestor(contexts, reply.presentation_contexts, role_replies, roles)
+        assoc.requested_contexts = contexts
+        assoc.accepted_contexts = tuple(cx for cx in negotiated if cx.accepted)
+        assoc.rejected_contexts = tuple(cx for cx in negotiated if not cx.accepted)
+        window = next(
+            (i for i in reply.user_information if isinstance(i, AsynchronousOperationsWindow)),
+            None,
+        )
+        if window is not None:
+            # The acceptor's "performed" is how many of our requests it will work on at once.
+            invoked = window.maximum_number_operations_performed or UNLIMITED_WINDOW
+            performed = window.maximum_number_operations_invoked or UNLIMITED_WINDOW
+            assoc.async_ops_window = (invoked, performed)
+        assoc._window = anyio.Semaphore(assoc.async_ops_window[0])
+        assoc.is_established = True
+        assoc.log.info(
+            "association accepted by %s: %d of %d contexts",
+            request.ae_title, len(assoc.accepted_contexts), len(contexts),
+        )
+        await assoc._notify(EVT_ACCEPTED)
+
+    # -- acceptor ------------------------------------------------------------------------------
+
+    def start_server(
+        self,
+        address: tuple[str, int],
+        *,
+        evt_handlers: HandlerList | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 1024,
+        shutdown_timeout: float = 10.0,
+    ) -> Any:
+        """A server accepting associations on ``address``; use as ``async with ... as server``."""
+        from dicomio.server import Server
+
+        return Server(
+            self, address, evt_handlers=evt_handlers or (), ssl_context=ssl_context,
+            backlog=backlog, shutdown_timeout=shutdown_timeout,
+        )
+
+
+class AssociateRequest:
+    """``ae.associate(...)``: awaitable (returns the Association) and an async context manager."""
+
+    def __init__(
+        self,
+        ae: AE,
+        host: str,
+        port: int,
+        *,
+        ae_title: str,
+        contexts: Sequence[PresentationContext] | None,
+        max_pdu: int | None,
+        ext_neg: Sequence[Any] | None,
+        ssl_context: ssl.SSLContext | None,
+        evt_handlers: HandlerList | None,
+        bind_address: tuple[str, int] | None,
+    ) -> None:
+        self.ae = ae
+        self.host = host
+        self.port = port
+        self.ae_title = ae_title
+        self.contexts = contexts
+        self.max_pdu = max_pdu
+        self.ext_neg = ext_neg
+        self.ssl_context = ssl_context
+        self.evt_handlers = evt_handlers
+        self.bind_address = bind_address
+        self._assoc: Association | None = None
+
+    def __await__(self) -> Generator[Any, None, Association]:
+        return self.ae._request(self).__await__()
+
+    async def __aenter__(self) -> Association:
+        self._assoc = await self.ae._request(self)
+        return self._assoc
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assoc = self._assoc
+        if assoc is None:
+            return
+        if exc_type is None:
+            with anyio.CancelScope(shield=True):
+                await assoc.release()
+        else:
+            await assoc.abort()
+
+
+def _syntaxes(transfer_syntax: str | Sequence[str] | None) -> list[UID] | None:
+    if transfer_syntax is None:
+        return None
+    if isinstance(transfer_syntax, str):
+        return [UID(transfer_syntax)]
+    return [UID(ts) for ts in transfer_syntax]
+
+
+def _item_type(item: Any) -> int:
+    order = {
+        "AsynchronousOperationsWindow": 0x53,
+        "RoleSelection": 0x54,
+        "ImplementationVersionName": 0x55,
+        "SOPClassExtendedNegotiation": 0x56,
+        "SOPClassCommonExtendedNegotiation": 0x57,
+        "UserIdentityRQ": 0x58,
+    }
+    return order.get(type(item).__name__, 0xFF)
+
+
+def _evolve(timeouts: Timeouts, **changes: Any) -> Timeouts:
+    import attrs
+
+    return attrs.evolve(timeouts, **changes)

@@ -1,0 +1,541 @@
+"""L3: one association over an anyio byte stream, for either role.
+
+The protocol state lives in the sans-IO ``ULConnection`` (PS3.8) and ``MessageAssembler``
+(PS3.7/PS3.8 Annex E); this class only moves bytes and routes what they produce.
+
+Reading. Bytes are read in exactly one place, ``_read_once``, by one task at a time (the
+read lock). On the acceptor side a dedicated reader task (``serve``) reads for ever and
+starts a handler task per request. On the requestor side there is no background task (so
+that ``assoc = await ae.associate(...)`` needs no task group): whichever task waits for a
+response takes the read lock and reads one chunk, dispatching everything in it to every
+waiter (the leader/follower pattern). Either way, dispatch is synchronous: no handler runs
+in the middle of decoding.
+
+Writing. ``ULConnection`` calls are synchronous and complete, so tasks may queue PDUs from
+any task between awaits; ``_flush`` drains the queue under the write lock. A DIMSE message
+is queued and flushed under the send lock, so fragments of two messages never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from pydicom.uid import UID
+
+from dicomio import errors
+from dicomio._scp import ServiceProviderMixin
+from dicomio._scu import ServiceUserMixin
+from dicomio.config import Timeouts
+from dicomio.dimse import (
+    CCancelRQ,
+    CommandReceived,
+    DataFragment,
+    MessageAssembler,
+    MessageReceived,
+    encode_command,
+    fragment,
+    max_fragment_size,
+)
+from dicomio.dimse import data_pdu as _data_pdu
+from dicomio.events import (
+    EVT_ABORTED,
+    EVT_CONN_CLOSE,
+    EVT_RELEASED,
+    Event,
+    EventType,
+    HandlerList,
+)
+from dicomio.pdu import (
+    Abort,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    AsynchronousOperationsWindow,
+    ImplementationClassUID,
+    ImplementationVersionName,
+    MaximumLength,
+    PDataTF,
+    ReleaseRP,
+    ReleaseRQ,
+    UserIdentityAC,
+)
+from dicomio.presentation import PresentationContext
+from dicomio.ul import ConnectionClosed, ProviderAbort, Role, ULConnection
+
+if TYPE_CHECKING:
+    from dicomio.ae import AE
+
+__all__ = ["Association"]
+
+#: How much to ask the socket for at once: large reads are what make big transfers cheap.
+READ_SIZE = 262_144
+#: Queue outbound PDUs up to this many bytes before writing; small messages leave in one write.
+FLUSH_THRESHOLD = 262_144
+
+_log = logging.getLogger("dicomio.association")
+
+_CLOSED_ERRORS = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ConnectionError,
+    OSError,
+)
+
+
+class _Operation:
+    """A request we sent, waiting for one or more responses (PS3.7 9.3 / 10.3)."""
+
+    __slots__ = ("abandoned", "deadline", "final", "message_id", "responses", "wakeup")
+
+    def __init__(self, message_id: int) -> None:
+        self.message_id = message_id
+        self.responses: deque[tuple[Any, bytes | None]] = deque()
+        self.wakeup: anyio.Event | None = None
+        self.final = False
+        self.abandoned = False
+        self.deadline: float | None = None
+
+    def deliver(self, command: Any, dataset: bytes | None) -> None:
+        self.responses.append((command, dataset))
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+
+class Association(ServiceUserMixin, ServiceProviderMixin):
+    """An association, as requestor (made by ``AE.associate``) or acceptor (by the server).
+
+    Attributes follow pynetdicom where a pynetdicom user would look: ``accepted_contexts``,
+    ``rejected_contexts``, ``is_established``, ``is_released``, ``is_aborted``,
+    ``acceptor``/``requestor`` facts as plain attributes (``remote_ae_title``,
+    ``remote_max_pdu``, ``remote_implementation_class_uid`` ...).
+    """
+
+    def __init__(
+        self,
+        ae: AE,
+        stream: anyio.abc.ByteStream,
+        *,
+        role: Role,
+        local_ae_title: str,
+        remote_address: tuple[str, int],
+        timeouts: Timeouts,
+        max_pdu: int,
+        handlers: HandlerList = (),
+    ) -> None:
+        self.ae = ae
+        self._stream = stream
+        self.role = role
+        self._ul = ULConnection(
+            role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0
+        )
+        self._assembler = MessageAssembler(stream_if=self._stream_if)
+        self.timeouts = timeouts
+        self.local_ae_title = local_ae_title
+        self.remote_address = remote_address
+        self.local_max_pdu = max_pdu
+        self._handlers: dict[EventType, list[tuple[Any, Sequence[Any]]]] = {}
+        for entry in handlers:
+            self.bind(entry[0], entry[1], entry[2] if len(entry) > 2 else ())  # type: ignore[misc]
+
+        # Filled in by negotiation.
+        self.remote_ae_title = ""
+        self.remote_max_pdu = 0
+        self.remote_implementation_class_uid: UID | None = None
+        self.remote_implementation_version_name: str | None = None
+        self.requested_contexts: tuple[PresentationContext, ...] = ()
+        self.accepted_contexts: tuple[PresentationContext, ...] = ()
+        self.rejected_contexts: tuple[PresentationContext, ...] = ()
+        #: (maximum number invoked, maximum number performed) as negotiated, from our side.
+        self.async_ops_window: tuple[int, int] = (1, 1)
+        self.user_identity_response: bytes | None = None
+        self.associate_rq: AssociateRQ | None = None
+        self.associate_ac: AssociateAC | None = None
+
+        self.is_established = False
+        self.is_released = False
+        self.is_aborted = False
+        self._reply: AssociateAC | AssociateRJ | AssociateRQ | None = None
+        self._failure: errors.DicomioError | None = None
+        self._transport_closed = False
+
+        self._read_lock = anyio.Lock()
+        self._write_lock = anyio.Lock()
+        self._send_lock = anyio.Lock()
+        self._window: anyio.Semaphore = anyio.Semaphore(1)
+        self._ops: dict[int, _Operation] = {}
+        self._next_id = 1
+        self._background_reader = False
+        self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
+        self._deferred: list[PDataTF] = []
+        self._streams: dict[int, Any] = {}
+        self.log = logging.LoggerAdapter(
+            _log, {"peer": f"{remote_address[0]}:{remote_address[1]}"}
+        )
+        ServiceProviderMixin.__init__(self)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def bind(self, event: EventType, handler: Any, args: Sequence[Any] = ()) -> None:
+        """Bind ``handler`` to ``event`` (pynetdicom's ``Association.bind``)."""
+        self._handlers.setdefault(event, []).append((handler, tuple(args)))
+
+    def unbind(self, event: EventType, handler: Any) -> None:
+        self._handlers[event] = [h for h in self._handlers.get(event, []) if h[0] is not handler]
+
+    def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]:
+        return self._handlers.get(event, [])
+
+    async def _notify(self, event: EventType) -> None:
+        """Fire a notification event; a failing notification handler is logged, not fatal."""
+        for handler, args in self._handlers.get(event, []):
+            try:
+                await handler(Event(event, self), *args)
+            except Exception:
+                self.log.exception("notification handler for %s raised", event.name)
+
+    # -- contexts -----------------------------------------------------------------------------
+
+    def _context(self, context_id: int) -> PresentationContext | None:
+        for cx in self.accepted_contexts:
+            if cx.context_id == context_id:
+                return cx
+        return None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _read_once(self) -> None:
+        """Read one chunk (or let the ARTIM timer fire) and dispatch everything it yields."""
+        if self._transport_closed:
+            self._fail(errors.ConnectionClosed("the connection is closed"))
+            return
+        ul = self._ul
+        deadline = ul.next_deadline()
+        data: bytes | None = None
+        try:
+            if deadline is None:
+                data = await self._stream.receive(READ_SIZE)
+            else:
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    data = await self._stream.receive(READ_SIZE)
+        except _CLOSED_ERRORS:
+            data = b""
+        now = anyio.current_time()
+        events = ul.receive_data(data, now=now) if data is not None else ul.handle_timer(now=now)
+        if events or ul.should_close:
+            await self._after_ul(events)
+
+    async def _after_ul(self, events: list[Any]) -> None:
+        """Route the Upper Layer's events, then flush what it (and they) queued."""
+        for event in events:
+            self._on_ul_event(event)
+        await self._flush()
+        if self._ul.should_close:
+            await self._close_transport()
+        if self._deferred and not self._send_lock.locked():
+            await self._send_deferred()
+
+    def _on_ul_event(self, event: Any) -> None:
+        if isinstance(event, PDataTF):
+            for item in self._assembler.receive(event):
+                self._on_dimse(item)
+        elif isinstance(event, (AssociateAC, AssociateRJ, AssociateRQ)):
+            self._reply = event
+        elif isinstance(event, ReleaseRQ):
+            # PS3.8 7.2: an A-RELEASE request is always answered affirmatively; in a
+            # release collision the state machine decides when the RP goes out.
+            self.log.debug("received A-RELEASE-RQ")
+            self._ul.send_release_rp(now=anyio.current_time())
+            self._fail(errors.AssociationReleased("the peer released the association"))
+        elif isinstance(event, ReleaseRP):
+            self.log.debug("received A-RELEASE-RP")
+            self.is_released = True
+            self._fail(errors.AssociationReleased("the association was released"))
+        elif isinstance(event, Abort):
+            self.log.info("peer aborted: source=%s reason=%s", event.source, event.reason)
+            self.is_aborted = True
+            self._fail(errors.AssociationAborted(event.source, event.reason))
+        elif isinstance(event, ProviderAbort):
+            self.log.warning("provider abort: %s", event.message)
+            self.is_aborted = True
+            self._fail(errors.AssociationAborted(2, event.reason, event.message))
+        elif isinstance(event, ConnectionClosed):
+            if not self.is_released:
+                self.is_aborted = self.is_established or self.is_aborted
+                self._fail(errors.ConnectionClosed("the peer closed the connection"))
+
+    def _on_dimse(self, item: Any) -> None:
+        if isinstance(item, MessageReceived):
+            command = item.command
+            if command.command_field & 0x8000:
+                self._on_response(command, item.dataset)
+            elif isinstance(command, CCancelRQ):
+                self._on_cancel(command)
+            else:
+                self._incoming.append((item.context_id, command, item.dataset))
+                if self._background_reader:
+                    self._start_pending_requests()
+        elif isinstance(item, CommandReceived):
+            self._open_stream(item.context_id, item.command)
+        elif isinstance(item, DataFragment):
+            self._stream_fragment(item.context_id, item.data, item.is_last)
+
+    def _on_response(self, command: Any, dataset: bytes | None) -> None:
+        op = self._ops.get(command.message_id_being_responded_to)
+        if op is None:
+            self.log.warning(
+                "response to unknown message ID %s ignored", command.message_id_being_responded_to
+            )
+            return
+        status = getattr(command, "status", 0)
+        if status not in (0xFF00, 0xFF01):
+            op.final = True
+            if op.abandoned:
+                del self._ops[op.message_id]
+                return
+        if not op.abandoned:
+            op.deliver(command, dataset)
+
+    def _fail(self, failure: errors.DicomioError) -> None:
+        """The association is over: every waiter learns why at once."""
+        if self._failure is None:
+            self._failure = failure
+        for op in self._ops.values():
+            if op.wakeup is not None:
+                op.wakeup.set()
+        self._fail_provider(failure)
+
+    # -- waiting for responses ------------------------------------------------------------------
+
+    def _new_operation(self) -> _Operation:
+        if self._failure is not None:
+            raise self._failure
+        for _ in range(65536):
+            mid = self._next_id
+            self._next_id = 1 if mid >= 0xFFFF else mid + 1
+            if mid not in self._ops:
+                op = _Operation(mid)
+                self._ops[mid] = op
+                return op
+        raise errors.LocalProtocolError("no free message ID: 65,535 operations outstanding")
+
+    async def _next_response(self, op: _Operation, timeout: float | None) -> tuple[Any, bytes | None]:
+        """The next response to ``op``, reading the socket ourselves if nobody else is."""
+        try:
+            with anyio.fail_after(timeout):
+                while not op.responses:
+                    if self._failure is not None:
+                        raise self._failure
+                    if self._background_reader:
+                        op.wakeup = anyio.Event()
+                        await op.wakeup.wait()
+                        op.wakeup = None
+                        continue
+                    async with self._read_lock:
+                        if op.responses or self._failure is not None:
+                            continue
+                        await self._read_once()
+                        await self._run_incoming_inline()
+        except TimeoutError:
+            raise errors.DIMSETimeout(
+                f"no DIMSE response to message {op.message_id} within {timeout} s"
+            ) from None
+        response = op.responses.popleft()
+        if op.final and not op.responses:
+            self._ops.pop(op.message_id, None)
+        return response
+
+    def _release_operation(self, op: _Operation) -> None:
+        self._ops.pop(op.message_id, None)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Write everything the Upper Layer has queued, in order."""
+        async with self._write_lock:
+            parts = self._ul.data_to_send()
+            if not parts or self._transport_closed:
+                return
+            try:
+                if len(parts) == 1:
+                    await self._stream.send(parts[0])  # type: ignore[arg-type]
+                    return
+                total = sum(len(p) for p in parts)
+                if total <= FLUSH_THRESHOLD:
+                    await self._stream.send(b"".join(parts))
+                    return
+                small: list[bytes | memoryview] = []
+                for part in parts:
+                    if len(part) < 65536:
+                        small.append(part)
+                        continue
+                    if small:
+                        await self._stream.send(b"".join(small))
+                        small = []
+                    await self._stream.send(part)  # type: ignore[arg-type]
+                if small:
+                    await self._stream.send(b"".join(small))
+            except _CLOSED_ERRORS:
+                self._transport_closed = True
+                self._fail(errors.ConnectionClosed("the connection closed while sending"))
+                raise self._failure from None  # type: ignore[misc]
+
+    async def send_message(
+        self,
+        context_id: int,
+        command: Any,
+        dataset: bytes | memoryview | AsyncIterable[bytes] | None = None,
+    ) -> None:
+        """Send one DIMSE message, fragmented within the peer's maximum PDU (PS3.8 9.3.5).
+
+        ``dataset`` may be the encoded bytes or an async iterable of chunks (a file being read),
+        in which case it is sent chunk by chunk in bounded memory.
+        """
+        if self._failure is not None:
+            raise self._failure
+        ul = self._ul
+        async with self._send_lock:
+            if isinstance(dataset, (bytes, bytearray, memoryview)) or dataset is None:
+                queued = 0
+                for pdata in fragment(context_id, encode_command(command), dataset, self.remote_max_pdu):
+                    ul.send_pdata(pdata, now=anyio.current_time())
+                    queued += len(pdata.pdvs[0].data)
+                    if queued >= FLUSH_THRESHOLD:
+                        await self._flush()
+                        queued = 0
+                await self._flush()
+            else:
+                for pdata in fragment(context_id, encode_command(command), None, self.remote_max_pdu):
+                    ul.send_pdata(pdata, now=anyio.current_time())
+                await self._flush()
+                size = max_fragment_size(self.remote_max_pdu)
+                pending = b""
+                async for chunk in dataset:
+                    buf = memoryview(pending + chunk if pending else chunk)
+                    end = len(buf) - len(buf) % size
+                    # Keep at least one byte back so that the last PDV carries the last flag.
+                    if end == len(buf):
+                        end -= size
+                    for start in range(0, end, size):
+                        ul.send_pdata(
+                            _data_pdu(context_id, buf[start : start + size], False),
+                            now=anyio.current_time(),
+                        )
+                    pending = bytes(buf[end:])
+                    await self._flush()
+                while len(pending) > size:
+                    ul.send_pdata(_data_pdu(context_id, pending[:size], False), now=anyio.current_time())
+                    pending = pending[size:]
+                ul.send_pdata(_data_pdu(context_id, pending, True), now=anyio.current_time())
+                await self._flush()
+        if self._deferred:
+            await self._send_deferred()
+
+    def _send_nowait(self, context_id: int, command: Any) -> None:
+        """Queue a small command-only message without waiting (used for C-CANCEL).
+
+        If another message is being sent, the PDUs wait until it is complete, so that
+        fragments of two messages never interleave.
+        """
+        if self._failure is not None or self._transport_closed:
+            return
+        pdus = list(fragment(context_id, encode_command(command), None, self.remote_max_pdu))
+        if self._send_lock.locked():
+            self._deferred.extend(pdus)
+            return
+        for pdata in pdus:
+            self._ul.send_pdata(pdata, now=anyio.current_time())
+
+    async def _send_deferred(self) -> None:
+        async with self._send_lock:
+            pdus, self._deferred = self._deferred, []
+            for pdata in pdus:
+                self._ul.send_pdata(pdata, now=anyio.current_time())
+            await self._flush()
+
+    # -- ending ---------------------------------------------------------------------------------
+
+    async def release(self) -> None:
+        """Release the association (A-RELEASE, PS3.8 7.2), aborting if the peer does not answer."""
+        if not self.is_established or self._failure is not None:
+            await self._close_transport()
+            return
+        self.log.debug("sending A-RELEASE-RQ")
+        self._ul.send_release_rq(now=anyio.current_time())
+        await self._flush()
+        with anyio.move_on_after(self.timeouts.acse):
+            while not self.is_released and not self._transport_closed:
+                if self._background_reader:
+                    await anyio.sleep(0.01)  # the reader task is reading for us
+                    continue
+                async with self._read_lock:
+                    await self._read_once()
+                if isinstance(self._failure, errors.AssociationAborted):
+                    break
+        if not self.is_released and not self.is_aborted:
+            self.log.warning("no A-RELEASE-RP within the ACSE timeout: aborting")
+            await self.abort()
+            return
+        self.is_established = False
+        await self._close_transport()
+        await self._notify(EVT_RELEASED)
+
+    async def abort(self, source: int = 0, reason: int = 0) -> None:
+        """Abort the association (A-ABORT, PS3.8 7.3); never waits longer than a moment."""
+        with anyio.CancelScope(shield=True):
+            if not self._transport_closed and not self.is_aborted:
+                try:
+                    self._ul.send_abort(source=source, reason=reason, now=anyio.current_time())
+                except errors.LocalProtocolError:
+                    pass
+                with anyio.move_on_after(1.0):
+                    try:
+                        await self._flush()
+                    except errors.DicomioError:
+                        pass
+            was_aborted = self.is_aborted
+            self.is_aborted = True
+            self.is_established = False
+            self._fail(errors.AssociationAborted(source, reason, "aborted locally"))
+            await self._close_transport()
+            if not was_aborted:
+                await self._notify(EVT_ABORTED)
+
+    async def _close_transport(self) -> None:
+        if self._transport_closed:
+            return
+        self._transport_closed = True
+        with anyio.CancelScope(shield=True):
+            await anyio.aclose_forcefully(self._stream)
+        self._close_streams()
+        if self._failure is None:
+            self._fail(errors.ConnectionClosed("the connection is closed"))
+        await self._notify(EVT_CONN_CLOSE)
+
+    def __repr__(self) -> str:
+        state = (
+            "established" if self.is_established else "released" if self.is_released else
+            "aborted" if self.is_aborted else "idle"
+        )
+        return f"<Association {self.local_ae_title}->{self.remote_ae_title} {state}>"
+
+    # -- negotiation facts -------------------------------------------------------------------
+
+    def _absorb_user_information(self, items: Iterable[Any]) -> None:
+        for item in items:
+            if isinstance(item, MaximumLength):
+                self.remote_max_pdu = item.maximum_length
+            elif isinstance(item, ImplementationClassUID):
+                self.remote_implementation_class_uid = item.implementation_class_uid
+            elif isinstance(item, ImplementationVersionName):
+                self.remote_implementation_version_name = item.implementation_version_name
+            elif isinstance(item, UserIdentityAC):
+                self.user_identity_response = item.server_response
+            elif isinstance(item, AsynchronousOperationsWindow):
+                pass  # interpreted by the role-specific negotiation
+

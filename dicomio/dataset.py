@@ -1,0 +1,192 @@
+"""Data sets on the wire and on disk: encoding per transfer syntax, and Part 10 files.
+
+DIMSE carries data sets encoded in the presentation context's transfer syntax, without
+preamble or file meta information (PS3.7 6.3.1). A C-STORE SCP that only stores an instance
+never needs to decode it: it writes a file meta header (PS3.10 7.1) and then the received
+bytes as they are. A C-STORE SCU sending a file whose transfer syntax was accepted sends
+the bytes after the file meta header as they are, read in chunks.
+
+This module does file I/O only in the functions that say so; encoding and decoding are pure.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID,
+)
+
+__all__ = [
+    "FileInfo",
+    "UNCOMPRESSED",
+    "decode_dataset",
+    "encode_dataset",
+    "file_meta_for",
+    "read_file_info",
+    "write_part10_header",
+]
+
+#: Transfer syntaxes that any uncompressed data set can be converted between.
+UNCOMPRESSED: frozenset[UID] = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    }
+)
+
+#: dicomio's implementation class UID (a UUID-derived UID under 2.25, PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = UID("2.25.203719408394613617014226413963786045915")
+IMPLEMENTATION_VERSION_NAME = "DICOMIO_010"
+
+
+def _encoding(transfer_syntax: UID) -> tuple[bool, bool, bool]:
+    """(implicit VR, little endian, deflated) for an uncompressed or encapsulated syntax."""
+    ts = UID(transfer_syntax)
+    if ts == ImplicitVRLittleEndian:
+        return True, True, False
+    if ts == ExplicitVRBigEndian:
+        return False, False, False
+    if ts == DeflatedExplicitVRLittleEndian:
+        return False, True, True
+    # Explicit VR Little Endian and every encapsulated (compressed) syntax.
+    return False, True, False
+
+
+def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
+    """Encode ``ds`` (without file meta) in ``transfer_syntax`` (PS3.5 section 10)."""
+    implicit, little, deflated = _encoding(transfer_syntax)
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = implicit
+    fp.is_little_endian = little
+    # write_dataset refuses a data set whose own encoding flags disagree with the target.
+    ds = _without_meta(ds)
+    write_dataset(fp, ds)
+    data = fp.getvalue()
+    if deflated:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = compressor.compress(data) + compressor.flush()
+    return data
+
+
+def decode_dataset(data: bytes | memoryview, transfer_syntax: UID) -> Dataset:
+    """Decode a data set received in ``transfer_syntax``; elements are read lazily by pydicom."""
+    implicit, little, deflated = _encoding(transfer_syntax)
+    raw = bytes(data)
+    if deflated:
+        raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+    ds = read_dataset(BytesIO(raw), is_implicit_VR=implicit, is_little_endian=little)
+    ds.set_original_encoding(implicit, little, ds._character_set)
+    return ds
+
+
+def _without_meta(ds: Dataset) -> Dataset:
+    if not any(tag.group == 0x0002 for tag in ds.keys()):
+        return ds
+    copy = Dataset()
+    for elem in ds:
+        if elem.tag.group != 0x0002:
+            copy.add(elem)
+    return copy
+
+
+def file_meta_for(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    *,
+    source_ae_title: str | None = None,
+) -> FileMetaDataset:
+    """File meta information for a received instance (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae_title:
+        meta.SourceApplicationEntityTitle = source_ae_title
+    return meta
+
+
+def write_part10_header(fp: BinaryIO, meta: FileMetaDataset) -> None:
+    """Write the 128-byte preamble, ``DICM`` and the file meta group (PS3.10 7.1)."""
+    fp.write(b"\x00" * 128 + b"DICM")
+    buf = DicomBytesIO()
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    fp.write(buf.getvalue())
+
+
+def write_part10(path: Path, meta: FileMetaDataset, chunks: Iterable[bytes | memoryview]) -> None:
+    """Write a Part 10 file from a meta header and the data set bytes as received."""
+    with open(path, "wb") as fp:
+        write_part10_header(fp, meta)
+        for chunk in chunks:
+            fp.write(chunk)
+
+
+@attrs.frozen(kw_only=True)
+class FileInfo:
+    """Where a Part 10 file's data set starts, and what it is."""
+
+    path: Path
+    sop_class_uid: UID
+    sop_instance_uid: UID
+    transfer_syntax: UID
+    dataset_offset: int
+    dataset_length: int
+
+
+def read_file_info(path: str | Path) -> FileInfo | None:
+    """Read a Part 10 file's meta header only (PS3.10 7.1), without touching the data set.
+
+    Returns None when the file has no ``DICM`` prefix or no usable meta group, in which case
+    the caller falls back to a full read. Reads at most the meta group.
+    """
+    path = Path(path)
+    with open(path, "rb") as fp:
+        head = fp.read(132 + 12)
+        if len(head) < 144 or head[128:132] != b"DICM":
+            return None
+        # (0002,0000) UL, explicit VR little endian: tag, 'UL', length 4, value.
+        tag, vr, length, group_length = struct.unpack_from("<I2sHI", head, 132)
+        if tag != 0x00000002 or vr != b"UL" or length != 4:
+            return None
+        body = fp.read(group_length)
+        if len(body) != group_length:
+            return None
+    fp2 = BytesIO(head[132:] + body)
+    meta = read_dataset(fp2, is_implicit_VR=False, is_little_endian=True)
+    try:
+        sop_class = UID(str(meta.MediaStorageSOPClassUID))
+        sop_instance = UID(str(meta.MediaStorageSOPInstanceUID))
+        ts = UID(str(meta.TransferSyntaxUID))
+    except AttributeError:
+        return None
+    offset = 144 + group_length
+    size = path.stat().st_size
+    return FileInfo(
+        path=path,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        transfer_syntax=ts,
+        dataset_offset=offset,
+        dataset_length=size - offset,
+    )

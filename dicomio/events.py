@@ -1,0 +1,159 @@
+"""Event types and the event object passed to handlers (names follow pynetdicom's ``evt``).
+
+Intervention events (``EVT_C_STORE`` and friends) expect an answer from their handler;
+notification events (``EVT_ACCEPTED``, ``EVT_CONN_CLOSE`` ...) are for logs and metrics and
+are fired by the association's own task between protocol steps, never while decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from dicomio.dataset import decode_dataset, file_meta_for
+
+if TYPE_CHECKING:
+    from dicomio.association import Association
+    from dicomio.presentation import PresentationContext
+
+__all__ = [
+    "EVT_ABORTED",
+    "EVT_ACCEPTED",
+    "EVT_CONN_CLOSE",
+    "EVT_CONN_OPEN",
+    "EVT_C_ECHO",
+    "EVT_C_FIND",
+    "EVT_C_GET",
+    "EVT_C_MOVE",
+    "EVT_C_STORE",
+    "EVT_N_ACTION",
+    "EVT_N_CREATE",
+    "EVT_N_DELETE",
+    "EVT_N_EVENT_REPORT",
+    "EVT_N_GET",
+    "EVT_N_SET",
+    "EVT_REJECTED",
+    "EVT_RELEASED",
+    "EVT_REQUESTED",
+    "Event",
+    "EventType",
+    "Handler",
+    "HandlerList",
+]
+
+
+@attrs.frozen
+class EventType:
+    name: str
+    is_intervention: bool
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+EVT_C_ECHO = EventType("EVT_C_ECHO", True)
+EVT_C_STORE = EventType("EVT_C_STORE", True)
+EVT_C_FIND = EventType("EVT_C_FIND", True)
+EVT_C_GET = EventType("EVT_C_GET", True)
+EVT_C_MOVE = EventType("EVT_C_MOVE", True)
+EVT_N_EVENT_REPORT = EventType("EVT_N_EVENT_REPORT", True)
+EVT_N_GET = EventType("EVT_N_GET", True)
+EVT_N_SET = EventType("EVT_N_SET", True)
+EVT_N_ACTION = EventType("EVT_N_ACTION", True)
+EVT_N_CREATE = EventType("EVT_N_CREATE", True)
+EVT_N_DELETE = EventType("EVT_N_DELETE", True)
+
+EVT_CONN_OPEN = EventType("EVT_CONN_OPEN", False)
+EVT_CONN_CLOSE = EventType("EVT_CONN_CLOSE", False)
+EVT_REQUESTED = EventType("EVT_REQUESTED", False)
+EVT_ACCEPTED = EventType("EVT_ACCEPTED", False)
+EVT_REJECTED = EventType("EVT_REJECTED", False)
+EVT_RELEASED = EventType("EVT_RELEASED", False)
+EVT_ABORTED = EventType("EVT_ABORTED", False)
+
+Handler = Callable[..., Any]
+#: ``[(EVT_C_STORE, handler), (EVT_C_FIND, handler, [extra, args])]`` as in pynetdicom.
+HandlerList = Sequence[tuple[EventType, Handler] | tuple[EventType, Handler, Sequence[Any]]]
+
+
+class Event:
+    """What a handler receives: the association, the request, its context and its data set.
+
+    ``dataset`` (alias ``identifier``, ``attribute_list``, ``action_information``,
+    ``event_information``) is decoded from the received bytes on first access. A C-STORE
+    handler that only stores the instance should use ``raw`` (the encoded data set) with
+    ``file_meta``, or ``dataset_path`` when the association streams data sets to disk.
+    """
+
+    __slots__ = (
+        "_dataset",
+        "assoc",
+        "context",
+        "dataset_path",
+        "event",
+        "raw",
+        "request",
+    )
+
+    def __init__(
+        self,
+        event: EventType,
+        assoc: Association,
+        *,
+        context: PresentationContext | None = None,
+        request: Any = None,
+        raw: bytes | None = None,
+        dataset_path: Path | None = None,
+    ) -> None:
+        self.event = event
+        self.assoc = assoc
+        self.context = context
+        self.request = request
+        self.raw = raw
+        self.dataset_path = dataset_path
+        self._dataset: Dataset | None = None
+
+    @property
+    def message_id(self) -> int | None:
+        return getattr(self.request, "message_id", None)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The request's data set, decoded once on first access."""
+        if self._dataset is None:
+            if self.raw is not None and self.context is not None:
+                ts = self.context.transfer_syntax
+                assert ts is not None
+                self._dataset = decode_dataset(self.raw, ts)
+            elif self.dataset_path is not None:
+                from pydicom import dcmread
+
+                self._dataset = dcmread(self.dataset_path)
+            else:
+                self._dataset = Dataset()
+        return self._dataset
+
+    identifier = dataset
+    attribute_list = dataset
+    action_information = dataset
+    event_information = dataset
+
+    @property
+    def file_meta(self) -> FileMetaDataset:
+        """File meta information for the received C-STORE data set (PS3.10 7.1)."""
+        request = self.request
+        ts = self.context.transfer_syntax if self.context else None
+        return file_meta_for(
+            str(request.affected_sop_class_uid),
+            str(request.affected_sop_instance_uid),
+            str(ts),
+            source_ae_title=self.assoc.remote_ae_title if self.assoc else None,
+        )
+
+
+async def call_handler(handler: Callable[..., Awaitable[Any]], event: Event, args: Sequence[Any]) -> Any:
+    return await handler(event, *args)

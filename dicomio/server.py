@@ -1,0 +1,307 @@
+"""The SCP server: accepts TCP (or TLS) connections and runs one association task on each.
+
+Runs on the application's own event loop: ``async with ae.start_server(...) as server``
+starts listening and returns; leaving the block shuts down gracefully (stop accepting, let
+open associations finish until the shutdown deadline, then abort the rest). ``await
+server.serve_forever()`` serves until cancelled. A TLS handshake happens in the
+connection's own task, under its own timeout, never in the accept loop.
+
+Association acceptance follows PS3.8 7.1.1.7 and Table 9-21 for rejections.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections import Counter
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.streams.tls import TLSStream
+
+from dicomio import errors
+from dicomio.association import Association
+from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_REJECTED, EVT_REQUESTED, HandlerList
+from dicomio.pdu import (
+    DICOM_APPLICATION_CONTEXT,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    AsynchronousOperationsWindow,
+    ImplementationClassUID,
+    ImplementationVersionName,
+    MaximumLength,
+    RoleSelection,
+    SOPClassCommonExtendedNegotiation,
+    SOPClassExtendedNegotiation,
+    UserIdentityAC,
+    UserIdentityRQ,
+)
+from dicomio.presentation import negotiate_as_acceptor
+from dicomio.ul import Role
+
+if TYPE_CHECKING:
+    from dicomio.ae import AE
+
+__all__ = ["Server"]
+
+_UNLIMITED = 65535
+
+
+class Server:
+    """A listening SCP. ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(
+        self,
+        ae: AE,
+        address: tuple[str, int],
+        *,
+        evt_handlers: HandlerList,
+        ssl_context: ssl.SSLContext | None,
+        backlog: int,
+        shutdown_timeout: float,
+    ) -> None:
+        self.ae = ae
+        self.host, self.requested_port = address
+        self.handlers = evt_handlers
+        self.ssl_context = ssl_context
+        self.backlog = backlog
+        self.shutdown_timeout = shutdown_timeout
+        self.port = 0
+        #: Every association currently open on this server (pending and established).
+        self.associations: set[Association] = set()
+        self._per_ae: Counter[str] = Counter()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._accept_scope = anyio.CancelScope()
+        self._listener: anyio.abc.Listener[Any] | None = None
+        self._stopped = anyio.Event()
+
+    async def __aenter__(self) -> Server:
+        listener = await anyio.create_tcp_listener(
+            local_host=self.host, local_port=self.requested_port, backlog=self.backlog
+        )
+        self._listener = listener
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._accept_loop, listener)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        with anyio.CancelScope(shield=True):
+            await self.shutdown()
+        assert self._tg is not None
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (for use inside a task group)."""
+        await self._stopped.wait()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting; wait for open associations up to ``timeout``; abort the rest."""
+        self._accept_scope.cancel()
+        await anyio.lowlevel.checkpoint()  # let the accept loop see the cancellation
+        deadline = self.shutdown_timeout if timeout is None else timeout
+        with anyio.move_on_after(deadline):
+            while self.associations:
+                await anyio.sleep(0.05)
+        for assoc in list(self.associations):
+            await assoc.abort(2, 0)
+        self._stopped.set()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _accept_loop(self, listener: anyio.abc.Listener[Any]) -> None:
+        assert self._tg is not None
+        try:
+            with self._accept_scope:
+                await listener.serve(self._handle_connection, task_group=self._tg)
+        finally:
+            await anyio.aclose_forcefully(listener)
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
+        from dicomio.ae import set_nodelay
+
+        ae = self.ae
+        set_nodelay(stream)
+        try:
+            peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            remote = (str(peer[0]), int(peer[1]))  # type: ignore[index]
+        except (anyio.TypedAttributeLookupError, TypeError, IndexError):
+            remote = ("?", 0)
+        if self.ssl_context is not None:
+            try:
+                with anyio.fail_after(ae.timeouts.tls_handshake):
+                    stream = await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=self.ssl_context,
+                        standard_compatible=False,
+                    )
+            except (TimeoutError, ssl.SSLError, OSError, anyio.BrokenResourceError,
+                    anyio.EndOfStream):
+                await anyio.aclose_forcefully(stream)
+                return
+        assoc = Association(
+            ae, stream, role=Role.ACCEPTOR, local_ae_title=ae.ae_title, remote_address=remote,
+            timeouts=ae.timeouts, max_pdu=ae.maximum_pdu_size, handlers=self.handlers,
+        )
+        self.associations.add(assoc)
+        calling = None
+        try:
+            await assoc._notify(EVT_CONN_OPEN)
+            assoc._ul.connection_made(now=anyio.current_time())
+            # The ARTIM timer (PS3.8 9.1.5) bounds the wait for the A-ASSOCIATE-RQ.
+            while assoc._reply is None and not assoc._transport_closed:
+                await assoc._read_once()
+            rq = assoc._reply
+            if not isinstance(rq, AssociateRQ):
+                return
+            calling = rq.calling_ae_title
+            self._per_ae[calling] += 1
+            await self._answer(assoc, rq)
+            if assoc.is_established:
+                await assoc.serve()
+        except errors.DicomioError as exc:
+            assoc.log.info("association ended: %s", exc)
+        except Exception:
+            assoc.log.exception("association task failed")
+            await assoc.abort(2, 0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await assoc._close_transport()
+            self.associations.discard(assoc)
+            if calling is not None:
+                self._per_ae[calling] -= 1
+
+    async def _reject(self, assoc: Association, result: int, source: int, reason: int) -> None:
+        assoc.log.info("rejecting association: result=%s source=%s reason=%s", result, source, reason)
+        assoc._ul.send_associate_rj(
+            AssociateRJ(result=result, source=source, reason=reason), now=anyio.current_time()
+        )
+        await assoc._flush()
+        await assoc._notify(EVT_REJECTED)
+        # After A-ASSOCIATE-RJ the requestor closes; ARTIM (Sta13) bounds how long we wait.
+        with anyio.move_on_after(assoc.timeouts.acse or 30.0):
+            while not assoc._transport_closed:
+                await assoc._read_once()
+
+    async def _answer(self, assoc: Association, rq: AssociateRQ) -> None:
+        ae = self.ae
+        assoc.associate_rq = rq
+        assoc.remote_ae_title = rq.calling_ae_title
+        assoc._absorb_user_information(rq.user_information)
+        await assoc._notify(EVT_REQUESTED)
+        # PS3.8 Table 9-21 reasons, in the order the checks make sense.
+        if not rq.protocol_version & 1:
+            return await self._reject(assoc, 1, 2, 2)
+        if rq.application_context != DICOM_APPLICATION_CONTEXT:
+            return await self._reject(assoc, 1, 1, 2)
+        if ae.require_called_aet and rq.called_ae_title != ae.ae_title:
+            return await self._reject(assoc, 1, 1, 7)
+        if ae.require_calling_aet and rq.calling_ae_title not in ae.require_calling_aet:
+            return await self._reject(assoc, 1, 1, 3)
+        established = sum(1 for a in self.associations if a.is_established)
+        if established >= ae.maximum_associations:
+            return await self._reject(assoc, 2, 3, 2)
+        per_ae = ae.maximum_associations_per_ae
+        if per_ae is not None and self._per_ae[rq.calling_ae_title] > per_ae:
+            return await self._reject(assoc, 2, 3, 2)
+
+        user_info: list[Any] = [
+            MaximumLength(maximum_length=assoc.local_max_pdu),
+            ImplementationClassUID(implementation_class_uid=ae.implementation_class_uid),
+        ]
+        replies: list[Any] = []
+        identity = next((i for i in rq.user_information if isinstance(i, UserIdentityRQ)), None)
+        if identity is not None and ae.user_identity_verifier is not None:
+            try:
+                verdict = await ae.user_identity_verifier(assoc, identity)
+            except Exception:
+                assoc.log.exception("user identity verifier raised")
+                verdict = False
+            accepted, response = verdict if isinstance(verdict, tuple) else (verdict, None)
+            if not accepted:
+                return await self._reject(assoc, 1, 1, 1)
+            if identity.positive_response_requested and response is not None:
+                replies.append(UserIdentityAC(server_response=response))
+
+        window = next(
+            (i for i in rq.user_information if isinstance(i, AsynchronousOperationsWindow)), None
+        )
+        if window is not None:
+            most_invoked, most_performed = ae.async_ops_window or (1, 1)
+            invoked = _min_window(window.maximum_number_operations_performed, most_invoked)
+            performed = _min_window(window.maximum_number_operations_invoked, most_performed)
+            replies.append(AsynchronousOperationsWindow(
+                maximum_number_operations_invoked=invoked,
+                maximum_number_operations_performed=performed,
+            ))
+            # Our requests to the peer are bounded by what it will perform: its "invoked"
+            # mirrors our "performed" (PS3.7 D.3.3.3).
+            assoc.async_ops_window = (invoked or _UNLIMITED, performed or _UNLIMITED)
+
+        role_requests = [i for i in rq.user_information if isinstance(i, RoleSelection)]
+        results, role_replies, contexts = negotiate_as_acceptor(
+            rq.presentation_contexts, ae.supported_contexts, role_requests,
+            accept_any_storage=ae.accept_any_storage,
+        )
+        replies.extend(role_replies)
+        ext = [i for i in rq.user_information if isinstance(i, SOPClassExtendedNegotiation)]
+        if ext and ae.sop_class_extended_handler is not None:
+            replies.extend(ae.sop_class_extended_handler(ext))
+        common = [i for i in rq.user_information if isinstance(i, SOPClassCommonExtendedNegotiation)]
+        if common and ae.sop_class_common_extended_handler is not None:
+            # PS3.7 D.3.3.6: the acceptor does not reply to 57H; the hook only observes.
+            ae.sop_class_common_extended_handler(common)
+        if ae.implementation_version_name:
+            replies.append(ImplementationVersionName(
+                implementation_version_name=ae.implementation_version_name
+            ))
+        user_info.extend(sorted(replies, key=_reply_order))
+        ac = AssociateAC(
+            called_ae_title=rq.called_ae_title,
+            calling_ae_title=rq.calling_ae_title,
+            application_context=rq.application_context,
+            presentation_contexts=results,
+            user_information=user_info,
+        )
+        assoc.associate_ac = ac
+        assoc.requested_contexts = contexts
+        assoc.accepted_contexts = tuple(cx for cx in contexts if cx.accepted)
+        assoc.rejected_contexts = tuple(cx for cx in contexts if not cx.accepted)
+        assoc._window = anyio.Semaphore(assoc.async_ops_window[0])
+        performed_limit = assoc.async_ops_window[1]
+        assoc._performing = anyio.Semaphore(performed_limit if performed_limit < math.inf else _UNLIMITED)
+        assoc._ul.send_associate_ac(ac, now=anyio.current_time())
+        await assoc._flush()
+        assoc.is_established = True
+        assoc.log.info(
+            "accepted association from %s: %d of %d contexts",
+            rq.calling_ae_title, len(assoc.accepted_contexts), len(rq.presentation_contexts),
+        )
+        await assoc._notify(EVT_ACCEPTED)
+
+
+def _min_window(proposed: int, ours: int) -> int:
+    """The smaller of two window values where 0 means unlimited (PS3.7 D.3.3.3)."""
+    if proposed == 0:
+        return ours
+    if ours == 0:
+        return proposed
+    return min(proposed, ours)
+
+
+def _reply_order(item: Any) -> int:
+    return {
+        AsynchronousOperationsWindow: 0x53, RoleSelection: 0x54, ImplementationVersionName: 0x55,
+        SOPClassExtendedNegotiation: 0x56, UserIdentityAC: 0x59,
+    }.get(type(item), 0xFF)

@@ -1,0 +1,300 @@
+"""DIMSE status codes: their classes (PS3.7 Annex C) and meanings (PS3.7 Annex C, PS3.4).
+
+A status is a value, not an exception: Pending and Warning are normal outcomes, and even a
+failure of one C-STORE leaves the association usable. Users receive it as a pydicom
+``Dataset`` with ``.Status`` and the related command elements (``status_dataset``), as
+pynetdicom returns it; ``category`` and ``describe`` interpret the code.
+
+PS3.7 Annex C fixes the class of every code by its value. PS3.7 reserves 01xx and 02xx for
+meanings that are the same in every service; Axxx, Bxxx and Cxxx are given meanings per
+service in PS3.4, which the tables below hold, one row per line, as
+``(first code, last code, meaning)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+
+__all__ = [
+    "ATTRIBUTE_LIST_ERROR",
+    "ATTRIBUTE_VALUE_OUT_OF_RANGE",
+    "CANCEL",
+    "CLASS_INSTANCE_CONFLICT",
+    "Category",
+    "DUPLICATE_INVOCATION",
+    "DUPLICATE_SOP_INSTANCE",
+    "INVALID_ARGUMENT_VALUE",
+    "INVALID_ATTRIBUTE_VALUE",
+    "INVALID_OBJECT_INSTANCE",
+    "MISSING_ATTRIBUTE",
+    "MISSING_ATTRIBUTE_VALUE",
+    "MISTYPED_ARGUMENT",
+    "MOVE_DESTINATION_UNKNOWN",
+    "NOT_AUTHORIZED",
+    "NO_SUCH_ACTION_TYPE",
+    "NO_SUCH_ARGUMENT",
+    "NO_SUCH_ATTRIBUTE",
+    "NO_SUCH_EVENT_TYPE",
+    "NO_SUCH_SOP_CLASS",
+    "NO_SUCH_SOP_INSTANCE",
+    "OPTIONAL_ATTRIBUTES_NOT_SUPPORTED",
+    "OUT_OF_RESOURCES",
+    "OUT_OF_RESOURCES_MATCHES",
+    "OUT_OF_RESOURCES_SUB_OPERATIONS",
+    "PENDING",
+    "PENDING_WARNING",
+    "PROCESSING_FAILURE",
+    "RESOURCE_LIMITATION",
+    "SERVICES",
+    "SOP_CLASS_NOT_SUPPORTED",
+    "SUB_OPERATIONS_WARNING",
+    "SUCCESS",
+    "UNABLE_TO_PROCESS",
+    "IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS",
+    "UNRECOGNIZED_OPERATION",
+    "category",
+    "describe",
+    "status_dataset",
+]
+
+
+class Category(enum.Enum):
+    """The status classes of PS3.7 Annex C."""
+
+    SUCCESS = "Success"
+    WARNING = "Warning"
+    FAILURE = "Failure"
+    CANCEL = "Cancel"
+    PENDING = "Pending"
+
+
+# PS3.7 Annex C: classes and codes that mean the same in every service.
+SUCCESS = 0x0000
+OPTIONAL_ATTRIBUTES_NOT_SUPPORTED = 0x0001  # warning; PS3.4 (e.g. F.8.2, CC.2.7)
+ATTRIBUTE_LIST_ERROR = 0x0107  # warning, C.4.2
+ATTRIBUTE_VALUE_OUT_OF_RANGE = 0x0116  # warning, C.4.3
+NO_SUCH_ATTRIBUTE = 0x0105
+INVALID_ATTRIBUTE_VALUE = 0x0106
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+NO_SUCH_SOP_INSTANCE = 0x0112
+NO_SUCH_EVENT_TYPE = 0x0113
+NO_SUCH_ARGUMENT = 0x0114
+INVALID_ARGUMENT_VALUE = 0x0115
+INVALID_OBJECT_INSTANCE = 0x0117
+NO_SUCH_SOP_CLASS = 0x0118
+CLASS_INSTANCE_CONFLICT = 0x0119
+MISSING_ATTRIBUTE = 0x0120
+MISSING_ATTRIBUTE_VALUE = 0x0121
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+NO_SUCH_ACTION_TYPE = 0x0123
+NOT_AUTHORIZED = 0x0124
+DUPLICATE_INVOCATION = 0x0210
+UNRECOGNIZED_OPERATION = 0x0211
+MISTYPED_ARGUMENT = 0x0212
+RESOURCE_LIMITATION = 0x0213
+CANCEL = 0xFE00
+PENDING = 0xFF00
+PENDING_WARNING = 0xFF01
+
+# PS3.4 codes shared by the storage and query/retrieve services.
+OUT_OF_RESOURCES = 0xA700  # C-STORE A7xx, C-FIND A700
+OUT_OF_RESOURCES_MATCHES = 0xA701  # C-MOVE/C-GET: unable to calculate number of matches
+OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702  # C-MOVE/C-GET: unable to perform sub-operations
+MOVE_DESTINATION_UNKNOWN = 0xA801  # C-MOVE
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # C-FIND/C-MOVE/C-GET (C-STORE: A9xx)
+UNABLE_TO_PROCESS = 0xC000  # any Cxxx: C-STORE "cannot understand", Q/R "unable to process"
+SUB_OPERATIONS_WARNING = 0xB000  # C-MOVE/C-GET: complete with failures (or warnings)
+
+
+def category(code: int) -> Category:
+    """Return the status class of ``code`` by the convention of PS3.7 Annex C.
+
+    Success 0000; Warning 0001, Bxxx, 0107, 0116; Failure Axxx, Cxxx, 01xx (other than 0107
+    and 0116), 02xx; Cancel FE00; Pending FF00, FF01. Annex C forbids any other value; one
+    received anyway is classed as a failure, since nothing says the operation succeeded.
+    """
+    if not 0 <= code <= 0xFFFF:
+        raise ValueError(f"a status is an unsigned 16-bit value (US): {code}")
+    if code == 0x0000:
+        return Category.SUCCESS
+    if code in (0xFF00, 0xFF01):
+        return Category.PENDING
+    if code == 0xFE00:
+        return Category.CANCEL
+    if code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
+        return Category.WARNING
+    return Category.FAILURE
+
+
+_Table = tuple[tuple[int, int, str], ...]
+
+# PS3.7 C.1-C.5: the general meanings, valid in every service.
+_GENERAL: _Table = (
+    (0x0000, 0x0000, "Success"),
+    (0x0001, 0x0001, "Warning: Requested optional Attributes are not supported"),
+    (0x0105, 0x0105, "Failure: No such attribute"),
+    (0x0106, 0x0106, "Failure: Invalid attribute value"),
+    (0x0107, 0x0107, "Warning: Attribute list error"),
+    (0x0110, 0x0110, "Failure: Processing failure"),
+    (0x0111, 0x0111, "Failure: Duplicate SOP Instance"),
+    (0x0112, 0x0112, "Failure: No such SOP Instance"),
+    (0x0113, 0x0113, "Failure: No such event type"),
+    (0x0114, 0x0114, "Failure: No such argument"),
+    (0x0115, 0x0115, "Failure: Invalid argument value"),
+    (0x0116, 0x0116, "Warning: Attribute value out of range"),
+    (0x0117, 0x0117, "Failure: Invalid SOP Instance"),
+    (0x0118, 0x0118, "Failure: No such SOP Class"),
+    (0x0119, 0x0119, "Failure: Class-instance conflict"),
+    (0x0120, 0x0120, "Failure: Missing attribute"),
+    (0x0121, 0x0121, "Failure: Missing attribute value"),
+    (0x0122, 0x0122, "Failure: Refused: SOP Class not supported"),
+    (0x0123, 0x0123, "Failure: No such action type"),
+    (0x0124, 0x0124, "Failure: Refused: Not authorized"),
+    (0x0210, 0x0210, "Failure: Duplicate invocation"),
+    (0x0211, 0x0211, "Failure: Unrecognized operation"),
+    (0x0212, 0x0212, "Failure: Mistyped argument"),
+    (0x0213, 0x0213, "Failure: Resource limitation"),
+    (0xFE00, 0xFE00, "Cancel"),
+    (0xFF00, 0xFF00, "Pending"),
+    (0xFF01, 0xFF01, "Pending: Warning"),
+)
+
+# PS3.4 B.2.3, Table B.2-1.
+_C_STORE: _Table = (
+    (0xA700, 0xA7FF, "Failure: Refused: Out of Resources"),
+    (0xA900, 0xA9FF, "Failure: Error: Data Set does not match SOP Class"),
+    (0xC000, 0xCFFF, "Failure: Error: Cannot understand"),
+    (0xB000, 0xB000, "Warning: Coercion of Data Elements"),
+    (0xB007, 0xB007, "Warning: Data Set does not match SOP Class"),
+    (0xB006, 0xB006, "Warning: Elements Discarded"),
+)
+
+# PS3.4 C.4.1.1.4, Table C.4-1.
+_C_FIND: _Table = (
+    (0xA700, 0xA700, "Failure: Refused: Out of Resources"),
+    (0xA900, 0xA900, "Failure: Identifier does not match SOP Class"),
+    (0xC000, 0xCFFF, "Failure: Unable to process"),
+    (0xFE00, 0xFE00, "Cancel: Matching terminated due to Cancel request"),
+    (0x0000, 0x0000, "Success: Matching is complete - No final Identifier is supplied"),
+    (
+        0xFF00,
+        0xFF00,
+        "Pending: Matches are continuing - Current Match is supplied and any Optional Keys"
+        " were supported in the same manner as Required Keys",
+    ),
+    (
+        0xFF01,
+        0xFF01,
+        "Pending: Matches are continuing - Warning that one or more Optional Keys were not"
+        " supported for existence and/or matching for this Identifier",
+    ),
+)
+
+# PS3.4 C.4.2.1.5, Table C.4-2.
+_C_MOVE: _Table = (
+    (0xA701, 0xA701, "Failure: Refused: Out of Resources - Unable to calculate number of matches"),
+    (0xA702, 0xA702, "Failure: Refused: Out of Resources - Unable to perform sub-operations"),
+    (0xA801, 0xA801, "Failure: Refused: Move Destination unknown"),
+    (0xA900, 0xA900, "Failure: Identifier does not match SOP Class"),
+    (0xC000, 0xCFFF, "Failure: Unable to process"),
+    (0xFE00, 0xFE00, "Cancel: Sub-operations terminated due to Cancel Indication"),
+    (0xB000, 0xB000, "Warning: Sub-operations Complete - One or more Failures"),
+    (0x0000, 0x0000, "Success: Sub-operations Complete - No Failures"),
+    (0xFF00, 0xFF00, "Pending: Sub-operations are continuing"),
+)
+
+# PS3.4 C.4.3.1.4, Table C.4-3.
+_C_GET: _Table = (
+    (0xA701, 0xA701, "Failure: Refused: Out of Resources - Unable to calculate number of matches"),
+    (0xA702, 0xA702, "Failure: Refused: Out of Resources - Unable to perform sub-operations"),
+    (0xA900, 0xA900, "Failure: Identifier does not match SOP Class"),
+    (0xC000, 0xCFFF, "Failure: Unable to process"),
+    (0xFE00, 0xFE00, "Cancel: Sub-operations terminated due to Cancel Indication"),
+    (0xB000, 0xB000, "Warning: Sub-operations Complete - One or more Failures or Warnings"),
+    (0x0000, 0x0000, "Success: Sub-operations Complete - No Failures or Warnings"),
+    (0xFF00, 0xFF00, "Pending: Sub-operations are continuing"),
+)
+
+# Services with PS3.4 meanings of their own; the others use the general meanings only (their
+# service-class-specific codes depend on the SOP class, not the DIMSE service).
+_BY_SERVICE: dict[str, _Table] = {
+    "C-ECHO": (),
+    "C-STORE": _C_STORE,
+    "C-FIND": _C_FIND,
+    "C-GET": _C_GET,
+    "C-MOVE": _C_MOVE,
+    "N-EVENT-REPORT": (),
+    "N-GET": (),
+    "N-SET": (),
+    "N-ACTION": (),
+    "N-CREATE": (),
+    "N-DELETE": (),
+}
+
+#: The service names ``describe`` accepts.
+SERVICES = tuple(_BY_SERVICE)
+
+
+def _lookup(table: _Table, code: int) -> str | None:
+    return next((meaning for low, high, meaning in table if low <= code <= high), None)
+
+
+def describe(code: int, service: str | None = None) -> str:
+    """Return the standard's meaning of ``code``, for ``service`` (e.g. ``"C-MOVE"``) if given.
+
+    The service's PS3.4 table is consulted first, then the general meanings of PS3.7 Annex C.
+    A code neither lists is described by its class alone, e.g. ``"Failure (0xA123)"``.
+    ``service`` is case-insensitive and may use ``_`` for ``-``; an unknown name raises
+    ``ValueError``.
+    """
+    cls = category(code)
+    if service is not None:
+        key = service.upper().replace("_", "-")
+        if key not in _BY_SERVICE:
+            raise ValueError(f"unknown DIMSE service {service!r}; expected one of {SERVICES}")
+        meaning = _lookup(_BY_SERVICE[key], code)
+        if meaning is not None:
+            return meaning
+    meaning = _lookup(_GENERAL, code)
+    if meaning is not None:
+        return meaning
+    if _is_outside_annex_c(code):
+        return f"Failure (0x{code:04X}, not a status code PS3.7 Annex C allows)"
+    return f"{cls.value} (0x{code:04X})"
+
+
+def _is_outside_annex_c(code: int) -> bool:
+    high = code >> 12
+    return not (
+        code in (0x0000, 0x0001, 0xFE00, 0xFF00, 0xFF01)
+        or high in (0xA, 0xB, 0xC)
+        or 0x0100 <= code <= 0x02FF
+    )
+
+
+def status_dataset(code: int, **elements: Any) -> Dataset:
+    """Build the status ``Dataset`` a DIMSE response carries to the user (PS3.7 Annex C).
+
+    ``elements`` are command-group (0000,xxxx) keywords from PS3.7 Annex E, such as
+    ``ErrorComment``, ``OffendingElement``, ``ErrorID``, ``AffectedSOPInstanceUID``,
+    ``AttributeIdentifierList`` or ``NumberOfRemainingSuboperations``; a value of None is
+    left out. Any other keyword raises ``ValueError``.
+    """
+    if not 0 <= code <= 0xFFFF:
+        raise ValueError(f"a status is an unsigned 16-bit value (US): {code}")
+    ds = Dataset()
+    ds.Status = code
+    for keyword, value in elements.items():
+        tag = tag_for_keyword(keyword)
+        # Only the command group: these fields belong to the response's command set, not to
+        # an identifier or data set (PS3.7 Annex C, E.1).
+        if tag is None or tag >> 16 != 0x0000 or keyword == "Status":
+            raise ValueError(f"{keyword!r} is not a command element that accompanies a status")
+        if value is not None:
+            setattr(ds, keyword, value)
+    return ds

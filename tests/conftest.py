@@ -1,0 +1,104 @@
+"""Shared fixtures: anyio backends, free loopback ports, DCMTK binaries, a test corpus."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.corpus import Corpus, make_corpus
+
+LOOPBACK = "127.0.0.1"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def dcmtk_tool(name: str) -> str | None:
+    """The DCMTK binary called ``name``, or None.
+
+    pynetdicom installs Python console scripts called echoscu, storescu, findscu ... that
+    shadow DCMTK's on PATH, so we look for a real executable (ELF) in the system folders.
+    """
+    for folder in ("/usr/bin", "/usr/local/bin", "/opt/dcmtk/bin"):
+        path = Path(folder) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            with open(path, "rb") as fp:
+                if fp.read(4) == b"\x7fELF":
+                    return str(path)
+    found = shutil.which(name)
+    if found:
+        with open(found, "rb") as fp:
+            if fp.read(4) == b"\x7fELF":
+                return found
+    return None
+
+
+def require_dcmtk(*names: str) -> dict[str, str]:
+    tools = {name: dcmtk_tool(name) for name in names}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        pytest.skip(f"DCMTK not installed (missing {', '.join(missing)}): apt-get install dcmtk")
+    return {name: path for name, path in tools.items() if path is not None}
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
+    """Wait until something listens on ``port`` (bounded; fails the test otherwise)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"peer exited with {proc.returncode}: {out[-2000:]}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp on a free loopback port; yields (port, output folder)."""
+    tools = require_dcmtk("storescp")
+    out = tmp_path / "storescp-out"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [tools["storescp"], "-aet", "STORESCP", "+xa", "-pm", "-dhl", "-ta", "30", "-td", "60",
+         "-od", str(out), "-fe", ".dcm", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield port, out
+    finally:
+        stop(proc)
