@@ -10,6 +10,7 @@ and the association goes on.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import tempfile
@@ -231,12 +232,20 @@ class ServiceProviderMixin:
         try:
             if context is None:
                 raise errors.RemoteProtocolError(f"request on unaccepted context {context_id}")
-            with anyio.CancelScope() as scope:
-                self._running[command.message_id] = scope
-                try:
-                    await self._dispatch(context, command, raw, path)
-                finally:
-                    self._running.pop(command.message_id, None)
+            # The window's "performed" limit (PS3.7 D.3.3.3): requests beyond it wait here.
+            performing = self._performing
+            if performing is not None:
+                await performing.acquire()
+            try:
+                with anyio.CancelScope() as scope:
+                    self._running[command.message_id] = scope
+                    try:
+                        await self._dispatch(context, command, raw, path)
+                    finally:
+                        self._running.pop(command.message_id, None)
+            finally:
+                if performing is not None:
+                    performing.release()
         except errors.DicomioError as exc:
             if self._failure is None:
                 self.log.warning("request %s failed: %s", type(command).__name__, exc)
@@ -328,12 +337,17 @@ class ServiceProviderMixin:
         try:
             with anyio.CancelScope() as scope:
                 self._running[command.message_id] = scope
-                async for status, identifier in _agen(found, event):
-                    if status in (PENDING, 0xFF01):
-                        await self._respond(context, response(status, has_dataset=identifier is not None), identifier)
-                        continue
-                    final = status
-                    break
+                async with _handler_items(found, event) as items:
+                    async for status, identifier in items:
+                        if status in (PENDING, 0xFF01):
+                            await self._respond(
+                                context,
+                                response(status, has_dataset=identifier is not None),
+                                identifier,
+                            )
+                            continue
+                        final = status
+                        break
                 cancelled = False
             if scope.cancelled_caught:
                 final = CANCEL
@@ -390,38 +404,37 @@ class ServiceProviderMixin:
         try:
             with anyio.CancelScope() as scope:
                 self._running[command.message_id] = scope
-                gen = _agen(found, event)
-                first = await anext(gen, None)
-                destination = None
-                if is_move:
-                    if isinstance(first, tuple) and len(first) >= 2 and isinstance(first[1], int) and not isinstance(first[0], int):
-                        destination = first
-                        first = await anext(gen, None)
-                    else:
-                        destination = self.ae.move_destinations.get(command.move_destination)
-                    if destination is None:
-                        self.log.warning("unknown move destination %r", command.move_destination)
-                        await gen.aclose()
-                        await self._respond(context, rsp_class(
-                            message_id_being_responded_to=command.message_id,
-                            affected_sop_class_uid=command.affected_sop_class_uid,
-                            status=MOVE_DESTINATION_UNKNOWN, has_dataset=False,
-                        ))
-                        return
-                if not isinstance(first, int):
-                    raise TypeError("a C-GET/C-MOVE handler must first yield the number of sub-operations")
-                counts["remaining"] = first
-                items = [item async for item in gen] if is_move else None
-                if is_move:
-                    assert items is not None and destination is not None
-                    await self._move(command, destination, items, counts, failed_uids, response)
-                else:
-                    async for status, ds in gen:
-                        if status not in (PENDING, 0xFF01):
-                            await final(status)
+                async with _handler_items(found, event) as gen:
+                    first = await anext(gen, None)
+                    destination = None
+                    if is_move:
+                        if isinstance(first, tuple) and len(first) >= 2 and isinstance(first[1], int) and not isinstance(first[0], int):
+                            destination = first
+                            first = await anext(gen, None)
+                        else:
+                            destination = self.ae.move_destinations.get(command.move_destination)
+                        if destination is None:
+                            self.log.warning("unknown move destination %r", command.move_destination)
+                            await self._respond(context, rsp_class(
+                                message_id_being_responded_to=command.message_id,
+                                affected_sop_class_uid=command.affected_sop_class_uid,
+                                status=MOVE_DESTINATION_UNKNOWN, has_dataset=False,
+                            ))
                             return
-                        await self._sub_store(self, command, ds, counts, failed_uids, originator=False)
-                        await self._respond(context, response(PENDING))
+                    if not isinstance(first, int):
+                        raise TypeError("a C-GET/C-MOVE handler must first yield the number of sub-operations")
+                    counts["remaining"] = first
+                    items = [item async for item in gen] if is_move else None
+                    if is_move:
+                        assert items is not None and destination is not None
+                        await self._move(command, destination, items, counts, failed_uids, response)
+                    else:
+                        async for status, ds in gen:
+                            if status not in (PENDING, 0xFF01):
+                                await final(status)
+                                return
+                            await self._sub_store(self, command, ds, counts, failed_uids, originator=False)
+                            await self._respond(context, response(PENDING))
             if scope.cancelled_caught:
                 if self._failure is None:
                     await final(CANCEL)
@@ -554,17 +567,29 @@ def _n_result(result: Any) -> tuple[int, dict[str, Any], Dataset | None]:
     return int(result), {}, reply
 
 
-async def _agen(found: tuple[Any, tuple[Any, ...]], event: Event) -> AsyncIterator[Any]:
-    """Run a handler that is an async generator (or returns an iterable) as one."""
+@contextlib.asynccontextmanager
+async def _handler_items(
+    found: tuple[Any, tuple[Any, ...]], event: Event
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """The items a C-FIND/C-GET/C-MOVE handler produces, closed when the block exits.
+
+    A handler is normally an async generator; it is closed deterministically (never left to
+    the garbage collector) whether the operation finished, failed or was cancelled. An
+    ``async def`` returning an iterable is accepted too.
+    """
     handler, args = found
     result = handler(event, *args)
     if inspect.isasyncgen(result):
-        async for item in result:
-            yield item
+        async with contextlib.aclosing(result):
+            yield result
         return
     if inspect.isawaitable(result):
         result = await result
-    for item in result:
+    yield _as_async(result)
+
+
+async def _as_async(items: Any) -> AsyncIterator[Any]:
+    for item in items:
         yield item
 
 

@@ -141,7 +141,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self.local_max_pdu = max_pdu
         self._handlers: dict[EventType, list[tuple[Any, Sequence[Any]]]] = {}
         for entry in handlers:
-            self.bind(entry[0], entry[1], entry[2] if len(entry) > 2 else ())  # type: ignore[misc]
+            self.bind(entry[0], entry[1], entry[2] if len(entry) > 2 else ())
 
         # Filled in by negotiation.
         self.remote_ae_title = ""

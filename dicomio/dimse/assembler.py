@@ -1,0 +1,208 @@
+"""Reassembly of DIMSE messages from presentation data values (PS3.8 Annex E, PS3.7 6.3.1).
+
+A message arrives as command fragments (message control header bit 0 set) up to one
+flagged last, then, if its Command Data Set Type (0000,0800) is not 0101H, data set
+fragments up to one flagged last (PS3.8 E.2). ``MessageAssembler`` tracks that per
+presentation context and reports each message once it is whole, or, for messages the
+caller chooses to stream, reports the command and then each data fragment as it arrives.
+
+Reading of the standard on interleaving: PS3.8 E.1 says no fragment of another message
+shall be sent until every fragment of the current one has been sent. A PDV for a
+different context in the middle of a message therefore breaks E.1, but every PDV names
+its context, so the receiver can still tell the messages apart. This assembler keeps
+state per presentation context and accepts such PDVs (be liberal in what you accept);
+within one context the order of PS3.8 E.1 is enforced, because there a stray PDV cannot be
+attributed to any message. Our own sender (``fragment``) never interleaves.
+
+Copies: command fragments are joined once; a data set that is not streamed is kept as a
+list of the received fragments and joined once when its last fragment arrives, so its
+cost is linear in its size. Streamed fragments are handed on as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, TypeAlias
+
+import attrs
+
+from dicomio.dimse.commands import Message, decode_command
+from dicomio.errors import RemoteProtocolError
+from dicomio.pdu.pdus import PDataTF
+
+__all__ = [
+    "DEFAULT_MAX_COMMAND_LENGTH",
+    "AssemblerEvent",
+    "CommandReceived",
+    "DataFragment",
+    "MessageAssembler",
+    "MessageReceived",
+]
+
+#: Default bound on an incoming command set. The largest legitimate command sets are
+#: dominated by AT lists (Attribute Identifier List, Offending Element) at 4 bytes per tag;
+#: 64 KiB holds more than 16,000 tags, far beyond any IOD, while a peer that never sets
+#: the last-fragment bit cannot make us buffer more than this.
+DEFAULT_MAX_COMMAND_LENGTH: Final = 64 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class MessageReceived:
+    """A whole message: its command and its data set (None when it has none)."""
+
+    context_id: int
+    command: Message
+    dataset: bytes | None
+
+
+@attrs.frozen(kw_only=True)
+class CommandReceived:
+    """The command of a message whose data set follows as ``DataFragment`` events."""
+
+    context_id: int
+    command: Message
+
+
+@attrs.frozen(kw_only=True)
+class DataFragment:
+    """One fragment of a streamed data set; ``is_last`` ends the message (PS3.8 E.2)."""
+
+    context_id: int
+    data: memoryview
+    is_last: bool
+
+
+AssemblerEvent: TypeAlias = MessageReceived | CommandReceived | DataFragment
+
+
+class _Partial:
+    """What has arrived so far of the message in progress on one presentation context."""
+
+    __slots__ = ("command", "command_length", "command_parts", "data_parts", "streaming")
+
+    def __init__(self) -> None:
+        self.command_parts: list[bytes | memoryview] = []
+        self.command_length = 0
+        self.command: Message | None = None  # set once the command is whole
+        self.streaming = False
+        self.data_parts: list[bytes | memoryview] = []
+
+
+class MessageAssembler:
+    """Turns P-DATA-TF PDUs into DIMSE messages, per presentation context (PS3.8 E).
+
+    ``stream_if(command)`` decides, once a command with a data set is whole, whether its
+    data set is delivered as ``DataFragment`` events (true) or joined into one
+    ``MessageReceived`` (false, and the default). Violations of PS3.8 E raise
+    ``RemoteProtocolError``; after one, the association is to be aborted, so the state
+    left behind does not matter.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_if: Callable[[Message], bool] | None = None,
+        max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH,
+    ) -> None:
+        self._stream_if = stream_if
+        self._max_command_length = max_command_length
+        self._partial: dict[int, _Partial] = {}
+
+    def in_progress(self, context_id: int) -> bool:
+        """Whether part of a message has arrived on this context and the rest is awaited."""
+        return context_id in self._partial
+
+    def expects_data(self, context_id: int) -> bool:
+        """Whether a whole command arrived on this context and its data set is awaited."""
+        partial = self._partial.get(context_id)
+        return partial is not None and partial.command is not None
+
+    def receive(self, pdata: PDataTF) -> list[AssemblerEvent]:
+        """Take one P-DATA-TF; return the events its PDVs complete, in order."""
+        events: list[AssemblerEvent] = []
+        partials = self._partial
+        for pdv in pdata.pdvs:
+            context_id = pdv.context_id
+            partial = partials.get(context_id)
+            if pdv.is_command:
+                self._command_fragment(pdv.data, pdv.is_last, context_id, partial, events)
+                continue
+            # A data set fragment: the hot path of a large message.
+            if partial is None or partial.command is None:
+                raise self._stray_data(context_id, partial)
+            if partial.streaming:
+                data = pdv.data
+                events.append(
+                    DataFragment(
+                        context_id=context_id,
+                        data=data if isinstance(data, memoryview) else memoryview(data),
+                        is_last=pdv.is_last,
+                    )
+                )
+                if pdv.is_last:
+                    del partials[context_id]
+                continue
+            partial.data_parts.append(pdv.data)
+            if pdv.is_last:
+                del partials[context_id]
+                events.append(
+                    MessageReceived(
+                        context_id=context_id,
+                        command=partial.command,
+                        dataset=b"".join(partial.data_parts),
+                    )
+                )
+        return events
+
+    def _command_fragment(
+        self,
+        data: bytes | memoryview,
+        is_last: bool,
+        context_id: int,
+        partial: _Partial | None,
+        events: list[AssemblerEvent],
+    ) -> None:
+        if partial is None:
+            partial = self._partial[context_id] = _Partial()
+        elif partial.command is not None:
+            raise RemoteProtocolError(
+                f"command fragment on presentation context {context_id} while the data set "
+                f"of its {type(partial.command).__name__} is still expected (PS3.8 E.1)"
+            )
+        partial.command_parts.append(data)
+        partial.command_length += len(data)
+        if partial.command_length > self._max_command_length:
+            raise RemoteProtocolError(
+                f"command set on presentation context {context_id} exceeds "
+                f"{self._max_command_length} bytes"
+            )
+        if is_last:
+            self._command_complete(context_id, partial, events)
+
+    @staticmethod
+    def _stray_data(context_id: int, partial: _Partial | None) -> RemoteProtocolError:
+        if partial is None:
+            return RemoteProtocolError(
+                f"data set fragment on presentation context {context_id} with no command "
+                "before it, or after a command whose Command Data Set Type (0000,0800) is "
+                "0101H: no data set (PS3.7 6.3.1, PS3.8 E.1)"
+            )
+        return RemoteProtocolError(
+            f"data set fragment on presentation context {context_id} before the last "
+            "fragment of its command (PS3.8 E.1)"
+        )
+
+    def _command_complete(
+        self, context_id: int, partial: _Partial, events: list[AssemblerEvent]
+    ) -> None:
+        parts = partial.command_parts
+        command = decode_command(parts[0] if len(parts) == 1 else b"".join(parts))
+        if not command.has_dataset:
+            del self._partial[context_id]
+            events.append(MessageReceived(context_id=context_id, command=command, dataset=None))
+            return
+        partial.command = command
+        partial.command_parts = []
+        if self._stream_if is not None and self._stream_if(command):
+            partial.streaming = True
+            events.append(CommandReceived(context_id=context_id, command=command))

@@ -1,0 +1,741 @@
+"""DIMSE command sets: every DIMSE-C and DIMSE-N message as a value, and its codec.
+
+PS3.7 section 6.3.1 defines the command set: the elements of group 0000, encoded in Implicit
+VR Little Endian whatever transfer syntax the presentation context uses, in increasing tag
+order, each at most once, with Command Group Length (0000,0000) first. Sections 9.3
+(DIMSE-C) and 10.3 (DIMSE-N) list the fields of each message; Annex C adds the status
+related fields a response may carry; Annex E registers the elements.
+
+Theory of operation:
+
+1. One literal, ``COMMAND_ELEMENTS``, holds the rows of PS3.7 Table E.1-1 that are not
+   retired: element number, field name, VR. Every message class names its fields after
+   that table, so the encoder and decoder are driven by it and nothing else.
+2. Each message is an immutable ``attrs`` value with a ``command_field`` class variable.
+   Fields marked M in PS3.7 are required; U and C fields default to None and are left out
+   of the command set when None. ``has_dataset`` stands for Command Data Set Type
+   (0000,0800): 0101H means no data set, anything else means one follows.
+3. Every response also carries the status related fields of Annex C (Offending Element,
+   Error Comment, Error ID, Attribute Identifier List, the affected SOP class and instance),
+   so whatever a peer reports about a status survives decoding.
+4. ``encode_command`` writes bytes directly with ``struct``: command sets are small and
+   regular, and building them through a pydicom Dataset costs far more than the message.
+   ``decode_command`` parses them the same way and raises ``RemoteProtocolError`` for
+   anything malformed, and nothing else, whatever the input.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Final, TypeAlias
+
+import attrs
+from pydicom import config
+from pydicom.uid import UID
+
+from dicomio.errors import LocalProtocolError, RemoteProtocolError
+from dicomio.pdu.items import to_uid
+from dicomio.pdu.pdus import to_ae_title
+
+__all__ = [
+    "COMMAND_ELEMENTS",
+    "DATA_SET_PRESENT",
+    "MESSAGE_CLASSES",
+    "NO_DATA_SET",
+    "CCancelRQ",
+    "CEchoRQ",
+    "CEchoRSP",
+    "CFindRQ",
+    "CFindRSP",
+    "CGetRQ",
+    "CGetRSP",
+    "CMoveRQ",
+    "CMoveRSP",
+    "CStoreRQ",
+    "CStoreRSP",
+    "Message",
+    "NActionRQ",
+    "NActionRSP",
+    "NCreateRQ",
+    "NCreateRSP",
+    "NDeleteRQ",
+    "NDeleteRSP",
+    "NEventReportRQ",
+    "NEventReportRSP",
+    "NGetRQ",
+    "NGetRSP",
+    "NSetRQ",
+    "NSetRSP",
+    "Priority",
+    "Request",
+    "Response",
+    "decode_command",
+    "encode_command",
+    "response_class_for",
+]
+
+#: PS3.7 Table E.1-1 without its retired rows: (element number in group 0000, field, VR).
+COMMAND_ELEMENTS: Final[tuple[tuple[int, str, str], ...]] = (
+    (0x0000, "command_group_length", "UL"),
+    (0x0002, "affected_sop_class_uid", "UI"),
+    (0x0003, "requested_sop_class_uid", "UI"),
+    (0x0100, "command_field", "US"),
+    (0x0110, "message_id", "US"),
+    (0x0120, "message_id_being_responded_to", "US"),
+    (0x0600, "move_destination", "AE"),
+    (0x0700, "priority", "US"),
+    (0x0800, "command_data_set_type", "US"),
+    (0x0900, "status", "US"),
+    (0x0901, "offending_element", "AT"),
+    (0x0902, "error_comment", "LO"),
+    (0x0903, "error_id", "US"),
+    (0x1000, "affected_sop_instance_uid", "UI"),
+    (0x1001, "requested_sop_instance_uid", "UI"),
+    (0x1002, "event_type_id", "US"),
+    (0x1005, "attribute_identifier_list", "AT"),
+    (0x1008, "action_type_id", "US"),
+    (0x1020, "number_of_remaining_sub_operations", "US"),
+    (0x1021, "number_of_completed_sub_operations", "US"),
+    (0x1022, "number_of_failed_sub_operations", "US"),
+    (0x1023, "number_of_warning_sub_operations", "US"),
+    (0x1030, "move_originator_application_entity_title", "AE"),
+    (0x1031, "move_originator_message_id", "US"),
+)
+
+#: Command Data Set Type (0000,0800) meaning "no data set" (PS3.7 Table E.1-1).
+NO_DATA_SET: Final = 0x0101
+#: The value written when a data set follows; PS3.7 accepts any value but 0101H.
+DATA_SET_PRESENT: Final = 0x0001
+
+
+class Priority(enum.IntEnum):
+    """Priority (0000,0700) of C-STORE, C-FIND, C-GET and C-MOVE requests (PS3.7 E.1)."""
+
+    MEDIUM = 0x0000
+    HIGH = 0x0001
+    LOW = 0x0002
+
+
+# Converters: friendly input in, one normal form stored, so that decode(encode(x)) == x.
+# An empty optional value is stored as None because a zero-length element and an absent
+# one mean the same thing to a receiver.
+
+
+def _uid(value: str | bytes) -> UID:
+    # A UID decoded from the wire is already a UID: taking it as is skips pydicom's
+    # validation, which would warn about a peer's malformed UID on every conversion.
+    return value if isinstance(value, UID) else to_uid(value)
+
+
+def _optional_uid(value: str | bytes | None) -> UID | None:
+    if value is None:
+        return None
+    return _uid(value) or None
+
+
+def _optional_ae(value: str | bytes | None) -> str | None:
+    if value is None:
+        return None
+    return to_ae_title(value) or None
+
+
+def _optional_text(value: str | None) -> str | None:
+    # LO: leading and trailing spaces are insignificant (PS3.5 Table 6.2-1).
+    if value is None:
+        return None
+    return value.strip(" \x00") or None
+
+
+def _optional_tags(value: Iterable[int] | int | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (int(value),)
+    return tuple(int(tag) for tag in value) or None
+
+
+# ---------------------------------------------------------------------------------------
+# Responses share the status related fields of PS3.7 Annex C.
+
+
+@attrs.frozen(kw_only=True)
+class _StatusFields:
+    """Fields every response may carry: PS3.7 Annex C (C.1-C.5) and the U(=) SOP UIDs."""
+
+    message_id_being_responded_to: int
+    status: int
+    affected_sop_class_uid: UID | None = attrs.field(default=None, converter=_optional_uid)
+    affected_sop_instance_uid: UID | None = attrs.field(default=None, converter=_optional_uid)
+    offending_element: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_tags)
+    error_comment: str | None = attrs.field(default=None, converter=_optional_text)
+    error_id: int | None = None
+    attribute_identifier_list: tuple[int, ...] | None = attrs.field(
+        default=None, converter=_optional_tags
+    )
+
+
+@attrs.frozen(kw_only=True)
+class _SubOperationFields(_StatusFields):
+    """The sub-operation counters of C-GET-RSP and C-MOVE-RSP (PS3.7 Tables 9.3-7, 9.3-9)."""
+
+    number_of_remaining_sub_operations: int | None = None
+    number_of_completed_sub_operations: int | None = None
+    number_of_failed_sub_operations: int | None = None
+    number_of_warning_sub_operations: int | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# DIMSE-C (PS3.7 9.3)
+
+
+@attrs.frozen(kw_only=True)
+class CStoreRQ:
+    """C-STORE-RQ (PS3.7 9.3.1.1, Table 9.3-1)."""
+
+    command_field: ClassVar[int] = 0x0001
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(converter=_uid)
+    affected_sop_instance_uid: UID = attrs.field(converter=_uid)
+    priority: int = Priority.MEDIUM
+    move_originator_application_entity_title: str | None = attrs.field(
+        default=None, converter=_optional_ae
+    )
+    move_originator_message_id: int | None = None
+    has_dataset: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class CStoreRSP(_StatusFields):
+    """C-STORE-RSP (PS3.7 9.3.1.2, Table 9.3-2)."""
+
+    command_field: ClassVar[int] = 0x8001
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CFindRQ:
+    """C-FIND-RQ (PS3.7 9.3.2.1, Table 9.3-3); the identifier is the data set."""
+
+    command_field: ClassVar[int] = 0x0020
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(converter=_uid)
+    priority: int = Priority.MEDIUM
+    has_dataset: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class CFindRSP(_StatusFields):
+    """C-FIND-RSP (PS3.7 9.3.2.2, Table 9.3-4); Pending responses carry an identifier."""
+
+    command_field: ClassVar[int] = 0x8020
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CGetRQ:
+    """C-GET-RQ (PS3.7 9.3.3.1, Table 9.3-6)."""
+
+    command_field: ClassVar[int] = 0x0010
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(converter=_uid)
+    priority: int = Priority.MEDIUM
+    has_dataset: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class CGetRSP(_SubOperationFields):
+    """C-GET-RSP (PS3.7 9.3.3.2, Table 9.3-7)."""
+
+    command_field: ClassVar[int] = 0x8010
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CMoveRQ:
+    """C-MOVE-RQ (PS3.7 9.3.4.1, Table 9.3-8)."""
+
+    command_field: ClassVar[int] = 0x0021
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(converter=_uid)
+    move_destination: str = attrs.field(converter=to_ae_title)
+    priority: int = Priority.MEDIUM
+    has_dataset: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class CMoveRSP(_SubOperationFields):
+    """C-MOVE-RSP (PS3.7 9.3.4.2, Table 9.3-9)."""
+
+    command_field: ClassVar[int] = 0x8021
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CEchoRQ:
+    """C-ECHO-RQ (PS3.7 9.3.5.1, Table 9.3-12)."""
+
+    command_field: ClassVar[int] = 0x0030
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(default=UID("1.2.840.10008.1.1"), converter=_uid)
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CEchoRSP(_StatusFields):
+    """C-ECHO-RSP (PS3.7 9.3.5.2, Table 9.3-13)."""
+
+    command_field: ClassVar[int] = 0x8030
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CCancelRQ:
+    """C-CANCEL-RQ (PS3.7 9.3.2.3, 9.3.3.3, 9.3.4.3): cancels a C-FIND, C-GET or C-MOVE."""
+
+    command_field: ClassVar[int] = 0x0FFF
+    message_id_being_responded_to: int
+    has_dataset: bool = False
+
+
+# ---------------------------------------------------------------------------------------
+# DIMSE-N (PS3.7 10.3)
+
+
+@attrs.frozen(kw_only=True)
+class NEventReportRQ:
+    """N-EVENT-REPORT-RQ (PS3.7 10.3.1.1, Table 10.3-1); the event information is the data set."""
+
+    command_field: ClassVar[int] = 0x0100
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(converter=_uid)
+    affected_sop_instance_uid: UID = attrs.field(converter=_uid)
+    event_type_id: int
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NEventReportRSP(_StatusFields):
+    """N-EVENT-REPORT-RSP (PS3.7 10.3.1.2, Table 10.3-2)."""
+
+    command_field: ClassVar[int] = 0x8100
+    event_type_id: int | None = None
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NGetRQ:
+    """N-GET-RQ (PS3.7 10.3.2.1, Table 10.3-3); no attribute list means all attributes."""
+
+    command_field: ClassVar[int] = 0x0110
+    message_id: int
+    requested_sop_class_uid: UID = attrs.field(converter=_uid)
+    requested_sop_instance_uid: UID = attrs.field(converter=_uid)
+    attribute_identifier_list: tuple[int, ...] | None = attrs.field(
+        default=None, converter=_optional_tags
+    )
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NGetRSP(_StatusFields):
+    """N-GET-RSP (PS3.7 10.3.2.2, Table 10.3-4); the attribute list is the data set."""
+
+    command_field: ClassVar[int] = 0x8110
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NSetRQ:
+    """N-SET-RQ (PS3.7 10.3.3.1, Table 10.3-5); the modification list is the data set."""
+
+    command_field: ClassVar[int] = 0x0120
+    message_id: int
+    requested_sop_class_uid: UID = attrs.field(converter=_uid)
+    requested_sop_instance_uid: UID = attrs.field(converter=_uid)
+    has_dataset: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class NSetRSP(_StatusFields):
+    """N-SET-RSP (PS3.7 10.3.3.2, Table 10.3-6)."""
+
+    command_field: ClassVar[int] = 0x8120
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NActionRQ:
+    """N-ACTION-RQ (PS3.7 10.3.4.1, Table 10.3-7); the action information is the data set."""
+
+    command_field: ClassVar[int] = 0x0130
+    message_id: int
+    requested_sop_class_uid: UID = attrs.field(converter=_uid)
+    requested_sop_instance_uid: UID = attrs.field(converter=_uid)
+    action_type_id: int
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NActionRSP(_StatusFields):
+    """N-ACTION-RSP (PS3.7 10.3.4.2, Table 10.3-8)."""
+
+    command_field: ClassVar[int] = 0x8130
+    action_type_id: int | None = None
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NCreateRQ:
+    """N-CREATE-RQ (PS3.7 10.3.5.1, Table 10.3-9); no instance UID asks the SCP for one."""
+
+    command_field: ClassVar[int] = 0x0140
+    message_id: int
+    affected_sop_class_uid: UID = attrs.field(converter=_uid)
+    affected_sop_instance_uid: UID | None = attrs.field(default=None, converter=_optional_uid)
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NCreateRSP(_StatusFields):
+    """N-CREATE-RSP (PS3.7 10.3.5.2, Table 10.3-10)."""
+
+    command_field: ClassVar[int] = 0x8140
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NDeleteRQ:
+    """N-DELETE-RQ (PS3.7 10.3.6.1, Table 10.3-11)."""
+
+    command_field: ClassVar[int] = 0x0150
+    message_id: int
+    requested_sop_class_uid: UID = attrs.field(converter=_uid)
+    requested_sop_instance_uid: UID = attrs.field(converter=_uid)
+    has_dataset: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NDeleteRSP(_StatusFields):
+    """N-DELETE-RSP (PS3.7 10.3.6.2, Table 10.3-12)."""
+
+    command_field: ClassVar[int] = 0x8150
+    has_dataset: bool = False
+
+
+Request: TypeAlias = (
+    CStoreRQ
+    | CFindRQ
+    | CGetRQ
+    | CMoveRQ
+    | CEchoRQ
+    | CCancelRQ
+    | NEventReportRQ
+    | NGetRQ
+    | NSetRQ
+    | NActionRQ
+    | NCreateRQ
+    | NDeleteRQ
+)
+Response: TypeAlias = (
+    CStoreRSP
+    | CFindRSP
+    | CGetRSP
+    | CMoveRSP
+    | CEchoRSP
+    | NEventReportRSP
+    | NGetRSP
+    | NSetRSP
+    | NActionRSP
+    | NCreateRSP
+    | NDeleteRSP
+)
+Message: TypeAlias = Request | Response
+
+_ALL_CLASSES: tuple[type[Message], ...] = (
+    CStoreRQ,
+    CStoreRSP,
+    CFindRQ,
+    CFindRSP,
+    CGetRQ,
+    CGetRSP,
+    CMoveRQ,
+    CMoveRSP,
+    CEchoRQ,
+    CEchoRSP,
+    CCancelRQ,
+    NEventReportRQ,
+    NEventReportRSP,
+    NGetRQ,
+    NGetRSP,
+    NSetRQ,
+    NSetRSP,
+    NActionRQ,
+    NActionRSP,
+    NCreateRQ,
+    NCreateRSP,
+    NDeleteRQ,
+    NDeleteRSP,
+)
+
+#: Command Field (0000,0100) value -> message class (PS3.7 Table E.1-1).
+MESSAGE_CLASSES: Final[Mapping[int, type[Message]]] = {
+    cls.command_field: cls for cls in _ALL_CLASSES
+}
+
+
+def response_class_for(request: Request | type[Request]) -> type[Response]:
+    """The response class answering a request or request class (Command Field | 8000H).
+
+    C-CANCEL-RQ has no response of its own (PS3.7 9.3.2.3): its effect is seen in the
+    response to the cancelled operation, so asking for one raises ValueError.
+    """
+    command_field = request.command_field
+    cls = MESSAGE_CLASSES.get(command_field | 0x8000)
+    if command_field & 0x8000 or cls is None:
+        raise ValueError(f"{_name_of(request)} is not a request that has a response")
+    return cls  # type: ignore[return-value]
+
+
+def _name_of(obj: object) -> str:
+    return obj.__name__ if isinstance(obj, type) else type(obj).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding (PS3.7 6.3.1; PS3.5 7.1.3 Implicit VR, 6.2 value padding)
+
+_HEADER = struct.Struct("<HHL")
+_US_ELEMENT = struct.Struct("<HHLH")
+_UL_ELEMENT = struct.Struct("<HHLL")
+_TAG = struct.Struct("<HH")
+
+
+def _encode_us(element: int) -> Callable[[Any], bytes]:
+    def encode(value: int) -> bytes:
+        return _US_ELEMENT.pack(0, element, 2, value)
+
+    return encode
+
+
+def _encode_string(element: int, pad: bytes, max_length: int) -> Callable[[Any], bytes]:
+    # The default character repertoire only (PS3.7 6.3.1, PS3.5 6.1.2): ascii, strictly,
+    # and no longer than the VR allows (PS3.5 Table 6.2-1), so a peer never sees junk.
+    def encode(value: str) -> bytes:
+        raw = value.encode("ascii")
+        if len(raw) > max_length:
+            raise ValueError(f"{len(raw)} characters, more than the {max_length} allowed")
+        if len(raw) & 1:
+            raw += pad
+        return _HEADER.pack(0, element, len(raw)) + raw
+
+    return encode
+
+
+def _encode_tags(element: int) -> Callable[[Any], bytes]:
+    def encode(tags: tuple[int, ...]) -> bytes:
+        raw = b"".join([_TAG.pack(tag >> 16, tag & 0xFFFF) for tag in tags])
+        return _HEADER.pack(0, element, len(raw)) + raw
+
+    return encode
+
+
+_DATA_SET_TYPE = {
+    True: _US_ELEMENT.pack(0, 0x0800, 2, DATA_SET_PRESENT),
+    False: _US_ELEMENT.pack(0, 0x0800, 2, NO_DATA_SET),
+}
+
+
+def _encode_has_dataset(value: bool) -> bytes:
+    return _DATA_SET_TYPE[bool(value)]
+
+
+_ENCODERS: dict[str, Callable[[int], Callable[[Any], bytes]]] = {
+    "US": _encode_us,
+    "UI": lambda element: _encode_string(element, b"\x00", 64),
+    "AE": lambda element: _encode_string(element, b" ", 16),
+    "LO": lambda element: _encode_string(element, b" ", 64),
+    "AT": _encode_tags,
+}
+
+
+def _encoding_plan(cls: type[Message]) -> tuple[tuple[str, Callable[[Any], bytes]], ...]:
+    """(attribute, element encoder) for each element of ``cls``, in increasing tag order."""
+    names = {field.name for field in attrs.fields(cls)} | {"command_field"}
+    plan: list[tuple[str, Callable[[Any], bytes]]] = []
+    for element, name, vr in COMMAND_ELEMENTS:
+        if name == "command_data_set_type":
+            plan.append(("has_dataset", _encode_has_dataset))
+        elif name in names:
+            plan.append((name, _ENCODERS[vr](element)))
+    return tuple(plan)
+
+
+_PLANS: dict[type[Message], tuple[tuple[str, Callable[[Any], bytes]], ...]] = {
+    cls: _encoding_plan(cls) for cls in _ALL_CLASSES
+}
+
+
+def encode_command(message: Message) -> bytes:
+    """Encode a message's command set: group 0000, Implicit VR Little Endian (PS3.7 6.3.1).
+
+    Elements go in increasing tag order behind Command Group Length (0000,0000); UIDs are
+    padded with NUL and AE titles and text with a space to even length (PS3.5 6.2). A value
+    the command set cannot carry (out of range, not ASCII) raises ``LocalProtocolError``.
+    """
+    plan = _PLANS.get(type(message))
+    if plan is None:
+        raise TypeError(f"not a DIMSE message: {message!r}")
+    parts: list[bytes] = []
+    name = ""
+    try:
+        for name, encode in plan:
+            value = getattr(message, name)
+            if value is not None:
+                parts.append(encode(value))
+    except (struct.error, ValueError, TypeError, AttributeError) as exc:
+        raise LocalProtocolError(
+            f"{type(message).__name__}.{name} cannot be encoded in a command set: {exc}"
+        ) from exc
+    body = b"".join(parts)
+    return _UL_ELEMENT.pack(0, 0x0000, 4, len(body)) + body
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+
+
+def _decode_us(element: int, raw: bytes) -> int | None:
+    if len(raw) == 2:
+        return int.from_bytes(raw, "little")
+    if not raw:
+        return None
+    raise RemoteProtocolError(
+        f"command element (0000,{element:04X}) is US but has {len(raw)} bytes, not 2"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _wire_uid(text: str) -> UID:
+    # Not validated: a peer's malformed UID is its business until someone uses it, and
+    # pydicom would warn (or raise, depending on its global config) while we decode.
+    # Cached because the same few SOP class UIDs arrive in almost every message.
+    return UID(text, validation_mode=config.IGNORE)
+
+
+def _decode_uid(element: int, raw: bytes) -> UID | None:
+    text = raw.decode("latin-1").strip(" \x00")
+    return _wire_uid(text) if text else None
+
+
+def _decode_string(element: int, raw: bytes) -> str | None:
+    # latin-1 maps every byte to a character, so a peer's stray non-ASCII byte decodes
+    # instead of failing; trailing NUL or space padding (even when misused) is dropped.
+    return raw.decode("latin-1").strip(" \x00") or None
+
+
+def _decode_tags(element: int, raw: bytes) -> tuple[int, ...] | None:
+    if len(raw) % 4:
+        raise RemoteProtocolError(
+            f"command element (0000,{element:04X}) is AT but its {len(raw)} bytes "
+            "are not a multiple of 4"
+        )
+    return tuple((group << 16) | elem for group, elem in _TAG.iter_unpack(raw)) if raw else None
+
+
+_DECODERS_BY_VR: dict[str, Callable[[int, bytes], Any]] = {
+    "US": _decode_us,
+    "UI": _decode_uid,
+    "AE": _decode_string,
+    "LO": _decode_string,
+    "AT": _decode_tags,
+}
+
+# Command Group Length is not decoded: its value is redundant with the PDV framing, and
+# PS3.7 is silent on a wrong one, so trusting it could only reject otherwise good input.
+_DECODERS: dict[int, tuple[str, Callable[[int, bytes], Any]]] = {
+    element: (name, _DECODERS_BY_VR[vr]) for element, name, vr in COMMAND_ELEMENTS if vr != "UL"
+}
+
+_FIELD_NAMES: dict[type[Message], frozenset[str]] = {
+    cls: frozenset(field.name for field in attrs.fields(cls)) for cls in _ALL_CLASSES
+}
+_REQUIRED: dict[type[Message], frozenset[str]] = {
+    cls: frozenset(
+        field.name
+        for field in attrs.fields(cls)
+        if field.default is attrs.NOTHING and field.name != "has_dataset"
+    )
+    for cls in _ALL_CLASSES
+}
+
+
+def decode_command(data: bytes | bytearray | memoryview) -> Message:
+    """Decode a command set (PS3.7 6.3.1) into its message value.
+
+    Tolerant where PS3.7 leaves room or peers commonly stray: unknown and retired group
+    0000 elements are skipped, Command Group Length may be absent (and is not checked),
+    padding may be NUL or space, and elements that do not belong to the message (such as
+    Priority in a C-ECHO-RQ) are ignored; a repeated element keeps its last value.
+
+    Strict where a value could not be trusted: an element outside group 0000, a
+    truncated element, a wrong value length, an unknown Command Field, or a missing
+    field that PS3.7 marks mandatory (Command Data Set Type included, because without it
+    nobody knows whether a data set follows) raise ``RemoteProtocolError``. The two
+    mandatory fields with an unambiguous default are the exception: a missing Priority
+    reads as MEDIUM, and a C-ECHO-RQ without Affected SOP Class UID as Verification.
+    """
+    raw = bytes(data)
+    size = len(raw)
+    values: dict[str, Any] = {}
+    offset = 0
+    while offset < size:
+        if size - offset < 8:
+            raise RemoteProtocolError(
+                f"command set truncated: {size - offset} bytes left where an element "
+                "header needs 8"
+            )
+        group, element, length = _HEADER.unpack_from(raw, offset)
+        offset += 8
+        if group != 0:
+            raise RemoteProtocolError(
+                f"command set holds element ({group:04X},{element:04X}); PS3.7 6.3.1 "
+                "allows only group 0000"
+            )
+        if length > size - offset:
+            raise RemoteProtocolError(
+                f"command set truncated: element (0000,{element:04X}) has length "
+                f"{length} but only {size - offset} bytes remain"
+            )
+        spec = _DECODERS.get(element)
+        if spec is not None:
+            name, decode = spec
+            value = decode(element, raw[offset : offset + length])
+            if value is None:
+                values.pop(name, None)
+            else:
+                values[name] = value
+        offset += length
+
+    command_field = values.pop("command_field", None)
+    if command_field is None:
+        raise RemoteProtocolError("command set has no Command Field (0000,0100)")
+    cls = MESSAGE_CLASSES.get(command_field)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown Command Field (0000,0100) {command_field:#06x}")
+    data_set_type = values.pop("command_data_set_type", None)
+    if data_set_type is None:
+        raise RemoteProtocolError(f"{cls.__name__} has no Command Data Set Type (0000,0800)")
+    names = _FIELD_NAMES[cls]
+    kwargs = {name: value for name, value in values.items() if name in names}
+    missing = _REQUIRED[cls] - kwargs.keys()
+    if missing:
+        raise RemoteProtocolError(
+            f"{cls.__name__} lacks mandatory field(s) {', '.join(sorted(missing))}"
+        )
+    kwargs["has_dataset"] = data_set_type != NO_DATA_SET
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - converters accept any str
+        raise RemoteProtocolError(f"invalid {cls.__name__}: {exc}") from exc

@@ -1,0 +1,289 @@
+"""Fragmentation into P-DATA-TF (PS3.8 D.1, E.1) and reassembly of messages (PS3.8 E.2)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dicomio.dimse import (
+    CEchoRQ,
+    CFindRSP,
+    CommandReceived,
+    CStoreRQ,
+    DataFragment,
+    Message,
+    MessageAssembler,
+    MessageReceived,
+    data_pdu,
+    encode_command,
+    fragment,
+    max_fragment_size,
+)
+from dicomio.dimse.assembler import AssemblerEvent
+from dicomio.dimse.fragment import UNLIMITED_FRAGMENT_SIZE
+from dicomio.errors import LocalProtocolError, RemoteProtocolError
+from dicomio.pdu.items import PresentationDataValue
+from dicomio.pdu.pdus import PDataTF
+
+STORE = CStoreRQ(
+    message_id=3,
+    affected_sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+    affected_sop_instance_uid="1.2.826.0.1.3680043.8.498.1",
+    move_originator_application_entity_title="MOVESCU",
+    move_originator_message_id=17,
+)
+ECHO = CEchoRQ(message_id=4)
+STORE_COMMAND = encode_command(STORE)
+
+max_pdu_lengths = st.sampled_from([0]) | st.integers(8, 20) | st.integers(21, 70_000)
+
+
+def pdv(context_id: int, is_command: bool, is_last: bool, data: bytes) -> PDataTF:
+    return PDataTF(
+        pdvs=(
+            PresentationDataValue(
+                context_id=context_id, is_command=is_command, is_last=is_last, data=data
+            ),
+        )
+    )
+
+
+def feed(assembler: MessageAssembler, pdus: Iterable[PDataTF]) -> list[AssemblerEvent]:
+    events: list[AssemblerEvent] = []
+    for pdu in pdus:
+        events.extend(assembler.receive(pdu))
+    return events
+
+
+def streamed_bytes(events: list[AssemblerEvent]) -> bytes:
+    assert isinstance(events[0], CommandReceived)
+    fragments = events[1:]
+    assert all(isinstance(e, DataFragment) for e in fragments)
+    assert [e.is_last for e in fragments] == [False] * (len(fragments) - 1) + [True]  # type: ignore[union-attr]
+    return b"".join(e.data for e in fragments)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------
+# Sizes
+
+
+def test_max_fragment_size() -> None:
+    assert max_fragment_size(0) == UNLIMITED_FRAGMENT_SIZE == 4 * 1024 * 1024
+    assert max_fragment_size(16_384) == 16_378
+    assert max_fragment_size(8) == 2
+    assert max_fragment_size(9) == 2  # fragments are even (PS3.8 E.1)
+    assert max_fragment_size(21) == 14
+    for too_small in range(1, 8):
+        with pytest.raises(LocalProtocolError):
+            max_fragment_size(too_small)
+    with pytest.raises(LocalProtocolError):
+        next(fragment(1, STORE_COMMAND, b"data", 7))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_pdu=max_pdu_lengths,
+    size=st.integers(0, 40_000),
+    context_id=st.integers(0, 127).map(lambda n: 2 * n + 1),
+    with_dataset=st.booleans(),
+)
+def test_fragment_and_reassemble(
+    max_pdu: int, size: int, context_id: int, with_dataset: bool
+) -> None:
+    dataset = random.Random(size).randbytes(size) if with_dataset else None
+    command = encode_command(STORE if with_dataset else ECHO)
+    pdus = list(fragment(context_id, command, dataset, max_pdu))
+    limit = max_fragment_size(max_pdu)
+    kinds = []
+    for pdu in pdus:
+        assert len(pdu.pdvs) == 1
+        item = pdu.pdvs[0]
+        assert item.context_id == context_id
+        assert len(item.data) <= limit
+        if max_pdu:
+            assert len(item.data) + 6 <= max_pdu  # PDV item within the P-DATA-TF limit
+        assert len(item.data) % 2 == 0 or item.is_last  # only an odd message ends odd
+        kinds.append((item.is_command, item.is_last))
+    # Command fragments first, each part flagged last exactly once, at its end.
+    n_command = sum(1 for is_command, _ in kinds if is_command)
+    assert all(is_command for is_command, _ in kinds[:n_command])
+    assert [last for _, last in kinds[:n_command]] == [False] * (n_command - 1) + [True]
+    data_kinds = kinds[n_command:]
+    if dataset is None:
+        assert not data_kinds
+    else:
+        assert [last for _, last in data_kinds] == [False] * (len(data_kinds) - 1) + [True]
+        assert all(isinstance(pdu.pdvs[0].data, memoryview) for pdu in pdus[n_command:])
+
+    whole = feed(MessageAssembler(), pdus)
+    message = STORE if with_dataset else ECHO
+    assert whole == [MessageReceived(context_id=context_id, command=message, dataset=dataset)]
+
+    streaming = MessageAssembler(stream_if=lambda command: True)
+    events = feed(streaming, pdus)
+    if dataset is None:
+        assert events == whole  # nothing to stream
+    else:
+        assert events[0] == CommandReceived(context_id=context_id, command=STORE)
+        assert streamed_bytes(events) == dataset
+    assert not streaming.in_progress(context_id)
+
+
+def test_data_fragments_are_views_not_copies() -> None:
+    dataset = bytearray(b"\x01\x02" * 100)
+    pdus = list(fragment(1, STORE_COMMAND, dataset, 64))
+    data = next(p.pdvs[0].data for p in pdus if not p.pdvs[0].is_command)
+    assert isinstance(data, memoryview)
+    dataset[0] = 0xFF
+    assert data[0] == 0xFF
+
+
+def test_empty_data_set_still_ends_the_message() -> None:
+    pdus = list(fragment(1, STORE_COMMAND, b"", 0))
+    assert [(p.pdvs[0].is_command, p.pdvs[0].is_last, len(p.pdvs[0].data)) for p in pdus] == [
+        (True, True, len(STORE_COMMAND)),
+        (False, True, 0),
+    ]
+    assert feed(MessageAssembler(), pdus) == [
+        MessageReceived(context_id=1, command=STORE, dataset=b"")
+    ]
+
+
+def test_ten_megabytes_at_sixteen_kilobytes() -> None:
+    dataset = random.Random(10).randbytes(10 * 1024 * 1024)
+    pdus = list(fragment(5, STORE_COMMAND, dataset, 16_384))
+    assert len(pdus) == 1 + -(-len(dataset) // 16_378)
+    assert max(len(p.pdvs[0].data) for p in pdus) == 16_378
+    events = feed(MessageAssembler(), pdus)
+    assert len(events) == 1
+    assert isinstance(events[0], MessageReceived)
+    assert events[0].dataset == dataset
+
+
+def test_data_pdu_for_streaming_senders() -> None:
+    chunks = [b"ab", b"cd", b"ef"]
+    assembler = MessageAssembler()
+    events = assembler.receive(next(fragment(3, STORE_COMMAND, None, 0)))
+    assert events == []
+    assert assembler.expects_data(3)
+    for i, chunk in enumerate(chunks):
+        events = assembler.receive(data_pdu(3, chunk, i == len(chunks) - 1))
+    assert events == [MessageReceived(context_id=3, command=STORE, dataset=b"abcdef")]
+    assert not assembler.expects_data(3)
+
+
+# --------------------------------------------------------------------------------------
+# Reassembly rules
+
+
+def test_several_pdvs_in_one_pdata_tf_and_several_messages() -> None:
+    pdus = [
+        *fragment(1, encode_command(ECHO), None, 30),
+        *fragment(1, STORE_COMMAND, b"0123456789", 0),
+    ]
+    merged = PDataTF(pdvs=[p.pdvs[0] for p in pdus])
+    assert MessageAssembler().receive(merged) == [
+        MessageReceived(context_id=1, command=ECHO, dataset=None),
+        MessageReceived(context_id=1, command=STORE, dataset=b"0123456789"),
+    ]
+
+
+def test_interleaved_contexts_keep_separate_state() -> None:
+    # PS3.8 E.1 forbids interleaving; we accept it across contexts (see assembler docs).
+    one = list(fragment(1, STORE_COMMAND, b"a" * 40, 20))
+    three = list(fragment(3, encode_command(ECHO), None, 20))
+    mixed = [one[0], three[0], *one[1:3], *three[1:], *one[3:]]
+    assembler = MessageAssembler()
+    events = feed(assembler, mixed)
+    assert events == [
+        MessageReceived(context_id=3, command=ECHO, dataset=None),
+        MessageReceived(context_id=1, command=STORE, dataset=b"a" * 40),
+    ]
+
+
+def test_stream_if_decides_per_message() -> None:
+    rsp = CFindRSP(message_id_being_responded_to=3, status=0xFF00, has_dataset=True)
+    assembler = MessageAssembler(stream_if=lambda command: isinstance(command, CStoreRQ))
+    events = feed(
+        assembler,
+        [
+            *fragment(1, encode_command(rsp), b"identifier", 0),
+            *fragment(1, STORE_COMMAND, b"pixels" * 4, 16),
+        ],
+    )
+    assert events[0] == MessageReceived(context_id=1, command=rsp, dataset=b"identifier")
+    assert events[1] == CommandReceived(context_id=1, command=STORE)
+    assert streamed_bytes(events[1:]) == b"pixels" * 4
+
+
+def test_command_split_anywhere() -> None:
+    for cut in range(1, len(STORE_COMMAND)):
+        pdus = [
+            pdv(1, True, False, STORE_COMMAND[:cut]),
+            pdv(1, True, True, STORE_COMMAND[cut:]),
+            pdv(1, False, True, b"xy"),
+        ]
+        assert feed(MessageAssembler(), pdus) == [
+            MessageReceived(context_id=1, command=STORE, dataset=b"xy")
+        ]
+
+
+def test_data_before_any_command() -> None:
+    with pytest.raises(RemoteProtocolError, match="no command"):
+        MessageAssembler().receive(pdv(1, False, True, b"xx"))
+
+
+def test_data_before_the_command_is_complete() -> None:
+    assembler = MessageAssembler()
+    assembler.receive(pdv(1, True, False, STORE_COMMAND[:20]))
+    assert assembler.in_progress(1)
+    assert not assembler.expects_data(1)
+    with pytest.raises(RemoteProtocolError, match="before the last fragment"):
+        assembler.receive(pdv(1, False, True, b"xx"))
+
+
+def test_command_while_data_set_expected() -> None:
+    assembler = MessageAssembler()
+    assembler.receive(pdv(1, True, True, STORE_COMMAND))
+    assembler.receive(pdv(1, False, False, b"xx"))
+    with pytest.raises(RemoteProtocolError, match="still expected"):
+        assembler.receive(pdv(1, True, True, STORE_COMMAND))
+
+
+def test_data_after_a_command_without_data_set() -> None:
+    assembler = MessageAssembler()
+    assert assembler.receive(pdv(1, True, True, encode_command(ECHO))) == [
+        MessageReceived(context_id=1, command=ECHO, dataset=None)
+    ]
+    with pytest.raises(RemoteProtocolError, match="0101H"):
+        assembler.receive(pdv(1, False, True, b"xx"))
+
+
+def test_malformed_command_set_raises_remote_protocol_error() -> None:
+    with pytest.raises(RemoteProtocolError):
+        MessageAssembler().receive(pdv(1, True, True, STORE_COMMAND[:-3]))
+
+
+def test_command_set_length_is_bounded() -> None:
+    assembler = MessageAssembler(max_command_length=100)
+    assembler.receive(pdv(1, True, False, b"\x00" * 100))
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        assembler.receive(pdv(1, True, False, b"\x00" * 2))
+
+
+def test_message_boundaries_reset_state() -> None:
+    assembler = MessageAssembler()
+    messages: list[tuple[Message, bytes | None]] = [
+        (STORE, b"1234"),
+        (ECHO, None),
+        (STORE, b""),
+        (STORE, b"5" * 100),
+    ]
+    for message, dataset in messages:
+        events = feed(assembler, fragment(7, encode_command(message), dataset, 16))
+        assert events == [MessageReceived(context_id=7, command=message, dataset=dataset)]
+        assert not assembler.in_progress(7)
