@@ -71,6 +71,12 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
     raise RuntimeError(f"nothing listening on {port} after {timeout} s")
 
 
+#: DCMTK leaves Nagle's algorithm on unless told otherwise (its environment variable
+#: TCP_NODELAY): echoscu to storescp then runs at about 11 echoes a second instead of
+#: thousands. Every DCMTK peer the tests start gets this environment.
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -95,10 +101,30 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     proc = subprocess.Popen(
         [tools["storescp"], "-aet", "STORESCP", "+xa", "-pm", "-dhl", "-ta", "30", "-td", "60",
          "-od", str(out), "-fe", ".dcm", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=DCMTK_ENV,
     )
     try:
         wait_for_port(port, proc)
         yield port, out
     finally:
         stop(proc)
+
+
+# -- added for the SCP interop and robustness tests ------------------------------------------
+
+
+async def run_tool(argv: list[str], *, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+    """Run a peer tool as a subprocess without blocking the event loop the SCP runs on.
+
+    Bounded by ``timeout``; returns the completed process (exit code and output) whatever
+    its exit status, so that tests can say what they expected.
+    """
+    import anyio
+
+    with anyio.fail_after(timeout):
+        return await anyio.run_process(argv, check=False)
+
+
+def tool_output(result: subprocess.CompletedProcess[bytes]) -> str:
+    """Both output streams of a finished tool, for assertion messages."""
+    return (result.stdout + result.stderr).decode(errors="replace")

@@ -13,7 +13,7 @@ not that they be destroyed). Values only: the codec lives in ``dicomio.pdu.codec
 from __future__ import annotations
 
 import enum
-from typing import Union
+from collections.abc import Iterable
 
 import attrs
 from pydicom.uid import UID
@@ -21,9 +21,21 @@ from pydicom.uid import UID
 
 def to_uid(value: str | bytes) -> UID:
     """Convert friendly input to a pydicom UID; wire padding (NUL or space) is dropped."""
+    if isinstance(value, UID) and not value.endswith("\x00"):
+        # Already converted (pydicom strips spaces): the codec builds UIDs without pydicom's
+        # validation, because a malformed UID from the peer must not warn or raise here.
+        return value
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     return UID(value.rstrip("\x00 "))
+
+
+def to_uids(values: Iterable[str | bytes]) -> tuple[UID, ...]:
+    return tuple(to_uid(value) for value in values)
+
+
+def to_optional_uid(value: str | bytes | None) -> UID | None:
+    return None if value is None else to_uid(value)
 
 
 def to_bytes(value: bytes | bytearray | memoryview) -> bytes:
@@ -56,9 +68,7 @@ class PresentationContextRQ:
 
     context_id: int
     abstract_syntax: UID = attrs.field(converter=to_uid)
-    transfer_syntaxes: tuple[UID, ...] = attrs.field(
-        converter=lambda xs: tuple(to_uid(x) for x in xs)
-    )
+    transfer_syntaxes: tuple[UID, ...] = attrs.field(converter=to_uids)
 
 
 @attrs.frozen(kw_only=True)
@@ -71,9 +81,7 @@ class PresentationContextAC:
 
     context_id: int
     result: int
-    transfer_syntax: UID | None = attrs.field(
-        default=None, converter=lambda x: None if x is None else to_uid(x)
-    )
+    transfer_syntax: UID | None = attrs.field(default=None, converter=to_optional_uid)
 
 
 @attrs.frozen(kw_only=True)
@@ -128,9 +136,7 @@ class SOPClassCommonExtendedNegotiation:
 
     sop_class_uid: UID = attrs.field(converter=to_uid)
     service_class_uid: UID = attrs.field(converter=to_uid)
-    related_general_sop_class_uids: tuple[UID, ...] = attrs.field(
-        default=(), converter=lambda xs: tuple(to_uid(x) for x in xs)
-    )
+    related_general_sop_class_uids: tuple[UID, ...] = attrs.field(default=(), converter=to_uids)
 
 
 @attrs.frozen(kw_only=True)
@@ -158,18 +164,18 @@ class UnknownSubItem:
     data: bytes = attrs.field(converter=to_bytes)
 
 
-UserInformationSubItem = Union[
-    MaximumLength,
-    ImplementationClassUID,
-    AsynchronousOperationsWindow,
-    RoleSelection,
-    ImplementationVersionName,
-    SOPClassExtendedNegotiation,
-    SOPClassCommonExtendedNegotiation,
-    UserIdentityRQ,
-    UserIdentityAC,
-    UnknownSubItem,
-]
+UserInformationSubItem = (
+    MaximumLength
+    | ImplementationClassUID
+    | AsynchronousOperationsWindow
+    | RoleSelection
+    | ImplementationVersionName
+    | SOPClassExtendedNegotiation
+    | SOPClassCommonExtendedNegotiation
+    | UserIdentityRQ
+    | UserIdentityAC
+    | UnknownSubItem
+)
 
 
 @attrs.frozen(kw_only=True)

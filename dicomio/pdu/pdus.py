@@ -8,7 +8,7 @@ The same classes are sent by one side and received by the other; the Upper Layer
 from __future__ import annotations
 
 import enum
-from typing import Union
+from collections.abc import Iterable
 
 import attrs
 from pydicom.uid import UID
@@ -64,6 +64,24 @@ class RejectReason(enum.IntEnum):
     # source 3: service provider (presentation): 1 temporary congestion, 2 local limit exceeded
 
 
+def _contexts_rq(values: Iterable[PresentationContextRQ]) -> tuple[PresentationContextRQ, ...]:
+    return tuple(values)
+
+
+def _contexts_ac(values: Iterable[PresentationContextAC]) -> tuple[PresentationContextAC, ...]:
+    return tuple(values)
+
+
+def _sub_items(
+    values: Iterable[UserInformationSubItem],
+) -> tuple[UserInformationSubItem, ...]:
+    return tuple(values)
+
+
+def _pdvs(values: Iterable[PresentationDataValue]) -> tuple[PresentationDataValue, ...]:
+    return tuple(values)
+
+
 def to_ae_title(value: str | bytes) -> str:
     """AE titles are stored without the insignificant leading/trailing spaces (PS3.5 AE VR)."""
     if isinstance(value, bytes):
@@ -77,14 +95,12 @@ class AssociateRQ:
 
     called_ae_title: str = attrs.field(converter=to_ae_title)
     calling_ae_title: str = attrs.field(converter=to_ae_title)
-    application_context: UID = attrs.field(
-        default=DICOM_APPLICATION_CONTEXT, converter=to_uid
-    )
+    application_context: UID = attrs.field(default=DICOM_APPLICATION_CONTEXT, converter=to_uid)
     presentation_contexts: tuple[PresentationContextRQ, ...] = attrs.field(
-        default=(), converter=tuple
+        default=(), converter=_contexts_rq
     )
     user_information: tuple[UserInformationSubItem, ...] = attrs.field(
-        default=(), converter=tuple
+        default=(), converter=_sub_items
     )
     protocol_version: int = 1
 
@@ -95,14 +111,12 @@ class AssociateAC:
 
     called_ae_title: str = attrs.field(converter=to_ae_title)
     calling_ae_title: str = attrs.field(converter=to_ae_title)
-    application_context: UID = attrs.field(
-        default=DICOM_APPLICATION_CONTEXT, converter=to_uid
-    )
+    application_context: UID = attrs.field(default=DICOM_APPLICATION_CONTEXT, converter=to_uid)
     presentation_contexts: tuple[PresentationContextAC, ...] = attrs.field(
-        default=(), converter=tuple
+        default=(), converter=_contexts_ac
     )
     user_information: tuple[UserInformationSubItem, ...] = attrs.field(
-        default=(), converter=tuple
+        default=(), converter=_sub_items
     )
     protocol_version: int = 1
 
@@ -120,7 +134,7 @@ class AssociateRJ:
 class PDataTF:
     """P-DATA-TF PDU (PS3.8 9.3.5): one or more presentation data values."""
 
-    pdvs: tuple[PresentationDataValue, ...] = attrs.field(converter=tuple)
+    pdvs: tuple[PresentationDataValue, ...] = attrs.field(converter=_pdvs)
 
 
 @attrs.frozen(kw_only=True)
@@ -141,4 +155,4 @@ class Abort:
     reason: int = 0
 
 
-PDU = Union[AssociateRQ, AssociateAC, AssociateRJ, PDataTF, ReleaseRQ, ReleaseRP, Abort]
+PDU = AssociateRQ | AssociateAC | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP | Abort

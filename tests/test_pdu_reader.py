@@ -1,0 +1,496 @@
+"""PDUReader: framing a byte stream into PDUs (PS3.8 9.3.1), bounded at the 6-byte header.
+
+The central invariant is h11's: any bytes, fed whole or one byte at a time, give the same
+PDUs followed by the same ``RemoteProtocolError`` (or none), and never anything else.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dicomio.errors import AbortReason, LocalProtocolError, RemoteProtocolError
+from dicomio.pdu import (
+    MAX_ASSOCIATE_LENGTH,
+    PDU,
+    Abort,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    AsynchronousOperationsWindow,
+    ImplementationClassUID,
+    ImplementationVersionName,
+    MaximumLength,
+    PDataTF,
+    PDUReader,
+    PresentationContextAC,
+    PresentationContextRQ,
+    PresentationDataValue,
+    ReleaseRP,
+    ReleaseRQ,
+    RoleSelection,
+    SOPClassCommonExtendedNegotiation,
+    SOPClassExtendedNegotiation,
+    UnknownSubItem,
+    UserIdentityAC,
+    UserIdentityRQ,
+    UserInformationSubItem,
+    encode,
+)
+from tests.strategies import pdus
+
+INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
+
+Outcome = tuple[list[PDU], AbortReason | None]
+
+
+def run_reader(
+    chunks: Iterable[bytes | bytearray | memoryview], max_pdu_length: int = 0
+) -> Outcome:
+    """Feed chunks, draining after each; return the PDUs and the error reason, if any."""
+    reader = PDUReader(max_pdu_length)
+    received: list[PDU] = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            received.extend(reader)
+        reader.feed_eof()
+    except RemoteProtocolError as exc:
+        return received, exc.abort_reason
+    return received, None
+
+
+def byte_at_a_time(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def check_invariant(data: bytes, max_pdu_length: int = 0) -> Outcome:
+    try:
+        whole = run_reader([data], max_pdu_length)
+        bytewise = run_reader(byte_at_a_time(data), max_pdu_length)
+    except Exception as exc:  # pragma: no cover - the failure report
+        pytest.fail(f"{type(exc).__name__}: {exc} escaped for input {data.hex()}")
+    assert whole == bytewise, data.hex()
+    return whole
+
+
+# ---------------------------------------------------------------------------------------
+# Chunking invariance
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(pdus(), min_size=1, max_size=5),
+    st.lists(st.integers(1, 97), min_size=1, max_size=20),
+    st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_any_chunking_gives_the_same_pdus(
+    sent: list[PDU], sizes: list[int], kind: type[bytes | bytearray | memoryview]
+) -> None:
+    stream = b"".join(encode(pdu) for pdu in sent)
+    chunks = []
+    position = 0
+    index = 0
+    while position < len(stream):
+        size = sizes[index % len(sizes)]
+        chunks.append(kind(stream[position : position + size]))
+        position += size
+        index += 1
+    assert run_reader(chunks) == (sent, None)
+    assert run_reader([stream]) == (sent, None)
+
+
+def test_iteration_and_next_pdu() -> None:
+    reader = PDUReader(0)
+    assert reader.next_pdu() is None
+    wire = encode(ReleaseRQ()) + encode(Abort(source=2, reason=1))
+    reader.feed(wire[:7])
+    assert reader.next_pdu() is None
+    reader.feed(wire[7:])
+    assert list(reader) == [ReleaseRQ(), Abort(source=2, reason=1)]
+    assert reader.next_pdu() is None
+    reader.feed_eof()
+
+
+def test_bytes_chunks_are_not_copied_but_other_buffers_are() -> None:
+    pdata = PDataTF(
+        pdvs=[PresentationDataValue(context_id=1, is_command=False, is_last=True, data=b"x" * 100)]
+    )
+    chunk = encode(pdata) + encode(ReleaseRQ())
+    reader = PDUReader(0)
+    reader.feed(chunk)
+    pdu = reader.next_pdu()
+    assert isinstance(pdu, PDataTF)
+    assert isinstance(pdu.pdvs[0].data, memoryview)
+    assert pdu.pdvs[0].data.obj is chunk  # zero copy from a bytes chunk
+    assert reader.next_pdu() == ReleaseRQ()
+
+    reused = bytearray(encode(pdata))
+    reader.feed(reused)
+    reused[-1:] = b"y"  # the transport reuses its receive buffer
+    pdu = reader.next_pdu()
+    assert pdu == pdata
+
+
+# ---------------------------------------------------------------------------------------
+# Refused at the header, before the body is buffered
+
+
+def header(pdu_type: int, length: int) -> bytes:
+    return bytes([pdu_type, 0]) + length.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    ("wire", "max_pdu_length", "reason"),
+    [
+        (header(0x04, 16385), 16384, INVALID),
+        (header(0x04, 0xFFFFFFFF), 16384, INVALID),
+        (header(0x04, 5), 0, INVALID),
+        (header(0x01, MAX_ASSOCIATE_LENGTH + 1), 0, INVALID),
+        (header(0x02, 0xFFFFFFFF), 0, INVALID),
+        (header(0x01, 67), 0, INVALID),
+        (header(0x03, 5), 0, INVALID),
+        (header(0x05, 0xFFFFFFFF), 0, INVALID),
+        (header(0x06, 0), 0, INVALID),
+        (header(0x07, 1 << 20), 0, INVALID),
+        (header(0x08, 4), 0, AbortReason.UNRECOGNIZED_PDU),
+        (header(0x00, 4), 0, AbortReason.UNRECOGNIZED_PDU),
+        (header(0x47, 0x20544547), 0, AbortReason.UNRECOGNIZED_PDU),  # "GET / HTTP" ...
+    ],
+)
+def test_refused_from_the_header_alone(
+    wire: bytes, max_pdu_length: int, reason: AbortReason
+) -> None:
+    reader = PDUReader(max_pdu_length)
+    reader.feed(wire)
+    with pytest.raises(RemoteProtocolError) as info:
+        reader.next_pdu()
+    assert info.value.abort_reason == reason
+
+
+def test_refused_after_one_byte_at_a_time_at_the_sixth_byte() -> None:
+    reader = PDUReader(16384)
+    for byte in byte_at_a_time(header(0x04, 16385))[:5]:
+        reader.feed(byte)
+        assert reader.next_pdu() is None
+    reader.feed(b"\x01")
+    with pytest.raises(RemoteProtocolError):
+        reader.next_pdu()
+
+
+def test_limits_that_are_not_exceeded_wait_for_the_body() -> None:
+    reader = PDUReader(16384)
+    reader.feed(header(0x04, 16384))
+    assert reader.next_pdu() is None
+    reader = PDUReader(0)  # no limit on P-DATA-TF
+    reader.feed(header(0x04, 0xFFFFFFFF))
+    assert reader.next_pdu() is None
+    reader = PDUReader(0)
+    reader.feed(header(0x01, MAX_ASSOCIATE_LENGTH))
+    assert reader.next_pdu() is None
+
+
+def test_valid_pdus_before_a_bad_header_are_delivered() -> None:
+    reader = PDUReader(0)
+    reader.feed(encode(ReleaseRQ()) + header(0x09, 4))
+    assert reader.next_pdu() == ReleaseRQ()
+    with pytest.raises(RemoteProtocolError):
+        reader.next_pdu()
+
+
+# ---------------------------------------------------------------------------------------
+# End of stream and the dead reader
+
+
+def test_feed_eof_inside_a_pdu() -> None:
+    for cut in (1, 5, 6, 9):
+        reader = PDUReader(0)
+        reader.feed(encode(ReleaseRP())[:cut])
+        assert reader.next_pdu() is None
+        with pytest.raises(RemoteProtocolError):
+            reader.feed_eof()
+
+
+def test_feed_eof_between_pdus() -> None:
+    reader = PDUReader(0)
+    reader.feed_eof()
+    reader.feed_eof()
+    assert reader.next_pdu() is None
+    with pytest.raises(LocalProtocolError):
+        reader.feed(b"\x05")
+
+    reader = PDUReader(0)
+    reader.feed(encode(ReleaseRQ()) * 2)
+    reader.feed_eof()  # complete PDUs stay available
+    assert list(reader) == [ReleaseRQ(), ReleaseRQ()]
+
+
+def test_reader_is_dead_after_an_error() -> None:
+    reader = PDUReader(0)
+    reader.feed(header(0x03, 9))
+    with pytest.raises(RemoteProtocolError):
+        reader.next_pdu()
+    for call in (lambda: reader.feed(encode(ReleaseRQ())), reader.next_pdu, reader.feed_eof):
+        with pytest.raises(RemoteProtocolError) as info:
+            call()
+        assert info.value.abort_reason == INVALID
+
+    reader = PDUReader(0)
+    reader.feed(bytes.fromhex("04 00 00000006 00000001 0100"))  # PDV without control header
+    with pytest.raises(RemoteProtocolError):
+        reader.next_pdu()
+    with pytest.raises(RemoteProtocolError):
+        list(reader)
+
+
+def test_negative_maximum_is_a_caller_error() -> None:
+    with pytest.raises(ValueError):
+        PDUReader(-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear buffering
+
+
+def ten_megabytes() -> tuple[bytes, list[PDU]]:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    sent: list[PDU] = [
+        PDataTF(
+            pdvs=[
+                PresentationDataValue(context_id=1, is_command=False, is_last=False, data=payload)
+            ]
+        )
+        for _ in range(10)
+    ]
+    return b"".join(encode(pdu) for pdu in sent), sent
+
+
+def test_ten_megabytes_in_16k_chunks() -> None:
+    stream, sent = ten_megabytes()
+    chunks = [stream[i : i + 16384] for i in range(0, len(stream), 16384)]
+    start = time.perf_counter()
+    assert run_reader(chunks) == (sent, None)
+    # Quadratic buffering would copy ~640 x 5 MB here; linear is well under a second.
+    assert time.perf_counter() - start < 5
+
+
+def _time_one_byte_feeds(size: int) -> float:
+    stream = encode(
+        PDataTF(
+            pdvs=[
+                PresentationDataValue(
+                    context_id=1, is_command=False, is_last=True, data=bytes(size)
+                )
+            ]
+        )
+    )
+    chunks = byte_at_a_time(stream)
+    best = float("inf")
+    for _ in range(3):
+        reader = PDUReader(0)
+        start = time.perf_counter()
+        for chunk in chunks:
+            reader.feed(chunk)
+            reader.next_pdu()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_one_byte_feeds_are_linear() -> None:
+    # One large PDU fed a byte at a time: four times the bytes must cost about four times
+    # the time (quadratic buffering would cost sixteen). Best of three for stable timing.
+    small = _time_one_byte_feeds(50_000)
+    large = _time_one_byte_feeds(200_000)
+    assert large / small < 8
+
+
+# ---------------------------------------------------------------------------------------
+# Fuzzing: nothing but RemoteProtocolError, and the same outcome whole or byte by byte
+
+_UIDS = [
+    "1.2.840.10008.1.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.3",
+    "1.2.840.10008.3.1.1.1",
+]
+
+
+def random_sub_item(rng: random.Random) -> UserInformationSubItem:
+    kind = rng.randrange(10)
+    uid = rng.choice(_UIDS)
+    if kind == 0:
+        return MaximumLength(maximum_length=rng.choice([0, 16384, 2**32 - 1]))
+    if kind == 1:
+        return ImplementationClassUID(implementation_class_uid=uid)
+    if kind == 2:
+        return AsynchronousOperationsWindow(
+            maximum_number_operations_invoked=rng.randrange(4),
+            maximum_number_operations_performed=rng.randrange(4),
+        )
+    if kind == 3:
+        return RoleSelection(sop_class_uid=uid, scu_role=rng.random() < 0.5, scp_role=True)
+    if kind == 4:
+        return ImplementationVersionName(implementation_version_name="FUZZ_1")
+    if kind == 5:
+        return SOPClassExtendedNegotiation(
+            sop_class_uid=uid, service_class_application_information=rng.randbytes(3)
+        )
+    if kind == 6:
+        return SOPClassCommonExtendedNegotiation(
+            sop_class_uid=uid,
+            service_class_uid="1.2.840.10008.4.2",
+            related_general_sop_class_uids=[uid],
+        )
+    if kind == 7:
+        return UserIdentityRQ(
+            user_identity_type=2,
+            positive_response_requested=True,
+            primary_field=b"user",
+            secondary_field=b"pw",
+        )
+    if kind == 8:
+        return UserIdentityAC(server_response=rng.randbytes(4))
+    return UnknownSubItem(item_type=rng.choice([0x5A, 0x7F, 0x00]), data=rng.randbytes(2))
+
+
+def random_pdu(rng: random.Random) -> PDU:
+    kind = rng.randrange(7)
+    if kind in (0, 1):
+        context_ids = range(1, 2 * rng.randrange(4), 2)
+        user_information = [random_sub_item(rng) for _ in range(rng.randrange(4))]
+        if kind == 0:
+            return AssociateRQ(
+                called_ae_title="SCP",
+                calling_ae_title="FUZZ",
+                presentation_contexts=[
+                    PresentationContextRQ(
+                        context_id=i,
+                        abstract_syntax=rng.choice(_UIDS),
+                        transfer_syntaxes=rng.sample(_UIDS, rng.randrange(1, 3)),
+                    )
+                    for i in context_ids
+                ],
+                user_information=user_information,
+            )
+        return AssociateAC(
+            called_ae_title="SCP",
+            calling_ae_title="FUZZ",
+            presentation_contexts=[
+                PresentationContextAC(
+                    context_id=i,
+                    result=rng.randrange(5),
+                    transfer_syntax=rng.choice([None, *_UIDS]),
+                )
+                for i in context_ids
+            ],
+            user_information=user_information,
+        )
+    if kind == 2:
+        return AssociateRJ(result=1, source=rng.randrange(1, 4), reason=rng.randrange(1, 3))
+    if kind == 3:
+        return PDataTF(
+            pdvs=[
+                PresentationDataValue(
+                    context_id=rng.randrange(1, 256, 2),
+                    is_command=rng.random() < 0.5,
+                    is_last=rng.random() < 0.5,
+                    data=rng.randbytes(rng.randrange(12)),
+                )
+                for _ in range(rng.randrange(1, 4))
+            ]
+        )
+    if kind == 4:
+        return ReleaseRQ()
+    if kind == 5:
+        return ReleaseRP()
+    return Abort(source=rng.randrange(3), reason=rng.randrange(7))
+
+
+def mutate(rng: random.Random, data: bytes, corpus: Sequence[bytes]) -> bytes:
+    buffer = bytearray(data)
+    for _ in range(rng.randrange(1, 4)):
+        kind = rng.randrange(9)
+        size = len(buffer)
+        if kind == 0 and size:  # bit flips
+            for _ in range(rng.randrange(1, 4)):
+                buffer[rng.randrange(size)] ^= 1 << rng.randrange(8)
+        elif kind == 1:  # truncation
+            del buffer[rng.randrange(size + 1) :]
+        elif kind == 2:  # splice with another encoding
+            other = rng.choice(corpus)
+            buffer = buffer[: rng.randrange(size + 1)] + other[rng.randrange(len(other) + 1) :]
+        elif kind == 3 and size >= 6:  # PDU length field: off by a little or anything
+            length = int.from_bytes(buffer[2:6], "big")
+            length = rng.choice([length + rng.randrange(-3, 4), rng.randrange(1 << 32), 0])
+            buffer[2:6] = (length % (1 << 32)).to_bytes(4, "big")
+        elif kind == 4 and size >= 8:  # an item (2-byte) or PDV (4-byte) length field
+            offset = rng.randrange(6, size - 1)
+            width = 2 if rng.random() < 0.7 else min(4, size - offset)
+            value = int.from_bytes(buffer[offset : offset + width], "big")
+            value = rng.choice(
+                [value + rng.randrange(-2, 3), rng.randrange(1 << (8 * width)), 0, 1]
+            )
+            buffer[offset : offset + width] = (value % (1 << (8 * width))).to_bytes(width, "big")
+        elif kind == 5:  # insertion of random bytes
+            at = rng.randrange(size + 1)
+            buffer[at:at] = rng.randbytes(rng.randrange(1, 6))
+        elif kind == 6 and size:  # deletion of a range
+            at = rng.randrange(size)
+            del buffer[at : at + rng.randrange(1, 8)]
+        elif kind == 7:  # the PDU type byte
+            if size:
+                buffer[0] = rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 0xFF])
+        else:  # another PDU before or after this one
+            other = rng.choice(corpus)
+            buffer = buffer + other if rng.random() < 0.5 else bytearray(other) + buffer
+    return bytes(buffer)
+
+
+def fuzz_inputs(seed: int, count: int) -> Iterable[tuple[bytes, int]]:
+    rng = random.Random(seed)
+    corpus = [encode(random_pdu(rng)) for _ in range(400)]
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.05:  # pure noise, sometimes with a plausible type byte
+            data = rng.randbytes(rng.randrange(40))
+            if data and rng.random() < 0.5:
+                data = bytes([rng.randrange(1, 8)]) + data[1:]
+        elif roll < 0.10:  # valid streams
+            data = b"".join(rng.choice(corpus) for _ in range(rng.randrange(1, 4)))
+        else:
+            data = mutate(rng, rng.choice(corpus), corpus)
+        yield data, rng.choice([0, 0, 0, 16, 64, 1024])
+
+
+def test_fuzz_seeded() -> None:
+    outcomes = {"ok": 0, "error": 0}
+    pdus_seen: set[str] = set()
+    for data, max_pdu_length in fuzz_inputs(seed=20240611, count=100_000):
+        received, reason = check_invariant(data, max_pdu_length)
+        outcomes["ok" if reason is None else "error"] += 1
+        pdus_seen.update(type(pdu).__name__ for pdu in received)
+    # The mutations reach both outcomes and every PDU type still decodes among them.
+    assert outcomes["ok"] > 5_000
+    assert outcomes["error"] > 50_000
+    assert len(pdus_seen) == 7
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200), st.sampled_from([0, 16, 1024]))
+def test_fuzz_random_bytes(data: bytes, max_pdu_length: int) -> None:
+    check_invariant(data, max_pdu_length)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pdus(), st.randoms(use_true_random=False), st.lists(pdus(), max_size=2))
+def test_fuzz_mutated_encodings(pdu: PDU, rng: random.Random, others: list[PDU]) -> None:
+    data = encode(pdu)
+    corpus = [data, *(encode(other) for other in others)]
+    check_invariant(mutate(rng, data, corpus))
