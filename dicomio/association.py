@@ -18,6 +18,7 @@ is queued and flushed under the send lock, so fragments of two messages never in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterable, Iterable, Sequence
@@ -65,7 +66,7 @@ from dicomio.pdu import (
     UserIdentityAC,
 )
 from dicomio.presentation import PresentationContext
-from dicomio.ul import ConnectionClosed, ProviderAbort, Role, ULConnection
+from dicomio.ul import ProviderAbort, Role, TransportClosed, ULConnection
 
 if TYPE_CHECKING:
     from dicomio.ae import AE
@@ -131,9 +132,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self.ae = ae
         self._stream = stream
         self.role = role
-        self._ul = ULConnection(
-            role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0
-        )
+        self._ul = ULConnection(role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0)
         self._assembler = MessageAssembler(stream_if=self._stream_if)
         self.timeouts = timeouts
         self.local_ae_title = local_ae_title
@@ -264,10 +263,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             self.log.warning("provider abort: %s", event.message)
             self.is_aborted = True
             self._fail(errors.AssociationAborted(2, event.reason, event.message))
-        elif isinstance(event, ConnectionClosed):
-            if not self.is_released:
-                self.is_aborted = self.is_established or self.is_aborted
-                self._fail(errors.ConnectionClosed("the peer closed the connection"))
+        elif isinstance(event, TransportClosed) and not self.is_released:
+            self.is_aborted = self.is_established or self.is_aborted
+            self._fail(errors.ConnectionClosed("the peer closed the connection"))
 
     def _on_dimse(self, item: Any) -> None:
         if isinstance(item, MessageReceived):
@@ -324,7 +322,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 return op
         raise errors.LocalProtocolError("no free message ID: 65,535 operations outstanding")
 
-    async def _next_response(self, op: _Operation, timeout: float | None) -> tuple[Any, bytes | None]:
+    async def _next_response(
+        self, op: _Operation, timeout: float | None
+    ) -> tuple[Any, bytes | None]:
         """The next response to ``op``, reading the socket ourselves if nobody else is."""
         try:
             with anyio.fail_after(timeout):
@@ -402,7 +402,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         async with self._send_lock:
             if isinstance(dataset, (bytes, bytearray, memoryview)) or dataset is None:
                 queued = 0
-                for pdata in fragment(context_id, encode_command(command), dataset, self.remote_max_pdu):
+                for pdata in fragment(
+                    context_id, encode_command(command), dataset, self.remote_max_pdu
+                ):
                     ul.send_pdata(pdata, now=anyio.current_time())
                     queued += len(pdata.pdvs[0].data)
                     if queued >= FLUSH_THRESHOLD:
@@ -410,7 +412,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                         queued = 0
                 await self._flush()
             else:
-                for pdata in fragment(context_id, encode_command(command), None, self.remote_max_pdu):
+                for pdata in fragment(
+                    context_id, encode_command(command), None, self.remote_max_pdu
+                ):
                     ul.send_pdata(pdata, now=anyio.current_time())
                 await self._flush()
                 size = max_fragment_size(self.remote_max_pdu)
@@ -429,7 +433,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                     pending = bytes(buf[end:])
                     await self._flush()
                 while len(pending) > size:
-                    ul.send_pdata(_data_pdu(context_id, pending[:size], False), now=anyio.current_time())
+                    ul.send_pdata(
+                        _data_pdu(context_id, pending[:size], False), now=anyio.current_time()
+                    )
                     pending = pending[size:]
                 ul.send_pdata(_data_pdu(context_id, pending, True), now=anyio.current_time())
                 await self._flush()
@@ -489,15 +495,11 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         """Abort the association (A-ABORT, PS3.8 7.3); never waits longer than a moment."""
         with anyio.CancelScope(shield=True):
             if not self._transport_closed and not self.is_aborted:
-                try:
+                with contextlib.suppress(errors.LocalProtocolError):
                     self._ul.send_abort(source=source, reason=reason, now=anyio.current_time())
-                except errors.LocalProtocolError:
-                    pass
                 with anyio.move_on_after(1.0):
-                    try:
+                    with contextlib.suppress(errors.DicomioError):
                         await self._flush()
-                    except errors.DicomioError:
-                        pass
             was_aborted = self.is_aborted
             self.is_aborted = True
             self.is_established = False
@@ -519,8 +521,13 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
 
     def __repr__(self) -> str:
         state = (
-            "established" if self.is_established else "released" if self.is_released else
-            "aborted" if self.is_aborted else "idle"
+            "established"
+            if self.is_established
+            else "released"
+            if self.is_released
+            else "aborted"
+            if self.is_aborted
+            else "idle"
         )
         return f"<Association {self.local_ae_title}->{self.remote_ae_title} {state}>"
 
@@ -538,4 +545,3 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 self.user_identity_response = item.server_response
             elif isinstance(item, AsynchronousOperationsWindow):
                 pass  # interpreted by the role-specific negotiation
-

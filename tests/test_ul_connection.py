@@ -27,10 +27,10 @@ from dicomio.pdu.pdus import (
 )
 from dicomio.pdu.reader import PDUReader
 from dicomio.ul import (
-    ConnectionClosed,
     ProviderAbort,
     Role,
     State,
+    TransportClosed,
     ULConnection,
     ULEvent,
 )
@@ -51,7 +51,7 @@ ULEventTypes = (
     ReleaseRP,
     Abort,
     ProviderAbort,
-    ConnectionClosed,
+    TransportClosed,
 )
 
 RQ = AssociateRQ(called_ae_title="ACCEPTOR", calling_ae_title="REQUESTOR")
@@ -159,7 +159,7 @@ def test_associate_exchange_release(chunk: int | None) -> None:
     assert events == [pdata(b"last"), ReleaseRP()]
     assert req.state is State.STA1
     assert req.should_close
-    assert pair.close(req) == [ConnectionClosed()]
+    assert pair.close(req) == [TransportClosed()]
     assert acc.state is State.STA1
     assert acc.should_close
     assert acc.next_deadline() is None
@@ -196,7 +196,7 @@ def test_association_rejected(chunk: int | None) -> None:
     assert pair.send(acc) == [RJ]
     assert req.state is State.STA1
     assert req.should_close  # AE-4
-    assert pair.close(req) == [ConnectionClosed()]
+    assert pair.close(req) == [TransportClosed()]
     assert acc.state is State.STA1  # AR-5
     assert acc.should_close
 
@@ -227,7 +227,7 @@ def test_release_collision(chunk: int | None) -> None:
     assert pair.send(acc) == [ReleaseRP()]  # AR-3
     assert req.state is State.STA1
     assert req.should_close
-    assert pair.close(req) == [ConnectionClosed()]  # AR-5
+    assert pair.close(req) == [TransportClosed()]  # AR-5
     assert acc.state is State.STA1
     assert acc.should_close
 
@@ -245,7 +245,7 @@ def test_abort(aborter: str) -> None:
     assert pair.send(conn) == [Abort(source=0, reason=0)]  # AA-3
     assert peer.state is State.STA1
     assert peer.should_close
-    assert pair.close(peer) == [ConnectionClosed()]  # AR-5
+    assert pair.close(peer) == [TransportClosed()]  # AR-5
     assert conn.state is State.STA1
     assert conn.should_close
 
@@ -280,7 +280,7 @@ def test_abort_while_awaiting_ac() -> None:
 def test_connect_failed() -> None:
     conn = ULConnection(Role.REQUESTOR)
     conn.send_associate_rq(RQ, now=0.0)
-    assert conn.receive_data(b"", now=1.0) == [ConnectionClosed()]  # Evt17 in Sta4: AA-4
+    assert conn.receive_data(b"", now=1.0) == [TransportClosed()]  # Evt17 in Sta4: AA-4
     assert conn.state is State.STA1
     assert conn.should_close
 
@@ -288,7 +288,7 @@ def test_connect_failed() -> None:
 def test_transport_lost_during_association() -> None:
     pair = ConnectionPair()
     pair.associate()
-    assert pair.acceptor.receive_data(b"", now=0.0) == [ConnectionClosed()]  # AA-4
+    assert pair.acceptor.receive_data(b"", now=0.0) == [TransportClosed()]  # AA-4
     assert pair.acceptor.state is State.STA1
     assert pair.acceptor.should_close
 
@@ -296,7 +296,7 @@ def test_transport_lost_during_association() -> None:
 def test_transport_closed_before_rq() -> None:
     conn = ULConnection(Role.ACCEPTOR)
     conn.connection_made(now=0.0)
-    assert conn.receive_data(b"", now=1.0) == [ConnectionClosed()]  # AA-5
+    assert conn.receive_data(b"", now=1.0) == [TransportClosed()]  # AA-5
     assert conn.next_deadline() is None
     assert conn.should_close
 
@@ -412,7 +412,7 @@ def test_malformed_pdu_aborts_with_the_readers_reason(data: bytes, reason: int) 
     # The stream can no longer be framed; what follows is discarded.
     assert pair.acceptor.receive_data(encode(pdata()), now=0.0) == []
     assert pair.acceptor.data_to_send() == []
-    assert pair.acceptor.receive_data(b"", now=0.0) == [ConnectionClosed()]
+    assert pair.acceptor.receive_data(b"", now=0.0) == [TransportClosed()]
     assert pair.acceptor.should_close
 
 
@@ -618,7 +618,7 @@ class ULStateMachine(RuleBasedStateMachine):
         elif state in (State.STA10, State.STA11):
             self.receive(encode(ReleaseRP()))
         elif state is State.STA13:
-            assert conn.receive_data(b"", now=now) == [ConnectionClosed()]
+            assert conn.receive_data(b"", now=now) == [TransportClosed()]
         else:  # Sta8, Sta9, Sta12: the local user answers the release
             conn.send_release_rp(now=now)
 
@@ -687,7 +687,7 @@ class ULStateMachine(RuleBasedStateMachine):
                 conn.receive_data(b"", now=self.now)
             return
         events = conn.receive_data(b"", now=self.now)
-        assert events == ([] if self.was_closed else [ConnectionClosed()])
+        assert events == ([] if self.was_closed else [TransportClosed()])
         assert conn.should_close
 
     @rule(dt=st.floats(0.0, 15.0))

@@ -43,10 +43,10 @@ from dicomio.pdu.pdus import (
     ReleaseRQ,
 )
 from dicomio.ul import (
-    ConnectionClosed,
     ProviderAbort,
     Role,
     State,
+    TransportClosed,
     ULConnection,
 )
 
@@ -270,7 +270,7 @@ ALLOWED = (
     ReleaseRP,
     Abort,
     ProviderAbort,
-    ConnectionClosed,
+    TransportClosed,
 )
 
 

@@ -30,11 +30,11 @@ from dicomio.pdu.reader import PDUReader
 from dicomio.ul import (
     TRANSITIONS,
     Action,
-    ConnectionClosed,
     Event,
     ProviderAbort,
     Role,
     State,
+    TransportClosed,
     ULConnection,
 )
 
@@ -357,7 +357,7 @@ def test_cell_on_live_connection(state: int, role: Role, event: int) -> None:
     if cell == "AA-1" and event != 15:
         expected_reports.append(ProviderAbort)
     if event == 17:
-        expected_reports.append(ConnectionClosed)
+        expected_reports.append(TransportClosed)
     if event == 18 and state == 2:
         expected_reports.append(ProviderAbort)
     assert [type(e) for e in reported] == expected_reports

@@ -7,12 +7,12 @@ clock.
 """
 
 from dicomio.ul.connection import Role, ULConnection
-from dicomio.ul.events import ConnectionClosed, ProviderAbort, ULEvent
+from dicomio.ul.events import ProviderAbort, TransportClosed, ULEvent
 from dicomio.ul.states import TRANSITIONS, Action, Event, State, Transition
 
 __all__ = [
     "Action",
-    "ConnectionClosed",
+    "TransportClosed",
     "Event",
     "ProviderAbort",
     "Role",

@@ -54,7 +54,7 @@ from dicomio.pdu.pdus import (
     ReleaseRQ,
 )
 from dicomio.pdu.reader import PDUReader
-from dicomio.ul.events import ConnectionClosed, ProviderAbort, ULEvent
+from dicomio.ul.events import ProviderAbort, TransportClosed, ULEvent
 from dicomio.ul.states import TRANSITIONS, Action, Event, State
 
 __all__ = ["Role", "ULConnection"]
@@ -293,7 +293,7 @@ class ULConnection:
         events: list[ULEvent] = []
         self._events = events
         self._fire(Event.TRANSPORT_CLOSED, None, now)
-        events.append(ConnectionClosed())
+        events.append(TransportClosed())
         return events
 
     def _indicate(self, item: object, now: float) -> None:
@@ -405,7 +405,7 @@ class ULConnection:
         self._deadline = None
 
     def _aa_4(self, item: object, now: float) -> None:
-        # The A-P-ABORT indication is the ConnectionClosed that every Evt17 reports.
+        # The A-P-ABORT indication is the TransportClosed that every Evt17 reports.
         pass
 
     def _aa_5(self, item: object, now: float) -> None:

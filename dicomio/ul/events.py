@@ -8,7 +8,7 @@ A-RELEASE confirmation and an ``Abort`` the A-ABORT indication (or, with source 
 A-P-ABORT raised by the peer's provider).
 
 Two events have no PDU behind them and are defined here: ``ProviderAbort`` (our own provider
-aborted, PS3.8 7.4) and ``ConnectionClosed`` (the transport connection is gone, Evt17).
+aborted, PS3.8 7.4) and ``TransportClosed`` (the transport connection is gone, Evt17).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dicomio.pdu.pdus import (
     ReleaseRQ,
 )
 
-__all__ = ["ConnectionClosed", "ProviderAbort", "ULEvent"]
+__all__ = ["TransportClosed", "ProviderAbort", "ULEvent"]
 
 
 @attrs.frozen(kw_only=True)
@@ -44,7 +44,7 @@ class ProviderAbort:
 
 
 @attrs.frozen(kw_only=True)
-class ConnectionClosed:
+class TransportClosed:
     """The transport connection was closed (PS3.8 Evt17, "transport connection closed").
 
     Reported for every Evt17. In Sta3 to Sta12 it is the A-P-ABORT indication of AA-4: the
@@ -62,6 +62,6 @@ ULEvent = (
     | ReleaseRP
     | Abort
     | ProviderAbort
-    | ConnectionClosed
+    | TransportClosed
 )
 """Everything ``ULConnection.receive_data`` and ``handle_timer`` can report."""
