@@ -7,6 +7,8 @@ instance; nothing in dicomio is configured through module-level state.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -44,9 +46,6 @@ from dicomio.ul import Role
 
 __all__ = ["AE", "AssociateRequest"]
 
-#: Window value 0 means "unlimited" (PS3.7 D.3.3.3); bounded here to the message-ID space.
-UNLIMITED_WINDOW = 65535
-
 UserIdentityVerifier = Callable[[Association, Any], Awaitable[Any]]
 
 
@@ -56,10 +55,8 @@ def set_nodelay(stream: anyio.abc.ByteStream) -> None:
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     except anyio.TypedAttributeLookupError:
         return
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
 
 
 class AE:
@@ -182,7 +179,8 @@ class AE:
 
         ``async with`` releases on normal exit and aborts if the body raised.
         Raises ``AssociationRejected``, ``AssociationAborted``, ``ConnectionClosed``,
-        ``TimeoutError``, or ``OSError`` for a refused connection.
+        ``TimeoutError``, ``ConnectionRefused`` (also a builtin ``ConnectionRefusedError``)
+        when nothing listens, or another ``OSError`` when the peer cannot be reached.
         """
         return AssociateRequest(
             self, host, port, ae_title=ae_title, contexts=contexts, max_pdu=max_pdu,
@@ -203,6 +201,12 @@ class AE:
             raise errors.TimeoutError(
                 f"TCP connect to {request.host}:{request.port} timed out"
             ) from None
+        except OSError as exc:
+            if not _is_refusal(exc):
+                raise
+            raise errors.ConnectionRefused(
+                errno.ECONNREFUSED, f"connection to {request.host}:{request.port} refused"
+            ) from exc
         set_nodelay(stream)
         if request.ssl_context is not None:
             try:
@@ -226,6 +230,8 @@ class AE:
         try:
             await assoc._notify(EVT_CONN_OPEN)
             await self._negotiate(assoc, request, max_pdu)
+        except errors.AssociationRejected:
+            raise  # the transport is closed already: there is no association to abort
         except BaseException:
             await assoc.abort()
             raise
@@ -303,10 +309,12 @@ class AE:
         )
         if window is not None:
             # The acceptor's "performed" is how many of our requests it will work on at once.
-            invoked = window.maximum_number_operations_performed or UNLIMITED_WINDOW
-            performed = window.maximum_number_operations_invoked or UNLIMITED_WINDOW
-            assoc.async_ops_window = (invoked, performed)
-        assoc._window = anyio.Semaphore(assoc.async_ops_window[0])
+            assoc.set_window(
+                window.maximum_number_operations_performed,
+                window.maximum_number_operations_invoked,
+            )
+        else:
+            assoc.set_window(1, 1)
         assoc.is_established = True
         assoc.log.info(
             "association accepted by %s: %d of %d contexts",
@@ -379,11 +387,27 @@ class AssociateRequest:
         assoc = self._assoc
         if assoc is None:
             return
-        if exc_type is None:
+        try:
+            if exc_type is None:
+                with anyio.CancelScope(shield=True):
+                    await assoc.release()
+            else:
+                await assoc.abort()
+        finally:
+            # Belt and braces: after a failed write the association may consider its
+            # transport closed without having closed the socket; never leak it.
             with anyio.CancelScope(shield=True):
-                await assoc.release()
-        else:
-            await assoc.abort()
+                await anyio.aclose_forcefully(assoc._stream)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """Whether a failed connect was refused (anyio reports the last attempt as the cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _syntaxes(transfer_syntax: str | Sequence[str] | None) -> list[UID] | None:

@@ -75,6 +75,8 @@ __all__ = ["Association"]
 
 #: How much to ask the socket for at once: large reads are what make big transfers cheap.
 READ_SIZE = 262_144
+#: A window value of 0 means "unlimited" (PS3.7 D.3.3.3); bounded by the message-ID space.
+UNLIMITED_WINDOW = 65535
 #: Queue outbound PDUs up to this many bytes before writing; small messages leave in one write.
 FLUSH_THRESHOLD = 262_144
 
@@ -163,15 +165,18 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self._failure: errors.DicomioError | None = None
         self._transport_closed = False
 
-        self._read_lock = anyio.Lock()
-        self._write_lock = anyio.Lock()
-        self._send_lock = anyio.Lock()
-        self._window: anyio.Semaphore = anyio.Semaphore(1)
+        # fast_acquire: an uncontended lock must not cost a trip through the event loop;
+        # these are taken several times per message.
+        self._read_lock = anyio.Lock(fast_acquire=True)
+        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._window: anyio.Semaphore = anyio.Semaphore(1, fast_acquire=True)
         self._ops: dict[int, _Operation] = {}
         self._next_id = 1
         self._background_reader = False
         self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
         self._deferred: list[PDataTF] = []
+        self._outbox: list[bytes | memoryview] = []
         self._streams: dict[int, Any] = {}
         self.log = logging.LoggerAdapter(
             _log, {"peer": f"{remote_address[0]}:{remote_address[1]}"}
@@ -355,10 +360,24 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
 
     # -- writing ------------------------------------------------------------------------------
 
+    def set_window(self, invoked: int, performed: int) -> None:
+        """Apply a negotiated asynchronous operations window (PS3.7 D.3.3.3), 0 = unlimited."""
+        self.async_ops_window = (invoked or UNLIMITED_WINDOW, performed or UNLIMITED_WINDOW)
+        self._window = anyio.Semaphore(self.async_ops_window[0], fast_acquire=True)
+        self._performing = anyio.Semaphore(self.async_ops_window[1], fast_acquire=True)
+
     async def _flush(self) -> None:
-        """Write everything the Upper Layer has queued, in order."""
+        """Write everything the Upper Layer has queued, in order.
+
+        Parts are drained from the Upper Layer into one outbox before the write lock is
+        taken, so whoever holds the lock writes everything queued so far, in queue order,
+        and a flush with nothing queued costs no lock at all.
+        """
+        self._outbox.extend(self._ul.data_to_send())
+        if not self._outbox:
+            return
         async with self._write_lock:
-            parts = self._ul.data_to_send()
+            parts, self._outbox = self._outbox, []
             if not parts or self._transport_closed:
                 return
             try:

@@ -11,7 +11,6 @@ Association acceptance follows PS3.8 7.1.1.7 and Table 9-21 for rejections.
 
 from __future__ import annotations
 
-import math
 import ssl
 from collections import Counter
 from types import TracebackType
@@ -48,8 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Server"]
 
-_UNLIMITED = 65535
-
 
 class Server:
     """A listening SCP. ``port`` is the bound port (useful with port 0)."""
@@ -78,6 +75,8 @@ class Server:
         self._accept_scope = anyio.CancelScope()
         self._listener: anyio.abc.Listener[Any] | None = None
         self._stopped = anyio.Event()
+        #: Set when the last open association ends (shutdown waits on it).
+        self._idle: anyio.Event | None = None
 
     async def __aenter__(self) -> Server:
         listener = await anyio.create_tcp_listener(
@@ -96,10 +95,14 @@ class Server:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        # If the block failed there is nothing to wait for: abort what is open at once.
         with anyio.CancelScope(shield=True):
-            await self.shutdown()
+            await self.shutdown(timeout=0 if exc is not None else None)
         assert self._tg is not None
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        # The block's own exception propagates as it is (returning None below); handing it
+        # to the task group would wrap it in an ExceptionGroup for no benefit to the caller.
+        await self._tg.__aexit__(None, None, None)
+        return None
 
     async def serve_forever(self) -> None:
         """Serve until cancelled (for use inside a task group)."""
@@ -112,7 +115,8 @@ class Server:
         deadline = self.shutdown_timeout if timeout is None else timeout
         with anyio.move_on_after(deadline):
             while self.associations:
-                await anyio.sleep(0.05)
+                self._idle = anyio.Event()
+                await self._idle.wait()
         for assoc in list(self.associations):
             await assoc.abort(2, 0)
         self._stopped.set()
@@ -179,6 +183,8 @@ class Server:
             with anyio.CancelScope(shield=True):
                 await assoc._close_transport()
             self.associations.discard(assoc)
+            if not self.associations and self._idle is not None:
+                self._idle.set()
             if calling is not None:
                 self._per_ae[calling] -= 1
 
@@ -247,7 +253,7 @@ class Server:
             ))
             # Our requests to the peer are bounded by what it will perform: its "invoked"
             # mirrors our "performed" (PS3.7 D.3.3.3).
-            assoc.async_ops_window = (invoked or _UNLIMITED, performed or _UNLIMITED)
+            assoc.set_window(invoked, performed)
 
         role_requests = [i for i in rq.user_information if isinstance(i, RoleSelection)]
         results, role_replies, contexts = negotiate_as_acceptor(
@@ -278,9 +284,8 @@ class Server:
         assoc.requested_contexts = contexts
         assoc.accepted_contexts = tuple(cx for cx in contexts if cx.accepted)
         assoc.rejected_contexts = tuple(cx for cx in contexts if not cx.accepted)
-        assoc._window = anyio.Semaphore(assoc.async_ops_window[0])
-        performed_limit = assoc.async_ops_window[1]
-        assoc._performing = anyio.Semaphore(performed_limit if performed_limit < math.inf else _UNLIMITED)
+        if window is None:
+            assoc.set_window(1, 1)
         assoc._ul.send_associate_ac(ac, now=anyio.current_time())
         await assoc._flush()
         assoc.is_established = True
