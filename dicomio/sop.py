@@ -54,6 +54,7 @@ __all__ = [
 _UIDS = _uid_dict.UID_dictionary
 _BY_KEYWORD: dict[str, UID] = {entry[4]: UID(uid) for uid, entry in _UIDS.items() if entry[4]}
 _BY_NAME: dict[str, UID] = {entry[0]: UID(uid) for uid, entry in _UIDS.items() if entry[0]}
+_SEEN = [len(_UIDS)]
 
 
 def __getattr__(name: str) -> UID:
@@ -61,7 +62,15 @@ def __getattr__(name: str) -> UID:
     try:
         return _BY_KEYWORD[name]
     except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        pass
+    # Other libraries may register UIDs in pydicom's dictionary after this module was
+    # imported (pynetdicom adds newer transfer syntaxes, for one): look again, once.
+    if len(_UIDS) != _SEEN[0]:
+        _SEEN[0] = len(_UIDS)
+        _BY_KEYWORD.update({e[4]: UID(uid) for uid, e in _UIDS.items() if e[4]})
+        if name in _BY_KEYWORD:
+            return _BY_KEYWORD[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
