@@ -91,6 +91,30 @@ _CLOSED_ERRORS = (
 )
 
 
+class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """One logger per association: every line names the peer (and ``extra['peer']`` too)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        assert self.extra is not None
+        kwargs.setdefault("extra", {}).update(self.extra)
+        return f"[{self.extra['peer']}] {msg}", kwargs
+
+
+def summary(command: Any) -> str:
+    """A one-line DIMSE summary without data set contents, so no patient identifiers."""
+    name = type(command).__name__
+    fields = [f"id={getattr(command, 'message_id', None) or command.message_id_being_responded_to}"]
+    status = getattr(command, "status", None)
+    if status is not None:
+        fields.append(f"status=0x{status:04X}")
+    uid = getattr(command, "affected_sop_class_uid", None) or getattr(
+        command, "requested_sop_class_uid", None
+    )
+    if uid:
+        fields.append(f"class={uid}")
+    return f"{name} {' '.join(fields)}"
+
+
 class _Operation:
     """A request we sent, waiting for one or more responses (PS3.7 9.3 / 10.3)."""
 
@@ -178,9 +202,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self._deferred: list[PDataTF] = []
         self._outbox: list[bytes | memoryview] = []
         self._streams: dict[int, Any] = {}
-        self.log = logging.LoggerAdapter(
-            _log, {"peer": f"{remote_address[0]}:{remote_address[1]}"}
-        )
+        self.log = _PeerLogger(_log, {"peer": f"{remote_address[0]}:{remote_address[1]}"})
         ServiceProviderMixin.__init__(self)
 
     # -- handlers ---------------------------------------------------------------------------
@@ -244,7 +266,13 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if self._deferred and not self._send_lock.locked():
             await self._send_deferred()
 
+    @property
+    def _debug(self) -> bool:
+        return _log.isEnabledFor(logging.DEBUG)
+
     def _on_ul_event(self, event: Any) -> None:
+        if self._debug and not isinstance(event, PDataTF):
+            self.log.debug("received %s", _pdu_summary(event))
         if isinstance(event, PDataTF):
             for item in self._assembler.receive(event):
                 self._on_dimse(item)
@@ -275,6 +303,11 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
     def _on_dimse(self, item: Any) -> None:
         if isinstance(item, MessageReceived):
             command = item.command
+            if self._debug:
+                self.log.debug(
+                    "received %s ctx=%d data=%s", summary(command), item.context_id,
+                    "none" if item.dataset is None else f"{len(item.dataset)} bytes",
+                )
             if command.command_field & 0x8000:
                 self._on_response(command, item.dataset)
             elif isinstance(command, CCancelRQ):
@@ -417,6 +450,8 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         """
         if self._failure is not None:
             raise self._failure
+        if self._debug:
+            self.log.debug("sending %s ctx=%d", summary(command), context_id)
         ul = self._ul
         async with self._send_lock:
             if isinstance(dataset, (bytes, bytearray, memoryview)) or dataset is None:
@@ -564,3 +599,17 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 self.user_identity_response = item.server_response
             elif isinstance(item, AsynchronousOperationsWindow):
                 pass  # interpreted by the role-specific negotiation
+
+
+def _pdu_summary(pdu: Any) -> str:
+    if isinstance(pdu, AssociateRQ):
+        return (
+            f"A-ASSOCIATE-RQ {pdu.calling_ae_title}->{pdu.called_ae_title} "
+            f"{len(pdu.presentation_contexts)} contexts"
+        )
+    if isinstance(pdu, AssociateAC):
+        accepted = sum(1 for cx in pdu.presentation_contexts if cx.result == 0)
+        return f"A-ASSOCIATE-AC {accepted}/{len(pdu.presentation_contexts)} contexts accepted"
+    if isinstance(pdu, (AssociateRJ, Abort)):
+        return repr(pdu)
+    return type(pdu).__name__
