@@ -187,6 +187,8 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self.is_aborted = False
         self._reply: AssociateAC | AssociateRJ | AssociateRQ | None = None
         self._failure: errors.DicomioError | None = None
+        #: Set once the association is over (released, aborted or disconnected).
+        self._ended = anyio.Event()
         self._transport_closed = False
 
         # fast_acquire: an uncontended lock must not cost a trip through the event loop;
@@ -333,6 +335,8 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             op.final = True
             if op.abandoned:
                 del self._ops[op.message_id]
+                if op.wakeup is not None:
+                    op.wakeup.set()  # a cancelling task waits for exactly this
                 return
         if not op.abandoned:
             op.deliver(command, dataset)
@@ -341,6 +345,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         """The association is over: every waiter learns why at once."""
         if self._failure is None:
             self._failure = failure
+        self._ended.set()
         for op in self._ops.values():
             if op.wakeup is not None:
                 op.wakeup.set()
@@ -531,8 +536,8 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         with anyio.move_on_after(self.timeouts.acse):
             while not self.is_released and not self._transport_closed:
                 if self._background_reader:
-                    await anyio.sleep(0.01)  # the reader task is reading for us
-                    continue
+                    await self._ended.wait()  # the reader task is reading for us
+                    break
                 async with self._read_lock:
                     await self._read_once()
                 if isinstance(self._failure, errors.AssociationAborted):
