@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
-
-import anyio.abc
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import anyio
+import anyio.abc
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, generate_uid
 
 from dicomio import errors
 from dicomio.dataset import (
@@ -72,7 +73,10 @@ from dicomio.events import (
 )
 
 if TYPE_CHECKING:
+    from dicomio.ae import AE
     from dicomio.association import Association
+    from dicomio.config import Timeouts
+    from dicomio.presentation import PresentationContext
 
 __all__ = ["ServiceProviderMixin", "stream_to_disk"]
 
@@ -87,6 +91,8 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 SUBOPS_WARNING = 0xB000
 #: "Refused: Out of resources - unable to perform sub-operations".
 SUBOPS_REFUSED = 0xA702
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 _N_SERVICES: dict[type, tuple[EventType, type]] = {
     NEventReportRQ: (EVT_N_EVENT_REPORT, NEventReportRSP),
@@ -129,6 +135,29 @@ class _Incoming:
 class ServiceProviderMixin:
     """Request dispatch; mixed into ``Association``."""
 
+    if TYPE_CHECKING:
+        # Provided by Association, which this class is mixed into.
+        ae: AE
+        log: logging.LoggerAdapter[logging.Logger]
+        timeouts: Timeouts
+        remote_ae_title: str
+        accepted_contexts: tuple[PresentationContext, ...]
+        _failure: errors.DicomioError | None
+        _transport_closed: bool
+        _background_reader: bool
+        _incoming: deque[tuple[int, Any, Any]]
+
+        def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]: ...
+        def _context(self, context_id: int) -> PresentationContext | None: ...
+        async def _read_once(self) -> None: ...
+        async def abort(self, source: int = 0, reason: int = 0) -> None: ...
+        async def send_message(
+            self,
+            context_id: int,
+            command: Any,
+            dataset: bytes | memoryview | AsyncIterable[bytes] | None = None,
+        ) -> None: ...
+
     def __init__(self) -> None:
         self._running: dict[int, anyio.CancelScope] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -137,28 +166,31 @@ class ServiceProviderMixin:
 
     # -- reader loop (acceptor) ---------------------------------------------------------------
 
-    async def serve(self: Association) -> None:
+    async def serve(self) -> None:
         """Read and dispatch until the association ends; handlers run concurrently.
 
-        The network timeout bounds how long the association may stay silent.
+        The network timeout bounds how long an association may stay idle: no traffic and no
+        request being worked on (a peer waiting for a slow handler is not idle). A peer
+        that breaks PS3.7/PS3.8 inside P-DATA is answered in ``Association._on_ul_event``.
         """
         self._background_reader = True
+        network = self.timeouts.network
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             self._start_pending_requests()
             while not self._transport_closed:
-                if self.timeouts.network is None:
+                if network is None:
                     await self._read_once()
                     continue
-                with anyio.move_on_after(self.timeouts.network) as idle:
+                with anyio.move_on_after(network) as idle:
                     await self._read_once()
-                if idle.cancelled_caught:
-                    self.log.info("network timeout: no traffic for %s s", self.timeouts.network)
+                if idle.cancelled_caught and not self._running and not self._incoming:
+                    self.log.info("network timeout: no traffic for %s s", network)
                     await self.abort(2, 0)
             tg.cancel_scope.cancel()
         self._task_group = None
 
-    def _start_pending_requests(self: Association) -> None:
+    def _start_pending_requests(self) -> None:
         tg = self._task_group
         if tg is None:
             return
@@ -166,16 +198,16 @@ class ServiceProviderMixin:
             context_id, command, data = self._incoming.popleft()
             tg.start_soon(self._handle_request, context_id, command, data)
 
-    async def _run_incoming_inline(self: Association) -> None:
+    async def _run_incoming_inline(self) -> None:
         while self._incoming:
             context_id, command, data = self._incoming.popleft()
             await self._handle_request(context_id, command, data)
 
-    def _fail_provider(self: Association, failure: errors.DicomioError) -> None:
+    def _fail_provider(self, failure: errors.DicomioError) -> None:
         for scope in self._running.values():
             scope.cancel()
 
-    def _on_cancel(self: Association, command: Any) -> None:
+    def _on_cancel(self, command: Any) -> None:
         scope = self._running.get(command.message_id_being_responded_to)
         if scope is not None:
             self.log.debug("C-CANCEL for message %s", command.message_id_being_responded_to)
@@ -183,13 +215,15 @@ class ServiceProviderMixin:
 
     # -- streaming C-STORE data sets to disk ---------------------------------------------------
 
-    def _stream_if(self: Association, command: Any) -> bool:
+    def _stream_if(self, command: Any) -> bool:
         if not isinstance(command, CStoreRQ):
             return False
         return any(hasattr(h, "dicomio_stream_to") for h, _ in self.get_handlers(EVT_C_STORE))
 
-    def _open_stream(self: Association, context_id: int, command: Any) -> None:
-        handler = next(h for h, _ in self.get_handlers(EVT_C_STORE) if hasattr(h, "dicomio_stream_to"))
+    def _open_stream(self, context_id: int, command: Any) -> None:
+        handler = next(
+            h for h, _ in self.get_handlers(EVT_C_STORE) if hasattr(h, "dicomio_stream_to")
+        )
         directory: Path = handler.dicomio_stream_to
         context = self._context(context_id)
         fd, name = tempfile.mkstemp(prefix=".dicomio-", suffix=".part", dir=directory)
@@ -203,7 +237,7 @@ class ServiceProviderMixin:
         write_part10_header(file, meta)
         self._disk[context_id] = _Incoming(context_id, command, Path(name), file)
 
-    def _stream_fragment(self: Association, context_id: int, data: memoryview, is_last: bool) -> None:
+    def _stream_fragment(self, context_id: int, data: memoryview, is_last: bool) -> None:
         incoming = self._disk.get(context_id)
         if incoming is None:
             return
@@ -216,7 +250,7 @@ class ServiceProviderMixin:
             if self._background_reader:
                 self._start_pending_requests()
 
-    def _close_streams(self: Association) -> None:
+    def _close_streams(self) -> None:
         """The association ended: partial files are deleted, never reported as stored."""
         for incoming in self._disk.values():
             incoming.file.close()
@@ -225,13 +259,21 @@ class ServiceProviderMixin:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    async def _handle_request(self: Association, context_id: int, command: Any, data: Any) -> None:
+    async def _handle_request(self, context_id: int, command: Any, data: Any) -> None:
         context = self._context(context_id)
         path = data if isinstance(data, Path) else None
         raw = None if path is not None else (bytes(data) if data is not None else None)
         try:
             if context is None:
-                raise errors.RemoteProtocolError(f"request on unaccepted context {context_id}")
+                # Only accepted presentation contexts may carry messages (PS3.8 7.1.1.13):
+                # the peer broke the protocol, and nothing it sends next can be trusted.
+                self.log.warning(
+                    "%s on presentation context %s, which was not accepted: aborting",
+                    type(command).__name__,
+                    context_id,
+                )
+                await self.abort(2, 6)
+                return
             # The window's "performed" limit (PS3.7 D.3.3.3): requests beyond it wait here.
             performing = self._performing
             if performing is not None:
@@ -249,12 +291,24 @@ class ServiceProviderMixin:
         except errors.DicomioError as exc:
             if self._failure is None:
                 self.log.warning("request %s failed: %s", type(command).__name__, exc)
+        except Exception:
+            # A bug in a handler's data or ours must not take the whole association down.
+            self.log.exception("request %s failed", type(command).__name__)
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
 
-    async def _dispatch(self: Association, context: Any, command: Any, raw: bytes | None, path: Path | None) -> None:
-        event = Event(EVT_C_ECHO, self, context=context, request=command, raw=raw, dataset_path=path)
+    async def _dispatch(
+        self, context: Any, command: Any, raw: bytes | None, path: Path | None
+    ) -> None:
+        event = Event(
+            EVT_C_ECHO,
+            cast("Association", self),
+            context=context,
+            request=command,
+            raw=raw,
+            dataset_path=path,
+        )
         if isinstance(command, CEchoRQ):
             await self._on_c_echo(event, context, command)
         elif isinstance(command, CStoreRQ):
@@ -273,14 +327,14 @@ class ServiceProviderMixin:
             event.event, rsp_class = _N_SERVICES[type(command)]
             await self._on_n_service(event, context, command, rsp_class)
 
-    def _handler(self: Association, event: EventType) -> tuple[Any, tuple[Any, ...]] | None:
+    def _handler(self, event: EventType) -> tuple[Any, tuple[Any, ...]] | None:
         handlers = self.get_handlers(event)
         if not handlers:
             return None
         handler, args = handlers[0]
         return handler, tuple(args)
 
-    async def _respond(self: Association, context: Any, response: Any, dataset: Dataset | None = None) -> None:
+    async def _respond(self, context: Any, response: Any, dataset: Dataset | None = None) -> None:
         payload = None
         if dataset is not None:
             payload = encode_dataset(dataset, context.transfer_syntax)
@@ -288,8 +342,9 @@ class ServiceProviderMixin:
 
     # -- C-ECHO, C-STORE -------------------------------------------------------------------
 
-    async def _on_c_echo(self: Association, event: Event, context: Any, command: CEchoRQ) -> None:
-        status, fields = SUCCESS, {}
+    async def _on_c_echo(self, event: Event, context: Any, command: CEchoRQ) -> None:
+        status: int = SUCCESS
+        fields: dict[str, Any] = {}
         found = self._handler(EVT_C_ECHO)
         if found is not None:
             status, fields = await _call_for_status(found, event, C_FAILURE)
@@ -298,12 +353,15 @@ class ServiceProviderMixin:
             CEchoRSP(
                 message_id_being_responded_to=command.message_id,
                 affected_sop_class_uid=command.affected_sop_class_uid,
-                status=status, has_dataset=False, **fields,
+                status=status,
+                has_dataset=False,
+                **fields,
             ),
         )
 
-    async def _on_c_store(self: Association, event: Event, context: Any, command: CStoreRQ) -> None:
+    async def _on_c_store(self, event: Event, context: Any, command: CStoreRQ) -> None:
         found = self._handler(EVT_C_STORE)
+        fields: dict[str, Any]
         if found is None:
             status, fields = C_FAILURE, {"error_comment": "no C-STORE handler is bound"}
         else:
@@ -314,18 +372,22 @@ class ServiceProviderMixin:
                 message_id_being_responded_to=command.message_id,
                 affected_sop_class_uid=command.affected_sop_class_uid,
                 affected_sop_instance_uid=command.affected_sop_instance_uid,
-                status=status, has_dataset=False, **fields,
+                status=status,
+                has_dataset=False,
+                **fields,
             ),
         )
 
     # -- C-FIND --------------------------------------------------------------------------------
 
-    async def _on_c_find(self: Association, event: Event, context: Any, command: CFindRQ) -> None:
+    async def _on_c_find(self, event: Event, context: Any, command: CFindRQ) -> None:
         def response(status: int, **fields: Any) -> CFindRSP:
             return CFindRSP(
                 message_id_being_responded_to=command.message_id,
                 affected_sop_class_uid=command.affected_sop_class_uid,
-                status=status, has_dataset=fields.pop("has_dataset", False), **fields,
+                status=status,
+                has_dataset=fields.pop("has_dataset", False),
+                **fields,
             )
 
         found = self._handler(EVT_C_FIND)
@@ -362,7 +424,9 @@ class ServiceProviderMixin:
 
     # -- C-GET and C-MOVE ----------------------------------------------------------------------
 
-    async def _on_retrieve(self: Association, event: Event, context: Any, command: Any, rsp_class: type) -> None:
+    async def _on_retrieve(
+        self, event: Event, context: Any, command: Any, rsp_class: type
+    ) -> None:
         is_move = isinstance(command, CMoveRQ)
         counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
         failed_uids: list[str] = []
@@ -373,7 +437,9 @@ class ServiceProviderMixin:
                 affected_sop_class_uid=command.affected_sop_class_uid,
                 status=status,
                 has_dataset=final and bool(failed_uids),
-                number_of_remaining_sub_operations=None if final and status != CANCEL else counts["remaining"],
+                number_of_remaining_sub_operations=None
+                if final and status != CANCEL
+                else counts["remaining"],
                 number_of_completed_sub_operations=counts["completed"],
                 number_of_failed_sub_operations=counts["failed"],
                 number_of_warning_sub_operations=counts["warning"],
@@ -395,11 +461,16 @@ class ServiceProviderMixin:
 
         found = self._handler(EVT_C_MOVE if is_move else EVT_C_GET)
         if found is None:
-            await self._respond(context, rsp_class(
-                message_id_being_responded_to=command.message_id,
-                affected_sop_class_uid=command.affected_sop_class_uid,
-                status=C_FAILURE, has_dataset=False, error_comment="no handler",
-            ))
+            await self._respond(
+                context,
+                rsp_class(
+                    message_id_being_responded_to=command.message_id,
+                    affected_sop_class_uid=command.affected_sop_class_uid,
+                    status=C_FAILURE,
+                    has_dataset=False,
+                    error_comment="no handler",
+                ),
+            )
             return
         try:
             with anyio.CancelScope() as scope:
@@ -408,32 +479,66 @@ class ServiceProviderMixin:
                     first = await anext(gen, None)
                     destination = None
                     if is_move:
-                        if isinstance(first, tuple) and len(first) >= 2 and isinstance(first[1], int) and not isinstance(first[0], int):
+                        if (
+                            isinstance(first, tuple)
+                            and len(first) >= 2
+                            and isinstance(first[1], int)
+                            and not isinstance(first[0], int)
+                        ):
                             destination = first
                             first = await anext(gen, None)
                         else:
                             destination = self.ae.move_destinations.get(command.move_destination)
                         if destination is None:
-                            self.log.warning("unknown move destination %r", command.move_destination)
-                            await self._respond(context, rsp_class(
-                                message_id_being_responded_to=command.message_id,
-                                affected_sop_class_uid=command.affected_sop_class_uid,
-                                status=MOVE_DESTINATION_UNKNOWN, has_dataset=False,
-                            ))
+                            self.log.warning(
+                                "unknown move destination %r", command.move_destination
+                            )
+                            await self._respond(
+                                context,
+                                rsp_class(
+                                    message_id_being_responded_to=command.message_id,
+                                    affected_sop_class_uid=command.affected_sop_class_uid,
+                                    status=MOVE_DESTINATION_UNKNOWN,
+                                    has_dataset=False,
+                                ),
+                            )
                             return
+                    if isinstance(first, tuple) and first and isinstance(first[0], int):
+                        # A handler that cannot start (bad identifier, out of resources)
+                        # yields its failure status instead of a count (PS3.4 C.4.2.1.5).
+                        if first[0] in (PENDING, 0xFF01):
+                            raise TypeError(
+                                "a C-GET/C-MOVE handler must first yield the number of "
+                                "sub-operations, or a final status"
+                            )
+                        await final(first[0])
+                        return
+                    if first is None:
+                        first = 0
                     if not isinstance(first, int):
-                        raise TypeError("a C-GET/C-MOVE handler must first yield the number of sub-operations")
+                        raise TypeError(
+                            "a C-GET/C-MOVE handler must first yield the number of sub-operations"
+                        )
                     counts["remaining"] = first
                     items = [item async for item in gen] if is_move else None
                     if is_move:
                         assert items is not None and destination is not None
-                        await self._move(command, destination, items, counts, failed_uids, response)
+                        await self._move(
+                            context, command, destination, items, counts, failed_uids, response
+                        )
                     else:
                         async for status, ds in gen:
                             if status not in (PENDING, 0xFF01):
                                 await final(status)
                                 return
-                            await self._sub_store(self, command, ds, counts, failed_uids, originator=False)
+                            await self._sub_store(
+                                cast("Association", self),
+                                command,
+                                ds,
+                                counts,
+                                failed_uids,
+                                originator=False,
+                            )
                             await self._respond(context, response(PENDING))
             if scope.cancelled_caught:
                 if self._failure is None:
@@ -448,8 +553,14 @@ class ServiceProviderMixin:
         await final()
 
     async def _sub_store(
-        self: Association, target: Association, command: Any, ds: Any,
-        counts: dict[str, int], failed_uids: list[str], *, originator: bool,
+        self,
+        target: Association,
+        command: Any,
+        ds: Any,
+        counts: dict[str, int],
+        failed_uids: list[str],
+        *,
+        originator: bool,
     ) -> None:
         counts["remaining"] = max(0, counts["remaining"] - 1)
         uid = _instance_uid(ds)
@@ -473,35 +584,56 @@ class ServiceProviderMixin:
                 failed_uids.append(uid)
 
     async def _move(
-        self: Association, command: CMoveRQ, destination: Any, items: list[Any],
-        counts: dict[str, int], failed_uids: list[str], response: Callable[..., Any],
+        self,
+        context: Any,
+        command: CMoveRQ,
+        destination: Any,
+        items: list[Any],
+        counts: dict[str, int],
+        failed_uids: list[str],
+        response: Callable[..., Any],
     ) -> None:
-        """Open the sub-association to the move destination and send every instance."""
-        from dicomio.presentation import build_context
+        """Open the sub-association to the move destination and send every instance.
+
+        Each (SOP class, transfer syntax) pair gets a presentation context of its own, so
+        that the acceptor's choice of one syntax per context (PS3.8 9.3.3.2) cannot leave an
+        instance without a context in its own syntax; Explicit and Implicit VR Little Endian
+        are proposed too for each class, for instances that can be converted.
+        """
+        from dicomio.presentation import MAX_PRESENTATION_CONTEXTS, build_context
 
         host, port = destination[0], destination[1]
         datasets = [ds for status, ds in items if status in (PENDING, 0xFF01)]
-        wanted: dict[str, list[str]] = {}
-        for ds in datasets:
-            sop_class, ts = await anyio.to_thread.run_sync(_class_and_syntax, ds)
-            syntaxes = wanted.setdefault(sop_class, [])
-            for candidate in (ts, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
-                if candidate not in syntaxes:
-                    syntaxes.append(candidate)
-        contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes in wanted.items()][:128]
-        cx = next(c for c in self.accepted_contexts if c.abstract_syntax == command.affected_sop_class_uid)
         if not datasets:
             return
+        pairs: dict[tuple[str, str], None] = {}
+        fallbacks: dict[tuple[str, str], None] = {}
+        for ds in datasets:
+            sop_class, ts = await anyio.to_thread.run_sync(_class_and_syntax, ds)
+            pairs[sop_class, ts] = None
+            for candidate in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
+                fallbacks[sop_class, candidate] = None
+        wanted = list(pairs) + [pair for pair in fallbacks if pair not in pairs]
+        contexts = [build_context(sop_class, ts) for sop_class, ts in wanted]
+        contexts = contexts[:MAX_PRESENTATION_CONTEXTS]
         try:
             async with self.ae.associate(
                 host, port, ae_title=command.move_destination, contexts=contexts
             ) as sub:
                 for ds in datasets:
                     await self._sub_store(sub, command, ds, counts, failed_uids, originator=True)
-                    await self._respond(cx, response(PENDING))
-        except (errors.AssociationRejected, errors.AssociationAborted, errors.ConnectionClosed, OSError) as exc:
-            self.log.warning("move sub-association to %s failed: %s", command.move_destination, exc)
-            for ds in datasets[counts["completed"] + counts["failed"] + counts["warning"]:]:
+                    await self._respond(context, response(PENDING))
+        except (
+            errors.AssociationRejected,
+            errors.AssociationAborted,
+            errors.ConnectionClosed,
+            errors.TimeoutError,
+            OSError,
+        ) as exc:
+            self.log.warning(
+                "move sub-association to %s failed: %s", command.move_destination, exc
+            )
+            for ds in datasets[counts["completed"] + counts["failed"] + counts["warning"] :]:
                 counts["failed"] += 1
                 counts["remaining"] = max(0, counts["remaining"] - 1)
                 uid = _instance_uid(ds)
@@ -510,7 +642,9 @@ class ServiceProviderMixin:
 
     # -- N-services -----------------------------------------------------------------------------
 
-    async def _on_n_service(self: Association, event: Event, context: Any, command: Any, rsp_class: type) -> None:
+    async def _on_n_service(
+        self, event: Event, context: Any, command: Any, rsp_class: type
+    ) -> None:
         found = self._handler(event.event)
         reply: Dataset | None = None
         if found is None:
@@ -518,13 +652,21 @@ class ServiceProviderMixin:
         else:
             handler, args = found
             try:
-                result = await handler(event, *args)
-            except Exception:
-                self.log.exception("%s handler raised", event.event.name)
-                result = N_FAILURE
-            status, fields, reply = _n_result(result)
-        sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(command, "requested_sop_class_uid", None)
-        sop_instance = getattr(command, "affected_sop_instance_uid", None) or getattr(command, "requested_sop_instance_uid", None)
+                status, fields, reply = _n_result(await handler(event, *args))
+            except Exception as exc:
+                self.log.exception("%s handler failed", event.event.name)
+                status, fields, reply = N_FAILURE, {"error_comment": type(exc).__name__[:64]}, None
+        sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
+            command, "requested_sop_class_uid", None
+        )
+        sop_instance = getattr(command, "affected_sop_instance_uid", None) or getattr(
+            command, "requested_sop_instance_uid", None
+        )
+        if isinstance(command, NCreateRQ) and sop_instance is None and status < 0xA000:
+            # PS3.7 10.1.5.1.5: if the requestor left the instance UID to us, the response
+            # names it: the handler's SOPInstanceUID if it gave one, else a new UID.
+            given = reply.get("SOPInstanceUID") if reply is not None else None
+            sop_instance = UID(str(given)) if given else generate_uid()
         extra: dict[str, Any] = {}
         if isinstance(command, NEventReportRQ):
             extra["event_type_id"] = command.event_type_id
@@ -536,35 +678,56 @@ class ServiceProviderMixin:
                 message_id_being_responded_to=command.message_id,
                 affected_sop_class_uid=sop_class,
                 affected_sop_instance_uid=sop_instance,
-                status=status, has_dataset=reply is not None, **fields, **extra,
+                status=status,
+                has_dataset=reply is not None,
+                **fields,
+                **extra,
             ),
             reply,
         )
 
 
-async def _call_for_status(found: tuple[Any, tuple[Any, ...]], event: Event, failure: int) -> tuple[int, dict[str, Any]]:
+async def _call_for_status(
+    found: tuple[Any, tuple[Any, ...]], event: Event, failure: int
+) -> tuple[int, dict[str, Any]]:
+    """Run a handler that answers with a status (an int, or a Dataset with ``Status``).
+
+    A handler that raises, or answers with something that is not a status, gives
+    ``failure``: the peer gets a failure response and the association goes on.
+    """
     handler, args = found
     try:
         result = await handler(event, *args)
+        if isinstance(result, Dataset):
+            fields = {}
+            if "ErrorComment" in result:
+                fields["error_comment"] = str(result.ErrorComment)[:64]
+            return _status_code(result.Status), fields
+        return _status_code(result), {}
     except Exception as exc:
-        event.assoc.log.exception("%s handler raised", event.event.name)
+        event.assoc.log.exception("%s handler failed", event.event.name)
         return failure, {"error_comment": f"{type(exc).__name__}"[:64]}
-    if isinstance(result, Dataset):
-        fields = {}
-        if "ErrorComment" in result:
-            fields["error_comment"] = str(result.ErrorComment)
-        return int(result.Status), fields
-    return int(result), {}
+
+
+def _status_code(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        raise TypeError(f"a handler must answer with a status code 0-0xFFFF, not {value!r}")
+    return int(value)
 
 
 def _n_result(result: Any) -> tuple[int, dict[str, Any], Dataset | None]:
+    """An N-service handler's answer: a status, or (status, attribute list Dataset or None)."""
     reply = None
     if isinstance(result, tuple):
         result, reply = result
+        if reply is not None and not isinstance(reply, Dataset):
+            raise TypeError(f"an N-service handler's data set must be a Dataset, not {reply!r}")
     if isinstance(result, Dataset):
-        fields = {"error_comment": str(result.ErrorComment)} if "ErrorComment" in result else {}
-        return int(result.Status), fields, reply
-    return int(result), {}, reply
+        fields = (
+            {"error_comment": str(result.ErrorComment)[:64]} if "ErrorComment" in result else {}
+        )
+        return _status_code(result.Status), fields, reply
+    return _status_code(result), {}, reply
 
 
 @contextlib.asynccontextmanager
@@ -613,4 +776,3 @@ def _class_and_syntax(ds: Any) -> tuple[str, str]:
     meta = getattr(ds, "file_meta", None)
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     return str(ds.SOPClassUID), str(ts or UID("1.2.840.10008.1.2.1"))
-

@@ -190,6 +190,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         #: Set once the association is over (released, aborted or disconnected).
         self._ended = anyio.Event()
         self._transport_closed = False
+        self._transport_closing = False
 
         # fast_acquire: an uncontended lock must not cost a trip through the event loop;
         # these are taken several times per message.
@@ -263,7 +264,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         for event in events:
             self._on_ul_event(event)
         await self._flush()
-        if self._ul.should_close:
+        if self._ul.should_close or self._transport_closing:
             await self._close_transport()
         if self._deferred and not self._send_lock.locked():
             await self._send_deferred()
@@ -276,7 +277,24 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if self._debug and not isinstance(event, PDataTF):
             self.log.debug("received %s", _pdu_summary(event))
         if isinstance(event, PDataTF):
-            for item in self._assembler.receive(event):
+            try:
+                items = self._assembler.receive(event)
+            except errors.RemoteProtocolError as exc:
+                # Well-framed P-DATA carrying a broken DIMSE message: the peer broke PS3.7,
+                # so answer as for a bad PDU (A-ABORT, source 2, the error's reason) and end
+                # the association for every waiter. _after_ul flushes the abort and closes.
+                self.log.warning("peer sent a malformed DIMSE message: %s; aborting", exc)
+                with contextlib.suppress(errors.LocalProtocolError):
+                    self._ul.send_abort(
+                        source=int(exc.abort_source), reason=int(exc.abort_reason),
+                        now=anyio.current_time(),
+                    )
+                self.is_aborted = True
+                self.is_established = False
+                self._fail(errors.AssociationAborted(int(exc.abort_source), int(exc.abort_reason), str(exc)))
+                self._transport_closing = True
+                return
+            for item in items:
                 self._on_dimse(item)
         elif isinstance(event, (AssociateAC, AssociateRJ, AssociateRQ)):
             self._reply = event

@@ -24,11 +24,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    UID,
 )
 
 __all__ = [
@@ -82,6 +82,10 @@ def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
     if deflated:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
+        # Every value field and PDV fragment is even in length (PS3.5 7.1, PS3.8 E.1); the
+        # deflated stream ends wherever zlib stops, so pad it as PS3.5 A.5 allows.
+        if len(data) % 2:
+            data += b"\x00"
     return data
 
 
@@ -97,7 +101,8 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: UID) -> Dataset:
 
 
 def _without_meta(ds: Dataset) -> Dataset:
-    if not any(tag.group == 0x0002 for tag in ds.keys()):
+    # keys() yields tags without converting raw elements, unlike iterating the Dataset.
+    if not any(tag.group == 0x0002 for tag in ds.keys()):  # noqa: SIM118
         return ds
     copy = Dataset()
     for elem in ds:

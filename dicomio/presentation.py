@@ -283,15 +283,15 @@ def negotiate_as_acceptor(
     - every requested context as a ``PresentationContext`` with its result, agreed transfer
       syntax and, if accepted, the requestor's agreed roles.
 
-    ``accept_any_storage`` also accepts, with ``dicomio.sop.DEFAULT_TRANSFER_SYNTAXES``, an
-    abstract syntax that ``supported`` lacks if it is a Storage SOP class or a UID pydicom does
-    not know (a private or newer SOP class, in practice nearly always a storage class). Known
+    ``accept_any_storage`` also accepts, in the requestor's first transfer syntax (a storage
+    SCP keeps the bytes as sent, compressed or not), an abstract syntax that ``supported``
+    lacks if it is a Storage SOP class or a UID pydicom does not know (a private or newer SOP class, in practice nearly always a storage class). Known
     non-storage classes such as Q/R or worklist models are still refused: a storage SCP has no
     handler for them. Such contexts get the default roles.
 
     Raises ``RemoteProtocolError`` if context IDs are not odd, 1-255, or are repeated.
     """
-    from dicomio.sop import DEFAULT_TRANSFER_SYNTAXES, is_known, is_storage
+    from dicomio.sop import is_known, is_storage
 
     seen_ids: set[int] = set()
     for rq in requested:
@@ -314,8 +314,10 @@ def negotiate_as_acceptor(
             and accept_any_storage
             and (is_storage(rq.abstract_syntax) or not is_known(rq.abstract_syntax))
         ):
+            # A storage SCP keeps the bytes as they were sent, so it can take any transfer
+            # syntax: the requestor's first choice, compressed or not.
             ours = PresentationContext(
-                abstract_syntax=rq.abstract_syntax, transfer_syntaxes=DEFAULT_TRANSFER_SYNTAXES
+                abstract_syntax=rq.abstract_syntax, transfer_syntaxes=rq.transfer_syntaxes[:1]
             )
         agreed: UID | None = None
         if ours is None:

@@ -70,6 +70,8 @@ class Server:
         self.port = 0
         #: Every association currently open on this server (pending and established).
         self.associations: set[Association] = set()
+        #: Associations past the limit checks (being negotiated or established).
+        self._admitted: set[Association] = set()
         self._per_ae: Counter[str] = Counter()
         self._tg: anyio.abc.TaskGroup | None = None
         self._accept_scope = anyio.CancelScope()
@@ -140,26 +142,38 @@ class Server:
         set_nodelay(stream)
         try:
             peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
-            remote = (str(peer[0]), int(peer[1]))  # type: ignore[index]
+            remote = (str(peer[0]), int(peer[1]))
         except (anyio.TypedAttributeLookupError, TypeError, IndexError):
             remote = ("?", 0)
         if self.ssl_context is not None:
             try:
                 with anyio.fail_after(ae.timeouts.tls_handshake):
                     stream = await TLSStream.wrap(
-                        stream, server_side=True, ssl_context=self.ssl_context,
+                        stream,
+                        server_side=True,
+                        ssl_context=self.ssl_context,
                         standard_compatible=False,
                     )
-            except (TimeoutError, ssl.SSLError, OSError, anyio.BrokenResourceError,
-                    anyio.EndOfStream):
+            except (
+                TimeoutError,
+                ssl.SSLError,
+                OSError,
+                anyio.BrokenResourceError,
+                anyio.EndOfStream,
+            ):
                 await anyio.aclose_forcefully(stream)
                 return
         assoc = Association(
-            ae, stream, role=Role.ACCEPTOR, local_ae_title=ae.ae_title, remote_address=remote,
-            timeouts=ae.timeouts, max_pdu=ae.maximum_pdu_size, handlers=self.handlers,
+            ae,
+            stream,
+            role=Role.ACCEPTOR,
+            local_ae_title=ae.ae_title,
+            remote_address=remote,
+            timeouts=ae.timeouts,
+            max_pdu=ae.maximum_pdu_size,
+            handlers=self.handlers,
         )
         self.associations.add(assoc)
-        calling = None
         try:
             await assoc._notify(EVT_CONN_OPEN)
             assoc._ul.connection_made(now=anyio.current_time())
@@ -169,8 +183,6 @@ class Server:
             rq = assoc._reply
             if not isinstance(rq, AssociateRQ):
                 return
-            calling = rq.calling_ae_title
-            self._per_ae[calling] += 1
             await self._answer(assoc, rq)
             if assoc.is_established:
                 await assoc.serve()
@@ -185,11 +197,14 @@ class Server:
             self.associations.discard(assoc)
             if not self.associations and self._idle is not None:
                 self._idle.set()
-            if calling is not None:
-                self._per_ae[calling] -= 1
+            if assoc in self._admitted:
+                self._admitted.discard(assoc)
+                self._per_ae[assoc.remote_ae_title] -= 1
 
     async def _reject(self, assoc: Association, result: int, source: int, reason: int) -> None:
-        assoc.log.info("rejecting association: result=%s source=%s reason=%s", result, source, reason)
+        assoc.log.info(
+            "rejecting association: result=%s source=%s reason=%s", result, source, reason
+        )
         assoc._ul.send_associate_rj(
             AssociateRJ(result=result, source=source, reason=reason), now=anyio.current_time()
         )
@@ -215,12 +230,17 @@ class Server:
             return await self._reject(assoc, 1, 1, 7)
         if ae.require_calling_aet and rq.calling_ae_title not in ae.require_calling_aet:
             return await self._reject(assoc, 1, 1, 3)
-        established = sum(1 for a in self.associations if a.is_established)
-        if established >= ae.maximum_associations:
+        # The limits count admitted associations, and admission happens here with no await
+        # between check and count: requests arriving together cannot all slip in before
+        # any of them is established. Over a limit: rejected-transient, "local limit
+        # exceeded" (PS3.8 Table 9-21: result 2, source 3, reason 2).
+        if len(self._admitted) >= ae.maximum_associations:
             return await self._reject(assoc, 2, 3, 2)
         per_ae = ae.maximum_associations_per_ae
-        if per_ae is not None and self._per_ae[rq.calling_ae_title] > per_ae:
+        if per_ae is not None and self._per_ae[rq.calling_ae_title] >= per_ae:
             return await self._reject(assoc, 2, 3, 2)
+        self._admitted.add(assoc)
+        self._per_ae[rq.calling_ae_title] += 1
 
         user_info: list[Any] = [
             MaximumLength(maximum_length=assoc.local_max_pdu),
@@ -247,31 +267,39 @@ class Server:
             most_invoked, most_performed = ae.async_ops_window or (1, 1)
             invoked = _min_window(window.maximum_number_operations_performed, most_invoked)
             performed = _min_window(window.maximum_number_operations_invoked, most_performed)
-            replies.append(AsynchronousOperationsWindow(
-                maximum_number_operations_invoked=invoked,
-                maximum_number_operations_performed=performed,
-            ))
+            replies.append(
+                AsynchronousOperationsWindow(
+                    maximum_number_operations_invoked=invoked,
+                    maximum_number_operations_performed=performed,
+                )
+            )
             # Our requests to the peer are bounded by what it will perform: its "invoked"
             # mirrors our "performed" (PS3.7 D.3.3.3).
             assoc.set_window(invoked, performed)
 
         role_requests = [i for i in rq.user_information if isinstance(i, RoleSelection)]
         results, role_replies, contexts = negotiate_as_acceptor(
-            rq.presentation_contexts, ae.supported_contexts, role_requests,
+            rq.presentation_contexts,
+            ae.supported_contexts,
+            role_requests,
             accept_any_storage=ae.accept_any_storage,
         )
         replies.extend(role_replies)
         ext = [i for i in rq.user_information if isinstance(i, SOPClassExtendedNegotiation)]
         if ext and ae.sop_class_extended_handler is not None:
             replies.extend(ae.sop_class_extended_handler(ext))
-        common = [i for i in rq.user_information if isinstance(i, SOPClassCommonExtendedNegotiation)]
+        common = [
+            i for i in rq.user_information if isinstance(i, SOPClassCommonExtendedNegotiation)
+        ]
         if common and ae.sop_class_common_extended_handler is not None:
             # PS3.7 D.3.3.6: the acceptor does not reply to 57H; the hook only observes.
             ae.sop_class_common_extended_handler(common)
         if ae.implementation_version_name:
-            replies.append(ImplementationVersionName(
-                implementation_version_name=ae.implementation_version_name
-            ))
+            replies.append(
+                ImplementationVersionName(
+                    implementation_version_name=ae.implementation_version_name
+                )
+            )
         user_info.extend(sorted(replies, key=_reply_order))
         ac = AssociateAC(
             called_ae_title=rq.called_ae_title,
@@ -291,7 +319,9 @@ class Server:
         assoc.is_established = True
         assoc.log.info(
             "accepted association from %s: %d of %d contexts",
-            rq.calling_ae_title, len(assoc.accepted_contexts), len(rq.presentation_contexts),
+            rq.calling_ae_title,
+            len(assoc.accepted_contexts),
+            len(rq.presentation_contexts),
         )
         await assoc._notify(EVT_ACCEPTED)
 
@@ -307,6 +337,9 @@ def _min_window(proposed: int, ours: int) -> int:
 
 def _reply_order(item: Any) -> int:
     return {
-        AsynchronousOperationsWindow: 0x53, RoleSelection: 0x54, ImplementationVersionName: 0x55,
-        SOPClassExtendedNegotiation: 0x56, UserIdentityAC: 0x59,
+        AsynchronousOperationsWindow: 0x53,
+        RoleSelection: 0x54,
+        ImplementationVersionName: 0x55,
+        SOPClassExtendedNegotiation: 0x56,
+        UserIdentityAC: 0x59,
     }.get(type(item), 0xFF)

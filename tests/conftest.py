@@ -98,16 +98,18 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     out = tmp_path / "storescp-out"
     out.mkdir()
     port = free_port()
-    proc = subprocess.Popen(
-        [tools["storescp"], "-aet", "STORESCP", "+xa", "-pm", "-dhl", "-ta", "30", "-td", "60",
-         "-od", str(out), "-fe", ".dcm", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=DCMTK_ENV,
-    )
-    try:
-        wait_for_port(port, proc)
-        yield port, out
-    finally:
-        stop(proc)
+    # The tool's output goes to a file: a pipe nobody reads can fill and block the peer.
+    with open(tmp_path / "storescp.log", "wb") as log:
+        proc = subprocess.Popen(
+            [tools["storescp"], "-aet", "STORESCP", "+xa", "-pm", "-dhl", "-ta", "30", "-td",
+             "60", "-od", str(out), "-fe", ".dcm", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=DCMTK_ENV,
+        )
+        try:
+            wait_for_port(port, proc)
+            yield port, out
+        finally:
+            stop(proc)
 
 
 # -- added for the SCP interop and robustness tests ------------------------------------------

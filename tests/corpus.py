@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -22,7 +23,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     MRImageStorage,
     RLELossless,
-    UID,
     generate_uid,
 )
 

@@ -232,8 +232,8 @@ def test_accept_any_storage(abstract: str, accepted: bool) -> None:
     items, _, contexts = negotiate_as_acceptor(request, [], accept_any_storage=True)
     assert contexts[0].accepted is accepted
     if accepted:
-        # JPEG is not a default syntax, so the requestor's second choice is taken.
-        assert items[0].transfer_syntax == ExplicitVRLittleEndian
+        # A storage SCP stores bytes as sent: the requestor's first choice, even compressed.
+        assert items[0].transfer_syntax == JPEGBaseline8Bit
         assert (contexts[0].scu_role, contexts[0].scp_role) == DEFAULT_ROLES
     else:
         assert items[0].result == NO_ABSTRACT
