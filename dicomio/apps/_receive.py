@@ -1,0 +1,89 @@
+"""Receiving C-STORE data sets into a folder: for storescp, getscu and movescu --store.
+
+Each data set is streamed to a temporary file in the output folder while it arrives (never
+decoded in memory) and then renamed: ``flat`` names it ``<SOPInstanceUID>.dcm``;
+``hierarchy`` reads it up to the pixel data and files it as
+``<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydicom import dcmread
+
+from dicomio import stream_to_disk
+from dicomio.apps._common import safe_name
+from dicomio.dataset import write_part10
+from dicomio.events import Event
+
+__all__ = ["LAYOUTS", "Receiver"]
+
+log = logging.getLogger("dicomio.apps")
+
+LAYOUTS = ("flat", "hierarchy")
+#: "Refused: Out of resources" and "Cannot understand" (PS3.4 B.2.3).
+OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
+
+
+class Receiver:
+    """A C-STORE handler that files what it receives under ``folder``; counts what it got."""
+
+    def __init__(self, folder: Path, layout: str = "flat") -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}")
+        self.folder = folder
+        self.layout = layout
+        self.received: list[Path] = []
+        folder.mkdir(parents=True, exist_ok=True)
+
+        @stream_to_disk(folder)
+        async def on_store(event: Event) -> int:
+            return await self._on_store(event)
+
+        self.handler = on_store
+
+    async def _on_store(self, event: Event) -> int:
+        sop_uid = str(event.request.affected_sop_instance_uid)
+        try:
+            if event.dataset_path is None:
+                raw = event.raw or b""
+                meta = event.file_meta
+                tmp = self.folder / f".{safe_name(sop_uid)}.part"
+                await anyio.to_thread.run_sync(write_part10, tmp, meta, [raw])
+            else:
+                tmp = event.dataset_path
+            target = await anyio.to_thread.run_sync(self._file_away, tmp, sop_uid)
+        except OSError as exc:
+            log.error("cannot write %s: %s", sop_uid, exc)
+            return OUT_OF_RESOURCES
+        except ValueError as exc:
+            log.error("refused %s: %s", sop_uid, exc)
+            return CANNOT_UNDERSTAND
+        self.received.append(target)
+        log.info("received %s from %s", target, event.assoc.remote_ae_title)
+        return 0
+
+    def _file_away(self, tmp: Path, sop_uid: str) -> Path:
+        if self.layout == "flat":
+            target = self.folder / f"{safe_name(sop_uid)}.dcm"
+        else:
+            try:
+                ds = dcmread(tmp, stop_before_pixels=True)
+            except Exception as exc:
+                tmp.unlink(missing_ok=True)
+                raise ValueError(f"unreadable data set: {exc}") from exc
+            parts: list[Any] = [
+                safe_name(str(ds.get("PatientID", "") or "unknown")),
+                safe_name(str(ds.get("StudyInstanceUID", "") or "unknown")),
+                safe_name(str(ds.get("SeriesInstanceUID", "") or "unknown")),
+            ]
+            target = self.folder.joinpath(*parts, f"{safe_name(sop_uid)}.dcm")
+            target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        return target

@@ -1,0 +1,272 @@
+"""The ``dicomio`` command (also ``python -m dicomio``): DICOM network tools on dicomio.
+
+Subcommands: ``echoscu``, ``storescu``, ``findscu``, ``getscu``, ``movescu`` (service users)
+and ``storescp``, ``qrscp`` (service providers). Flags follow DCMTK's tools where the same idea
+exists (``-aet``, ``-aec``, ``-aem``, ``-k``, ``-P``/``-S``, ``-od``, ``-v``/``-d``).
+
+Exit status: 0 only on full success; 1 when a DICOM operation failed or some files were not
+sent; 2 for a bad command line; 3 when the association or the connection failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from dicomio import __version__
+from dicomio.apps._common import (
+    EXIT_USAGE,
+    UsageError,
+    add_network_options,
+    add_tls_options,
+    setup_logging,
+)
+from dicomio.apps._receive import LAYOUTS
+from dicomio.apps._scp_commands import run_qrscp, run_storescp
+from dicomio.apps._scu_commands import (
+    run_echoscu,
+    run_findscu,
+    run_getscu,
+    run_movescu,
+    run_storescu,
+)
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="verbose mode")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug mode")
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the event loop to run on (default asyncio)",
+    )
+
+
+def _peer(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", help="the peer's host name or address")
+    parser.add_argument("port", type=int, help="the peer's TCP port")
+
+
+def _model(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-P",
+        "--patient",
+        dest="study_root",
+        action="store_false",
+        help="Patient Root information model (default)",
+    )
+    group.add_argument(
+        "-S",
+        "--study",
+        dest="study_root",
+        action="store_true",
+        help="Study Root information model",
+    )
+    parser.add_argument(
+        "-k",
+        "--key",
+        dest="keys",
+        action="append",
+        metavar="KEY[=VALUE]",
+        help="a query key: keyword or gggg,eeee, with or without a value (repeatable)",
+    )
+
+
+def _output(parser: argparse.ArgumentParser, default: str = ".") -> None:
+    parser.add_argument(
+        "-od",
+        "--output-directory",
+        default=default,
+        metavar="DIR",
+        help=f"where received files go (default {default})",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="flat",
+        help="flat: DIR/<SOPInstanceUID>.dcm; hierarchy: "
+        "DIR/<PatientID>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomio",
+        description="DICOM network tools built on dicomio.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"dicomio {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        p.set_defaults(run=run)
+        _common(p)
+        return p
+
+    p = command("echoscu", run_echoscu, "Verification SCU: send C-ECHO.")
+    _peer(p)
+    add_network_options(p, aet="ECHOSCU")
+    p.add_argument(
+        "-r",
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send N C-ECHOs on the association",
+    )
+    add_tls_options(p)
+
+    p = command(
+        "storescu", run_storescu, "Storage SCU: send files and folders (recursively) with C-STORE."
+    )
+    _peer(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to send")
+    add_network_options(p, aet="STORESCU")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        metavar="N",
+        help="propose an asynchronous operations window of N and keep up to N"
+        " C-STOREs outstanding (default 1)",
+    )
+    add_tls_options(p)
+
+    p = command("findscu", run_findscu, "Query/Retrieve FIND SCU: send C-FIND, print matches.")
+    _peer(p)
+    add_network_options(p, aet="FINDSCU")
+    _model(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print each match as DICOM JSON (PS3.18 F.2), one object per line",
+    )
+    add_tls_options(p)
+
+    p = command(
+        "getscu",
+        run_getscu,
+        "Query/Retrieve GET SCU: C-GET, receiving the instances on the association.",
+    )
+    _peer(p)
+    add_network_options(p, aet="GETSCU")
+    _model(p)
+    _output(p)
+    add_tls_options(p)
+
+    p = command(
+        "movescu",
+        run_movescu,
+        "Query/Retrieve MOVE SCU: C-MOVE to -aem, or to ourselves with --store.",
+    )
+    _peer(p)
+    add_network_options(p, aet="MOVESCU")
+    _model(p)
+    p.add_argument(
+        "-aem",
+        "--move",
+        dest="aem",
+        metavar="AET",
+        help="the move destination's AE title (default: -aet with --store)",
+    )
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="receive the moved instances ourselves, on --store-port",
+    )
+    p.add_argument(
+        "--store-port",
+        type=int,
+        default=11113,
+        metavar="PORT",
+        help="port to receive on with --store (default 11113)",
+    )
+    p.add_argument(
+        "--store-bind",
+        default="0.0.0.0",
+        metavar="HOST",
+        help="address to receive on with --store (default all)",
+    )
+    _output(p)
+    add_tls_options(p)
+
+    p = command(
+        "storescp",
+        run_storescp,
+        "Storage SCP: accept every storage SOP class and transfer syntax into -od.",
+    )
+    p.add_argument("port", type=int, nargs="?", default=11112, help="TCP port (default 11112)")
+    add_network_options(p, aet="STORESCP", called=False)
+    p.add_argument(
+        "--bind", default="0.0.0.0", metavar="HOST", help="address to listen on (default all)"
+    )
+    _output(p)
+    add_tls_options(p, server=True)
+
+    p = command(
+        "qrscp",
+        run_qrscp,
+        "Query/Retrieve SCP: Verification, Storage, FIND/GET/MOVE (Patient and Study"
+        " Root) over an SQLite-indexed archive.",
+    )
+    p.add_argument(
+        "port",
+        type=int,
+        nargs="?",
+        default=None,
+        help="TCP port (default 11112, or the config file's)",
+    )
+    add_network_options(p, aet="DICOMIO", called=False)
+    p.set_defaults(aet=None)
+    p.add_argument(
+        "--bind", default=None, metavar="HOST", help="address to listen on (default all)"
+    )
+    p.add_argument(
+        "--data", default=None, metavar="DIR", help="the archive folder (default ./dicomio-data)"
+    )
+    p.add_argument(
+        "--dest",
+        action="append",
+        metavar="AET=HOST:PORT",
+        help="a C-MOVE destination (repeatable)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file, TOML or INI (see dicomio.apps._scp_commands)",
+    )
+    p.add_argument(
+        "--relational", action="store_true", help="allow relational queries (PS3.4 C.4.1.2.2)"
+    )
+    p.add_argument(
+        "--pn-case-sensitive",
+        action="store_true",
+        help="match person names case-sensitively (default: ignore case)",
+    )
+    add_tls_options(p, server=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``dicomio`` command; returns its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args)
+    run: Command = args.run
+    try:
+        return anyio.run(run, args, backend=args.backend)
+    except UsageError as exc:
+        print(f"dicomio {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
