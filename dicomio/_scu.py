@@ -9,15 +9,16 @@ order. Responses reach their caller by message ID. C-FIND, C-GET and C-MOVE retu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomio import errors
 from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, read_file_info
@@ -39,7 +40,9 @@ from dicomio.status import status_dataset
 
 if TYPE_CHECKING:
     from dicomio.association import Association, _Operation
+    from dicomio.config import Timeouts
     from dicomio.presentation import PresentationContext
+    from dicomio.ul import Role
 
 __all__ = ["ResponseStream", "ServiceUserMixin"]
 
@@ -79,13 +82,33 @@ def _is_final(command: Any) -> bool:
 class ServiceUserMixin:
     """``send_c_*`` and ``send_n_*``; mixed into ``Association``."""
 
+    if TYPE_CHECKING:
+        # What the mixin uses of ``Association`` (declared, not defined, here).
+        role: Role
+        timeouts: Timeouts
+        requested_contexts: tuple[PresentationContext, ...]
+        accepted_contexts: tuple[PresentationContext, ...]
+        _window: anyio.Semaphore
+
+        def _new_operation(self) -> _Operation: ...
+        def _release_operation(self, op: _Operation) -> None: ...
+        async def _next_response(
+            self, op: _Operation, timeout: float | None
+        ) -> tuple[Any, bytes | None]: ...
+        async def send_message(
+            self,
+            context_id: int,
+            command: Any,
+            dataset: bytes | memoryview | AsyncIterable[bytes] | None = None,
+        ) -> None: ...
+
     # -- context selection ---------------------------------------------------------------
 
-    def _contexts_for(self: Association, abstract_syntax: str) -> list[PresentationContext]:
+    def _contexts_for(self, abstract_syntax: str) -> list[PresentationContext]:
         return [cx for cx in self.accepted_contexts if cx.abstract_syntax == abstract_syntax]
 
     def _context_as_scu(
-        self: Association, abstract_syntax: str, transfer_syntax: str | None = None
+        self, abstract_syntax: str, transfer_syntax: str | None = None
     ) -> PresentationContext:
         """An accepted context for ``abstract_syntax`` in which we may act as SCU."""
         candidates = [cx for cx in self._contexts_for(abstract_syntax) if self._may_be_scu(cx)]
@@ -98,10 +121,12 @@ class ServiceUserMixin:
         raise errors.NoPresentationContext(
             f"no accepted presentation context for {abstract_syntax}"
             f"{' in ' + str(transfer_syntax) if transfer_syntax else ''}; accepted: "
-            + ", ".join(f"{cx.abstract_syntax}/{cx.transfer_syntax}" for cx in self.accepted_contexts)
+            + ", ".join(
+                f"{cx.abstract_syntax}/{cx.transfer_syntax}" for cx in self.accepted_contexts
+            )
         )
 
-    def _may_be_scu(self: Association, cx: PresentationContext) -> bool:
+    def _may_be_scu(self, cx: PresentationContext) -> bool:
         """Whether we may invoke operations on ``cx`` (roles per PS3.7 D.3.3.4)."""
         from dicomio.ul import Role
 
@@ -110,7 +135,7 @@ class ServiceUserMixin:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _request(
-        self: Association,
+        self,
         context: PresentationContext,
         build: Any,
         dataset: Any = None,
@@ -125,7 +150,7 @@ class ServiceUserMixin:
         return op, command
 
     async def _single(
-        self: Association, context: PresentationContext, build: Any, dataset: Any = None
+        self, context: PresentationContext, build: Any, dataset: Any = None
     ) -> tuple[Any, bytes | None]:
         """Send one request and wait for its one response, within the window."""
         async with self._window:
@@ -138,7 +163,7 @@ class ServiceUserMixin:
 
     # -- C-ECHO ----------------------------------------------------------------------------
 
-    async def send_c_echo(self: Association) -> Dataset:
+    async def send_c_echo(self) -> Dataset:
         """C-ECHO (PS3.7 9.1.5): the status Dataset (``.Status == 0`` on success)."""
         context = self._context_as_scu(VERIFICATION)
         command, _ = await self._single(
@@ -150,7 +175,7 @@ class ServiceUserMixin:
     # -- C-STORE ---------------------------------------------------------------------------
 
     async def send_c_store(
-        self: Association,
+        self,
         dataset: Dataset | str | Path,
         *,
         priority: int = 2,
@@ -186,7 +211,7 @@ class ServiceUserMixin:
         return response_status(command)
 
     def _store_context(
-        self: Association, sop_class: str, transfer_syntax: str
+        self, sop_class: str, transfer_syntax: str
     ) -> tuple[PresentationContext, bool]:
         """(context, convert?) for storing ``sop_class`` encoded in ``transfer_syntax``."""
         candidates = [cx for cx in self._contexts_for(sop_class) if self._may_be_scu(cx)]
@@ -194,9 +219,13 @@ class ServiceUserMixin:
             if cx.transfer_syntax == transfer_syntax:
                 return cx, False
         if transfer_syntax in UNCOMPRESSED:
-            for cx in candidates:
-                if cx.transfer_syntax in UNCOMPRESSED:
-                    return cx, True
+            convertible = [cx for cx in candidates if cx.transfer_syntax in UNCOMPRESSED]
+            # Keep the byte order where we can: a conversion between Little and Big Endian
+            # has to swap every OW/OF/OL/OD/OV value (PS3.5 7.3), the costliest and riskiest.
+            big = transfer_syntax == ExplicitVRBigEndian
+            convertible.sort(key=lambda cx: (cx.transfer_syntax == ExplicitVRBigEndian) != big)
+            if convertible:
+                return convertible[0], True
         proposed = [
             str(ts)
             for cx in self.requested_contexts
@@ -209,7 +238,7 @@ class ServiceUserMixin:
         )
 
     def _store_payload_from_dataset(
-        self: Association, ds: Dataset
+        self, ds: Dataset
     ) -> tuple[PresentationContext, bytes, UID, UID]:
         sop_class = UID(str(ds.SOPClassUID))
         sop_instance = UID(str(ds.SOPInstanceUID))
@@ -217,13 +246,17 @@ class ServiceUserMixin:
         ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
         if ts is None:
             implicit = getattr(ds, "is_implicit_VR", None)
-            ts = UID("1.2.840.10008.1.2") if implicit in (True, None) else UID("1.2.840.10008.1.2.1")
+            ts = (
+                UID("1.2.840.10008.1.2")
+                if implicit in (True, None)
+                else UID("1.2.840.10008.1.2.1")
+            )
         context, _ = self._store_context(sop_class, UID(str(ts)))
         assert context.transfer_syntax is not None
         return context, encode_dataset(ds, context.transfer_syntax), sop_class, sop_instance
 
     async def _store_payload_from_file(
-        self: Association, path: Path
+        self, path: Path
     ) -> tuple[PresentationContext, Any, UID, UID]:
         info = await anyio.to_thread.run_sync(read_file_info, path)
         if info is None:
@@ -246,21 +279,23 @@ class ServiceUserMixin:
     # -- C-FIND / C-GET / C-MOVE -----------------------------------------------------------
 
     def send_c_find(
-        self: Association, identifier: Dataset, query_model: str, *, priority: int = 2
+        self, identifier: Dataset, query_model: str, *, priority: int = 2
     ) -> ResponseStream:
         """C-FIND (PS3.7 9.1.2): ``async for status, identifier in ...``."""
         context = self._context_as_scu(query_model)
 
         def build(mid: int) -> CFindRQ:
             return CFindRQ(
-                message_id=mid, affected_sop_class_uid=context.abstract_syntax,
-                priority=priority, has_dataset=True,
+                message_id=mid,
+                affected_sop_class_uid=context.abstract_syntax,
+                priority=priority,
+                has_dataset=True,
             )
 
-        return ResponseStream(self, context, build, identifier)
+        return ResponseStream(cast("Association", self), context, build, identifier)
 
     def send_c_get(
-        self: Association, identifier: Dataset, query_model: str, *, priority: int = 2
+        self, identifier: Dataset, query_model: str, *, priority: int = 2
     ) -> ResponseStream:
         """C-GET (PS3.7 9.1.3); sub-operation C-STOREs go to this association's EVT_C_STORE
         handler, which needs storage contexts where we took the SCP role."""
@@ -268,14 +303,16 @@ class ServiceUserMixin:
 
         def build(mid: int) -> CGetRQ:
             return CGetRQ(
-                message_id=mid, affected_sop_class_uid=context.abstract_syntax,
-                priority=priority, has_dataset=True,
+                message_id=mid,
+                affected_sop_class_uid=context.abstract_syntax,
+                priority=priority,
+                has_dataset=True,
             )
 
-        return ResponseStream(self, context, build, identifier)
+        return ResponseStream(cast("Association", self), context, build, identifier)
 
     def send_c_move(
-        self: Association,
+        self,
         identifier: Dataset,
         move_aet: str,
         query_model: str,
@@ -287,16 +324,19 @@ class ServiceUserMixin:
 
         def build(mid: int) -> CMoveRQ:
             return CMoveRQ(
-                message_id=mid, affected_sop_class_uid=context.abstract_syntax,
-                priority=priority, move_destination=move_aet, has_dataset=True,
+                message_id=mid,
+                affected_sop_class_uid=context.abstract_syntax,
+                priority=priority,
+                move_destination=move_aet,
+                has_dataset=True,
             )
 
-        return ResponseStream(self, context, build, identifier)
+        return ResponseStream(cast("Association", self), context, build, identifier)
 
     # -- N-services (PS3.7 10.1) -------------------------------------------------------------
 
     async def _n_request(
-        self: Association,
+        self,
         abstract_syntax: str,
         build: Any,
         dataset: Dataset | None,
@@ -310,7 +350,7 @@ class ServiceUserMixin:
         return response_status(command), reply
 
     async def send_n_event_report(
-        self: Association,
+        self,
         dataset: Dataset | None,
         event_type: int,
         class_uid: str,
@@ -322,15 +362,17 @@ class ServiceUserMixin:
         return await self._n_request(
             meta_uid or class_uid,
             lambda mid: NEventReportRQ(
-                message_id=mid, affected_sop_class_uid=class_uid,
-                affected_sop_instance_uid=instance_uid, event_type_id=event_type,
+                message_id=mid,
+                affected_sop_class_uid=class_uid,
+                affected_sop_instance_uid=instance_uid,
+                event_type_id=event_type,
                 has_dataset=dataset is not None,
             ),
             dataset,
         )
 
     async def send_n_get(
-        self: Association,
+        self,
         identifier_list: Sequence[int],
         class_uid: str,
         instance_uid: str,
@@ -341,7 +383,8 @@ class ServiceUserMixin:
         return await self._n_request(
             meta_uid or class_uid,
             lambda mid: NGetRQ(
-                message_id=mid, requested_sop_class_uid=class_uid,
+                message_id=mid,
+                requested_sop_class_uid=class_uid,
                 requested_sop_instance_uid=instance_uid,
                 attribute_identifier_list=tuple(identifier_list) or None,
                 has_dataset=False,
@@ -350,7 +393,7 @@ class ServiceUserMixin:
         )
 
     async def send_n_set(
-        self: Association,
+        self,
         dataset: Dataset,
         class_uid: str,
         instance_uid: str,
@@ -361,14 +404,16 @@ class ServiceUserMixin:
         return await self._n_request(
             meta_uid or class_uid,
             lambda mid: NSetRQ(
-                message_id=mid, requested_sop_class_uid=class_uid,
-                requested_sop_instance_uid=instance_uid, has_dataset=True,
+                message_id=mid,
+                requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid,
+                has_dataset=True,
             ),
             dataset,
         )
 
     async def send_n_action(
-        self: Association,
+        self,
         dataset: Dataset | None,
         action_type: int,
         class_uid: str,
@@ -380,15 +425,17 @@ class ServiceUserMixin:
         return await self._n_request(
             meta_uid or class_uid,
             lambda mid: NActionRQ(
-                message_id=mid, requested_sop_class_uid=class_uid,
-                requested_sop_instance_uid=instance_uid, action_type_id=action_type,
+                message_id=mid,
+                requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid,
+                action_type_id=action_type,
                 has_dataset=dataset is not None,
             ),
             dataset,
         )
 
     async def send_n_create(
-        self: Association,
+        self,
         dataset: Dataset | None,
         class_uid: str,
         instance_uid: str | None = None,
@@ -399,14 +446,16 @@ class ServiceUserMixin:
         return await self._n_request(
             meta_uid or class_uid,
             lambda mid: NCreateRQ(
-                message_id=mid, affected_sop_class_uid=class_uid,
-                affected_sop_instance_uid=instance_uid, has_dataset=dataset is not None,
+                message_id=mid,
+                affected_sop_class_uid=class_uid,
+                affected_sop_instance_uid=instance_uid,
+                has_dataset=dataset is not None,
             ),
             dataset,
         )
 
     async def send_n_delete(
-        self: Association,
+        self,
         class_uid: str,
         instance_uid: str,
         *,
@@ -416,12 +465,18 @@ class ServiceUserMixin:
         status, _ = await self._n_request(
             meta_uid or class_uid,
             lambda mid: NDeleteRQ(
-                message_id=mid, requested_sop_class_uid=class_uid,
-                requested_sop_instance_uid=instance_uid, has_dataset=False,
+                message_id=mid,
+                requested_sop_class_uid=class_uid,
+                requested_sop_instance_uid=instance_uid,
+                has_dataset=False,
             ),
             None,
         )
         return status
+
+
+def _shorter(a: float, b: float | None) -> float:
+    return a if b is None else min(a, b)
 
 
 async def _read_chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
@@ -482,7 +537,14 @@ class ResponseStream:
                 )
             command, data = await assoc._next_response(self._op, assoc.timeouts.dimse)
         except BaseException as exc:
-            if isinstance(exc, errors.DicomioError) and not isinstance(exc, errors.DIMSETimeout):
+            if isinstance(exc, errors.DIMSETimeout):
+                # The peer has already been silent for a whole DIMSE timeout: wait no longer
+                # than that again for the final response to our C-CANCEL.
+                await self._cancel(
+                    wait=True, timeout=_shorter(assoc.timeouts.cancel, assoc.timeouts.dimse)
+                )
+                raise
+            if isinstance(exc, errors.DicomioError):
                 self._finish()
                 raise
             await self._cancel(wait=True)
@@ -521,7 +583,7 @@ class ResponseStream:
             self._holds_window = False
             assoc._window.release()
 
-    async def _cancel(self, *, wait: bool) -> None:
+    async def _cancel(self, *, wait: bool, timeout: float | None = None) -> None:
         op, assoc = self._op, self._assoc
         if self._done or op is None:
             self._finish()
@@ -532,12 +594,14 @@ class ResponseStream:
         with anyio.CancelScope(shield=True):
             try:
                 await assoc._flush()
-                with anyio.move_on_after(assoc.timeouts.cancel) as scope:
+                limit = assoc.timeouts.cancel if timeout is None else timeout
+                with anyio.move_on_after(limit) as scope:
                     while op.message_id in assoc._ops:
                         if assoc._failure is not None:
                             return
                         if assoc._background_reader:
-                            await anyio.sleep(0.01)
+                            op.wakeup = anyio.Event()
+                            await op.wakeup.wait()
                             continue
                         async with assoc._read_lock:
                             if op.message_id in assoc._ops:
@@ -556,7 +620,5 @@ class ResponseStream:
         # ``break`` out of ``async for`` drops the last reference here (CPython refcounting):
         # queue the C-CANCEL now; it leaves with the association's next write.
         if not self._done and self._op is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._cancel_nowait()
-            except Exception:
-                pass

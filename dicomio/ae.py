@@ -92,7 +92,9 @@ class AE:
         #: Hooks for SOP class extended (56H) / common extended (57H) negotiation: called with
         #: the requested items, return the reply items (56H) or the accepted items (57H).
         self.sop_class_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = None
-        self.sop_class_common_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = None
+        self.sop_class_common_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = (
+            None
+        )
 
     # -- pynetdicom-style timeout attributes ------------------------------------------------
 
@@ -183,8 +185,15 @@ class AE:
         when nothing listens, or another ``OSError`` when the peer cannot be reached.
         """
         return AssociateRequest(
-            self, host, port, ae_title=ae_title, contexts=contexts, max_pdu=max_pdu,
-            ext_neg=ext_neg, ssl_context=ssl_context, evt_handlers=evt_handlers,
+            self,
+            host,
+            port,
+            ae_title=ae_title,
+            contexts=contexts,
+            max_pdu=max_pdu,
+            ext_neg=ext_neg,
+            ssl_context=ssl_context,
+            evt_handlers=evt_handlers,
             bind_address=bind_address,
         )
 
@@ -193,7 +202,8 @@ class AE:
         try:
             with anyio.fail_after(timeouts.connect):
                 stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                    request.host, request.port,
+                    request.host,
+                    request.port,
                     local_host=request.bind_address[0] if request.bind_address else None,
                     local_port=request.bind_address[1] if request.bind_address else None,
                 )
@@ -212,7 +222,9 @@ class AE:
             try:
                 with anyio.fail_after(timeouts.tls_handshake):
                     stream = await TLSStream.wrap(
-                        stream, ssl_context=request.ssl_context, hostname=request.host,
+                        stream,
+                        ssl_context=request.ssl_context,
+                        hostname=request.host,
                         standard_compatible=False,
                     )
             except TimeoutError:
@@ -223,8 +235,13 @@ class AE:
                 raise
         max_pdu = self.maximum_pdu_size if request.max_pdu is None else request.max_pdu
         assoc = Association(
-            self, stream, role=Role.REQUESTOR, local_ae_title=self.ae_title,
-            remote_address=(request.host, request.port), timeouts=timeouts, max_pdu=max_pdu,
+            self,
+            stream,
+            role=Role.REQUESTOR,
+            local_ae_title=self.ae_title,
+            remote_address=(request.host, request.port),
+            timeouts=timeouts,
+            max_pdu=max_pdu,
             handlers=request.evt_handlers or (),
         )
         try:
@@ -237,7 +254,9 @@ class AE:
             raise
         return assoc
 
-    async def _negotiate(self, assoc: Association, request: AssociateRequest, max_pdu: int) -> None:
+    async def _negotiate(
+        self, assoc: Association, request: AssociateRequest, max_pdu: int
+    ) -> None:
         contexts = assign_context_ids(request.contexts or self.requested_contexts)
         if not contexts:
             raise ValueError("no presentation contexts to request: call add_requested_context()")
@@ -250,14 +269,19 @@ class AE:
             isinstance(i, AsynchronousOperationsWindow) for i in ext_neg
         ):
             invoked, performed = self.async_ops_window
-            ext_neg.insert(0, AsynchronousOperationsWindow(
-                maximum_number_operations_invoked=invoked,
-                maximum_number_operations_performed=performed,
-            ))
+            ext_neg.insert(
+                0,
+                AsynchronousOperationsWindow(
+                    maximum_number_operations_invoked=invoked,
+                    maximum_number_operations_performed=performed,
+                ),
+            )
         if self.implementation_version_name:
-            ext_neg.append(ImplementationVersionName(
-                implementation_version_name=self.implementation_version_name
-            ))
+            ext_neg.append(
+                ImplementationVersionName(
+                    implementation_version_name=self.implementation_version_name
+                )
+            )
         # PS3.7 D.3.3: sub-items in ascending item-type order.
         user_info.extend(sorted(ext_neg, key=_item_type))
         rq = AssociateRQ(
@@ -265,7 +289,8 @@ class AE:
             calling_ae_title=self.ae_title,
             presentation_contexts=[
                 PresentationContextRQ(
-                    context_id=cx.context_id or 0, abstract_syntax=cx.abstract_syntax,
+                    context_id=cx.context_id or 0,
+                    abstract_syntax=cx.abstract_syntax,
                     transfer_syntaxes=cx.transfer_syntaxes,
                 )
                 for cx in contexts
@@ -299,7 +324,9 @@ class AE:
         assoc._absorb_user_information(reply.user_information)
         roles = [i for i in ext_neg if isinstance(i, RoleSelection)]
         role_replies = [i for i in reply.user_information if isinstance(i, RoleSelection)]
-        negotiated = negotiate_as_requestor(contexts, reply.presentation_contexts, role_replies, roles)
+        negotiated = negotiate_as_requestor(
+            contexts, reply.presentation_contexts, role_replies, roles
+        )
         assoc.requested_contexts = contexts
         assoc.accepted_contexts = tuple(cx for cx in negotiated if cx.accepted)
         assoc.rejected_contexts = tuple(cx for cx in negotiated if not cx.accepted)
@@ -318,7 +345,9 @@ class AE:
         assoc.is_established = True
         assoc.log.info(
             "association accepted by %s: %d of %d contexts",
-            request.ae_title, len(assoc.accepted_contexts), len(contexts),
+            request.ae_title,
+            len(assoc.accepted_contexts),
+            len(contexts),
         )
         await assoc._notify(EVT_ACCEPTED)
 
@@ -337,8 +366,12 @@ class AE:
         from dicomio.server import Server
 
         return Server(
-            self, address, evt_handlers=evt_handlers or (), ssl_context=ssl_context,
-            backlog=backlog, shutdown_timeout=shutdown_timeout,
+            self,
+            address,
+            evt_handlers=evt_handlers or (),
+            ssl_context=ssl_context,
+            backlog=backlog,
+            shutdown_timeout=shutdown_timeout,
         )
 
 

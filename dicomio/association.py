@@ -318,6 +318,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             self._fail(errors.AssociationAborted(2, event.reason, event.message))
         elif isinstance(event, TransportClosed) and not self.is_released:
             self.is_aborted = self.is_established or self.is_aborted
+            self.is_established = False
             self._fail(errors.ConnectionClosed("the peer closed the connection"))
 
     def _on_dimse(self, item: Any) -> None:
@@ -432,33 +433,37 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self._outbox.extend(self._ul.data_to_send())
         if not self._outbox:
             return
-        async with self._write_lock:
-            parts, self._outbox = self._outbox, []
-            if not parts or self._transport_closed:
-                return
-            try:
-                if len(parts) == 1:
-                    await self._stream.send(parts[0])  # type: ignore[arg-type]
-                    return
-                total = sum(len(p) for p in parts)
-                if total <= FLUSH_THRESHOLD:
-                    await self._stream.send(b"".join(parts))
-                    return
-                small: list[bytes | memoryview] = []
-                for part in parts:
-                    if len(part) < 65536:
-                        small.append(part)
-                        continue
-                    if small:
-                        await self._stream.send(b"".join(small))
-                        small = []
-                    await self._stream.send(part)  # type: ignore[arg-type]
-                if small:
-                    await self._stream.send(b"".join(small))
-            except _CLOSED_ERRORS:
-                self._transport_closed = True
-                self._fail(errors.ConnectionClosed("the connection closed while sending"))
-                raise self._failure from None  # type: ignore[misc]
+        try:
+            async with self._write_lock:
+                parts, self._outbox = self._outbox, []
+                if parts and not self._transport_closed:
+                    await self._write(parts)
+        except _CLOSED_ERRORS:
+            self._fail(errors.ConnectionClosed("the connection closed while sending"))
+            await self._close_transport()
+            assert self._failure is not None
+            raise self._failure from None
+
+    async def _write(self, parts: list[bytes | memoryview]) -> None:
+        """Send queued parts: small ones joined into one write, large ones as they are."""
+        stream = self._stream
+        if len(parts) == 1:
+            await stream.send(parts[0])  # type: ignore[arg-type]
+            return
+        if sum(len(p) for p in parts) <= FLUSH_THRESHOLD:
+            await stream.send(b"".join(parts))
+            return
+        small: list[bytes | memoryview] = []
+        for part in parts:
+            if len(part) < 65536:
+                small.append(part)
+                continue
+            if small:
+                await stream.send(b"".join(small))
+                small = []
+            await stream.send(part)  # type: ignore[arg-type]
+        if small:
+            await stream.send(b"".join(small))
 
     async def send_message(
         self,
@@ -586,6 +591,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 await self._notify(EVT_ABORTED)
 
     async def _close_transport(self) -> None:
+        self.is_established = False
         if self._transport_closed:
             return
         self._transport_closed = True

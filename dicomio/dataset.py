@@ -11,6 +11,7 @@ This module does file I/O only in the functions that say so; encoding and decodi
 
 from __future__ import annotations
 
+import array
 import struct
 import zlib
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import attrs
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -70,13 +72,21 @@ def _encoding(transfer_syntax: UID) -> tuple[bool, bool, bool]:
 
 
 def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
-    """Encode ``ds`` (without file meta) in ``transfer_syntax`` (PS3.5 section 10)."""
+    """Encode ``ds`` (without file meta) in ``transfer_syntax`` (PS3.5 section 10).
+
+    pydicom writes OB/OW/OL/OF/OD/OV values as the raw bytes it holds, so when the target
+    byte order differs from the one those bytes were read in, they are swapped here on a
+    copy (PS3.5 7.3): pixel values survive a Little to Big Endian conversion.
+    """
     implicit, little, deflated = _encoding(transfer_syntax)
     fp = DicomBytesIO()
     fp.is_implicit_VR = implicit
     fp.is_little_endian = little
+    source_little = _source_little_endian(ds)
     # write_dataset refuses a data set whose own encoding flags disagree with the target.
     ds = _without_meta(ds)
+    if source_little != little:
+        ds = _byte_swapped(ds, bits_allocated=int(ds.get("BitsAllocated", 16) or 16))
     write_dataset(fp, ds)
     data = fp.getvalue()
     if deflated:
@@ -87,6 +97,47 @@ def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
         if len(data) % 2:
             data += b"\x00"
     return data
+
+
+#: Raw-byte VRs whose values are words in the data set's byte order, and their item codes.
+_WORD_VRS = {"OW": "H", "OL": "I", "OF": "f", "OD": "d", "OV": "Q"}
+
+
+def _source_little_endian(ds: Dataset) -> bool:
+    """The byte order raw values in ``ds`` are held in: its file's, else as read, else little."""
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if ts is not None:
+        return UID(str(ts)) != ExplicitVRBigEndian
+    little = ds.original_encoding[1]
+    return True if little is None else bool(little)
+
+
+def _byte_swapped(ds: Dataset, *, bits_allocated: int) -> Dataset:
+    """A copy of ``ds`` with every word-valued raw element byte-swapped (sequences too)."""
+    copy = Dataset()
+    for elem in ds:
+        vr = elem.VR
+        if vr == "OB or OW":  # Pixel Data read as Implicit VR: words when over 8 bits
+            vr = "OW" if bits_allocated > 8 else "OB"
+        code = _WORD_VRS.get(vr)
+        if code is not None and isinstance(elem.value, bytes) and elem.value:
+            words = array.array(code)
+            if len(elem.value) % words.itemsize:
+                raise ValueError(f"{elem.tag} has a length that is not a whole number of words")
+            words.frombytes(elem.value)
+            words.byteswap()
+            copy.add(DataElement(elem.tag, vr, words.tobytes()))
+        elif vr == "SQ":
+            copy.add(
+                DataElement(
+                    elem.tag, "SQ",
+                    [_byte_swapped(item, bits_allocated=bits_allocated) for item in elem.value],
+                )
+            )
+        else:
+            copy.add(elem)
+    return copy
 
 
 def decode_dataset(data: bytes | memoryview, transfer_syntax: UID) -> Dataset:

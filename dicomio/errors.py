@@ -20,6 +20,7 @@ __all__ = [
     "AssociationRejected",
     "AssociationReleased",
     "ConnectionClosed",
+    "ConnectionRefused",
     "DicomioError",
     "DIMSETimeout",
     "LocalProtocolError",
@@ -116,3 +117,12 @@ class DIMSETimeout(TimeoutError):
 
 class NoPresentationContext(DicomioError):
     """No accepted presentation context can carry the requested service or data set."""
+
+
+class ConnectionRefused(DicomioError, builtins.ConnectionRefusedError):
+    """The TCP connection to the peer was refused: nothing listens there (ECONNREFUSED).
+
+    Also a builtin ``ConnectionRefusedError`` (so an ``OSError``), as a plain socket
+    would raise.
+    """
+
