@@ -112,6 +112,10 @@ def make_dataset(
         ds.compress(RLELossless, encoding_plugin="pydicom")
     else:
         meta.TransferSyntaxUID = UID(transfer_syntax)
+    if transfer_syntax == ExplicitVRBigEndian:
+        # pydicom writes OW values as the bytes it holds: give it big-endian words, so the
+        # file is genuine Big Endian data and decodes to the same pixels as its siblings.
+        ds.PixelData = pixels.byteswap().tobytes()
     return ds
 
 

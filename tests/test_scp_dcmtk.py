@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.uid import (
@@ -432,7 +433,9 @@ def same_instance(received: Path, original: Path) -> None:
     got, want = dcmread(received), dcmread(original)
     assert got.SOPInstanceUID == want.SOPInstanceUID
     assert got.PatientName == want.PatientName
-    assert got.pixel_array.tobytes() == want.pixel_array.tobytes()
+    # Compare values: pydicom gives Big Endian pixel data a big-endian dtype, so the raw
+    # bytes of equal arrays differ.
+    assert np.array_equal(got.pixel_array, want.pixel_array)
 
 
 @pytest.mark.parametrize("model", ["-P", "-S"])
