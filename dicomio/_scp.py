@@ -26,12 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
 from dicomio import errors
-from dicomio.dataset import (
-    encode_dataset,
-    file_meta_for,
-    read_file_info,
-    write_part10_header,
-)
+from dicomio.dataset import encode_dataset, part10_header, read_file_info
 from dicomio.dimse import (
     CEchoRQ,
     CEchoRSP,
@@ -228,13 +223,14 @@ class ServiceProviderMixin:
         context = self._context(context_id)
         fd, name = tempfile.mkstemp(prefix=".dicomio-", suffix=".part", dir=directory)
         file = os.fdopen(fd, "wb")
-        meta = file_meta_for(
-            str(command.affected_sop_class_uid),
-            str(command.affected_sop_instance_uid),
-            str(context.transfer_syntax if context else "1.2.840.10008.1.2"),
-            source_ae_title=self.remote_ae_title,
+        file.write(
+            part10_header(
+                str(command.affected_sop_class_uid),
+                str(command.affected_sop_instance_uid),
+                str(context.transfer_syntax if context else "1.2.840.10008.1.2"),
+                source_ae_title=self.remote_ae_title or None,
+            )
         )
-        write_part10_header(file, meta)
         self._disk[context_id] = _Incoming(context_id, command, Path(name), file)
 
     def _stream_fragment(self, context_id: int, data: memoryview, is_last: bool) -> None:

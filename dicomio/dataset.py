@@ -35,6 +35,7 @@ from pydicom.uid import (
 
 __all__ = [
     "FileInfo",
+    "part10_header",
     "UNCOMPRESSED",
     "decode_dataset",
     "encode_dataset",
@@ -188,6 +189,44 @@ def write_part10_header(fp: BinaryIO, meta: FileMetaDataset) -> None:
     buf = DicomBytesIO()
     write_file_meta_info(buf, meta, enforce_standard=True)
     fp.write(buf.getvalue())
+
+
+def _meta_element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element of the file meta group (PS3.10 7.1)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", group, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    data = text.encode("ascii")
+    return data + pad if len(data) % 2 else data
+
+
+def part10_header(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    *,
+    source_ae_title: str | None = None,
+) -> bytes:
+    """Preamble, ``DICM`` and the file meta group, encoded directly (PS3.10 7.1).
+
+    The same content as ``write_part10_header(file_meta_for(...))`` without building a
+    pydicom Dataset: a C-STORE SCP writes one of these per received instance.
+    """
+    body = b"".join([
+        _meta_element(0x00020001, b"OB", b"\x00\x01"),
+        _meta_element(0x00020002, b"UI", _padded(sop_class_uid, b"\x00")),
+        _meta_element(0x00020003, b"UI", _padded(sop_instance_uid, b"\x00")),
+        _meta_element(0x00020010, b"UI", _padded(transfer_syntax, b"\x00")),
+        _meta_element(0x00020012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\x00")),
+        _meta_element(0x00020013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
+        _meta_element(0x00020016, b"AE", _padded(source_ae_title, b" ")) if source_ae_title else b"",
+    ])
+    group_length = _meta_element(0x00020000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + group_length + body
 
 
 def write_part10(path: Path, meta: FileMetaDataset, chunks: Iterable[bytes | memoryview]) -> None:

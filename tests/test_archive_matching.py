@@ -350,6 +350,31 @@ CASES: list[tuple[Any, ...]] = [
         {"P0S0", "P0S1"},
     ),
     ("study-id", STUDY_ROOT, {"QueryRetrieveLevel": "STUDY", "StudyID": "S1"}, {"P0S1", "P1S1"}),
+    # -- cases that guard the SQL pre-filter: it must stay a superset of the matches --------
+    (
+        "wildcard-keeps-empty-stored-values",
+        PATIENT_ROOT,
+        {"QueryRetrieveLevel": "PATIENT", "PatientSex": "F*"},
+        {"P0", "P2", "P3"},
+    ),
+    (
+        "pn-ascii-prefix-ignores-case",
+        PATIENT_ROOT,
+        {"QueryRetrieveLevel": "PATIENT", "PatientName": "mü*"},
+        {"P1"},
+    ),
+    (
+        "pn-non-ascii-first-ignores-case",
+        PATIENT_ROOT,
+        {"QueryRetrieveLevel": "PATIENT", "PatientName": "åNGSTRÖM*"},
+        {"P2", "P3"},
+    ),
+    (
+        "modality-exact-series",
+        STUDY_ROOT,
+        {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": P0S0, "Modality": "MR"},
+        {"P0S0MR"},
+    ),
     # -- STUDY level, Patient Root: the PATIENT level's unique key is needed ------------------
     (
         "patient-root-study",

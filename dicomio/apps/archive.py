@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from dicomio.apps._common import safe_name
 from dicomio.apps.matching import (
     UNABLE_TO_PROCESS,
     UNIQUE_KEYS,
+    Kind,
     Level,
     MatchOptions,
     Model,
@@ -146,6 +148,26 @@ _COLUMNS: dict[str, str] = {
     "InstanceNumber": "i.instance_number",
 }
 
+#: Columns that are plain table columns (not computed counts), where SQL can filter.
+_PLAIN_COLUMN = re.compile(r"[a-z]+\.[a-z_]+")
+#: Keys that hold one value by nature, so an exact SQL comparison equals the DICOM match.
+_EXACT_PUSHDOWN = frozenset({"PatientID", "AccessionNumber", "StudyID", "Modality", "SOPClassUID"})
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The characters of a wildcard pattern before its first wildcard or non-ASCII character."""
+    prefix = []
+    for char in pattern:
+        if char in "*?" or not char.isascii():
+            break
+        prefix.append(char)
+    return "".join(prefix)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 _FROM: dict[Level, str] = {
     Level.PATIENT: "patients p",
     Level.STUDY: "studies st JOIN patients p ON p.patient_id = st.patient_id",
@@ -238,6 +260,8 @@ class Archive:
         self.options = MatchOptions(pn_ignore_case=pn_ignore_case, relational=relational)
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -267,6 +291,10 @@ class Archive:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._local = threading.local()
 
     async def __aenter__(self) -> Archive:
         return await self.open()
@@ -276,12 +304,15 @@ class Archive:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
+        """This worker thread's read connection, opened once (WAL readers never block)."""
         self._open_sync()
-        conn = sqlite3.connect(self.database, timeout=30)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.database, timeout=30, check_same_thread=False)
+            self._local.conn = conn
+            with self._write_lock:
+                self._readers.append(conn)
+        yield conn
 
     # -- storing ----------------------------------------------------------------------------
 
@@ -478,6 +509,15 @@ class Archive:
         return await anyio.to_thread.run_sync(self._paths_sync, query)
 
     def _where(self, query: Query) -> tuple[str, list[str]]:
+        """SQL that selects a superset of the matches; ``Query.matches`` has the last word.
+
+        Besides the unique keys, two kinds of condition are pushed into SQL so that the
+        index and SQLite, not Python, discard most rows: an exact value of a key that is
+        single-valued by nature, and the ASCII literal prefix of a wildcard (LIKE is
+        ASCII-case-insensitive, so the prefix stops at the first non-ASCII character to
+        stay a superset when names match ignoring case). Stored empty values match any
+        key (PS3.4 C.2.2.1.2), so they always pass.
+        """
         clauses: list[str] = []
         params: list[str] = []
         for level in query.model.levels:
@@ -487,6 +527,27 @@ class Archive:
             column = _COLUMNS[UNIQUE_KEYS[level]]
             clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
             params.extend(values)
+        for cond in query.conditions:
+            column = _COLUMNS.get(cond.keyword, "")
+            if not _PLAIN_COLUMN.fullmatch(column) or _column_level(cond.keyword) > query.level:
+                continue
+            matcher = cond.matcher
+            if len(matcher.values) != 1 or matcher.ranges:
+                continue
+            if (
+                matcher.kind is Kind.SINGLE
+                and cond.keyword in _EXACT_PUSHDOWN
+                and not matcher.ignore_case
+            ):
+                clauses.append(f"({column} = ? OR {column} IS NULL OR {column} = '')")
+                params.append(matcher.values[0])
+            elif matcher.kind is Kind.WILDCARD:
+                prefix = _literal_prefix(matcher.values[0])
+                if prefix:
+                    clauses.append(
+                        f"({column} LIKE ? ESCAPE '\\' OR {column} IS NULL OR {column} = '')"
+                    )
+                    params.append(_like_escape(prefix) + "%")
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def _rows_sync(self, query: Query) -> list[dict[str, Any]]:
