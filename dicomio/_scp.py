@@ -158,6 +158,7 @@ class ServiceProviderMixin:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._performing: anyio.Semaphore | None = None
         self._disk: dict[int, _Incoming] = {}
+        self._echoes: deque[tuple[int, CEchoRQ]] = deque()
 
     # -- reader loop (acceptor) ---------------------------------------------------------------
 
@@ -176,9 +177,13 @@ class ServiceProviderMixin:
             while not self._transport_closed:
                 if network is None:
                     await self._read_once()
+                else:
+                    with anyio.move_on_after(network) as idle:
+                        await self._read_once()
+                while self._echoes:
+                    await self._answer_echo(*self._echoes.popleft())
+                if network is None:
                     continue
-                with anyio.move_on_after(network) as idle:
-                    await self._read_once()
                 if idle.cancelled_caught and not self._running and not self._incoming:
                     self.log.info("network timeout: no traffic for %s s", network)
                     await self.abort(2, 0)
@@ -189,9 +194,32 @@ class ServiceProviderMixin:
         tg = self._task_group
         if tg is None:
             return
+        default_echo = not self.get_handlers(EVT_C_ECHO)
         while self._incoming:
             context_id, command, data = self._incoming.popleft()
+            if default_echo and isinstance(command, CEchoRQ):
+                # Nothing user-written runs for a C-ECHO with no handler: the reader answers
+                # it itself, without the cost of a task, right after this read.
+                self._echoes.append((context_id, command))
+                continue
             tg.start_soon(self._handle_request, context_id, command, data)
+
+    async def _answer_echo(self, context_id: int, command: CEchoRQ) -> None:
+        """The default C-ECHO answer (PS3.7 9.1.5): Success."""
+        context = self._context(context_id)
+        if context is None:
+            await self._handle_request(context_id, command, None)  # the usual abort path
+            return
+        with contextlib.suppress(errors.DicomioError):
+            await self.send_message(
+                context_id,
+                CEchoRSP(
+                    message_id_being_responded_to=command.message_id,
+                    affected_sop_class_uid=command.affected_sop_class_uid,
+                    status=SUCCESS,
+                    has_dataset=False,
+                ),
+            )
 
     async def _run_incoming_inline(self) -> None:
         while self._incoming:

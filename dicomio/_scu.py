@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomio import errors
+from dicomio._locks import Held as _Held
 from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, read_file_info
 from dicomio.dimse import (
     CCancelRQ,
@@ -153,7 +154,7 @@ class ServiceUserMixin:
         self, context: PresentationContext, build: Any, dataset: Any = None
     ) -> tuple[Any, bytes | None]:
         """Send one request and wait for its one response, within the window."""
-        async with self._window:
+        async with _Held(self._window):
             op, _ = await self._request(context, build, dataset)
             try:
                 command, data = await self._next_response(op, self.timeouts.dimse)
@@ -603,7 +604,7 @@ class ResponseStream:
                             op.wakeup = anyio.Event()
                             await op.wakeup.wait()
                             continue
-                        async with assoc._read_lock:
+                        async with _Held(assoc._read_lock):
                             if op.message_id in assoc._ops:
                                 await assoc._read_once()
                 if scope.cancelled_caught:

@@ -29,6 +29,7 @@ import anyio.abc
 from pydicom.uid import UID
 
 from dicomio import errors
+from dicomio._locks import Held as _Held
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
 from dicomio.config import Timeouts
@@ -398,7 +399,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                         await op.wakeup.wait()
                         op.wakeup = None
                         continue
-                    async with self._read_lock:
+                    async with _Held(self._read_lock):
                         if op.responses or self._failure is not None:
                             continue
                         await self._read_once()
@@ -434,7 +435,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if not self._outbox:
             return
         try:
-            async with self._write_lock:
+            async with _Held(self._write_lock):
                 parts, self._outbox = self._outbox, []
                 if parts and not self._transport_closed:
                     await self._write(parts)
@@ -481,7 +482,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if self._debug:
             self.log.debug("sending %s ctx=%d", summary(command), context_id)
         ul = self._ul
-        async with self._send_lock:
+        async with _Held(self._send_lock):
             if isinstance(dataset, (bytes, bytearray, memoryview)) or dataset is None:
                 queued = 0
                 for pdata in fragment(
@@ -540,7 +541,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             self._ul.send_pdata(pdata, now=anyio.current_time())
 
     async def _send_deferred(self) -> None:
-        async with self._send_lock:
+        async with _Held(self._send_lock):
             pdus, self._deferred = self._deferred, []
             for pdata in pdus:
                 self._ul.send_pdata(pdata, now=anyio.current_time())
@@ -561,7 +562,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 if self._background_reader:
                     await self._ended.wait()  # the reader task is reading for us
                     break
-                async with self._read_lock:
+                async with _Held(self._read_lock):
                     await self._read_once()
                 if isinstance(self._failure, errors.AssociationAborted):
                     break

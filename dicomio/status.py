@@ -17,7 +17,9 @@ import enum
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 __all__ = [
     "ATTRIBUTE_LIST_ERROR",
@@ -277,6 +279,25 @@ def _is_outside_annex_c(code: int) -> bool:
     )
 
 
+#: A blank Dataset's instance attributes, from a real one, so that new attributes of a
+#: future pydicom are copied too.
+_PROTOTYPE: dict[str, Any] = dict(Dataset().__dict__)
+_STATUS_TAG = Tag(0x0000, 0x0900)
+
+
+def _blank_dataset() -> Dataset:
+    """``Dataset()`` without its ~15 calls to ``Dataset.__setattr__``.
+
+    Every response carries a status Dataset, so this is on the C-ECHO hot path; mutable
+    attributes (the element dict, private blocks ...) are fresh copies, never shared.
+    """
+    ds = Dataset.__new__(Dataset)
+    ds.__dict__.update(
+        {k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in _PROTOTYPE.items()}
+    )
+    return ds
+
+
 def status_dataset(code: int, **elements: Any) -> Dataset:
     """Build the status ``Dataset`` a DIMSE response carries to the user (PS3.7 Annex C).
 
@@ -287,8 +308,8 @@ def status_dataset(code: int, **elements: Any) -> Dataset:
     """
     if not 0 <= code <= 0xFFFF:
         raise ValueError(f"a status is an unsigned 16-bit value (US): {code}")
-    ds = Dataset()
-    ds.Status = code
+    ds = _blank_dataset()
+    ds._dict[_STATUS_TAG] = DataElement(_STATUS_TAG, "US", code)
     for keyword, value in elements.items():
         tag = tag_for_keyword(keyword)
         # Only the command group: these fields belong to the response's command set, not to

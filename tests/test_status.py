@@ -173,3 +173,21 @@ def test_all_lists_public_names() -> None:
         and not isinstance(value, type(status))
     }
     assert public == set(status.__all__)
+
+
+def test_status_dataset_behaves_like_a_plain_dataset() -> None:
+    """The fast construction must give a Dataset users cannot tell from ``Dataset()``."""
+    import pickle
+
+    from pydicom.dataset import Dataset
+
+    a = status_dataset(0xFF00, ErrorComment="slow")
+    b = Dataset()
+    b.Status = 0xFF00
+    b.ErrorComment = "slow"
+    assert a == b
+    assert a.Status == 0xFF00 and "Status" in a and a["Status"].VR == "US"
+    a.PatientID = "X"  # mutable, and independent of every other status Dataset
+    assert "PatientID" not in status_dataset(0)
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert a.to_json_dict() == {**b.to_json_dict(), "00100020": {"vr": "LO", "Value": ["X"]}}
