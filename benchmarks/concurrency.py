@@ -1,0 +1,130 @@
+"""S6: C associations at once, each doing 20 C-ECHOs, against one server process.
+
+The clients are dicomio, spread over several client processes (``CLIENT_PROCESSES``), each
+opening its share of the associations at the same moment. Measured: wall time from the
+first client's start to the last one's end, associations that did not complete all their
+C-ECHOs, and the server's peak RSS and thread count.
+
+Servers: dicomio (one event loop; listen backlog 1,024), pynetdicom (a thread per
+association; listen backlog 5, socketserver's default), DCMTK ``storescp`` without
+``--fork``, which serves one association at a time (backlog 50); its ``--fork`` mode is a
+process per association, which is not "one server process".
+"""
+
+from __future__ import annotations
+
+from benchmarks.echo import SCP_TITLE
+from benchmarks.model import DCMTK, DICOMIO, IMPLS, PYNETDICOM, Row, Settings, fill, measuring
+from benchmarks.runner import HarnessError, Server, Workspace, run_clients
+
+ECHOES = 20
+#: pynetdicom needs a thread per association; at 10,000 that is beyond what it was made for
+#: (each thread also polls every millisecond), so it is not run there.
+PYNETDICOM_MAX = 1000
+
+
+def client_processes(associations: int) -> int:
+    return 2 if associations <= 100 else 4
+
+
+def start_server(ws: Workspace, impl: str) -> Server:
+    if impl == DICOMIO:
+        return ws.python_server("many-dicomio", "dicomio-scp", ["--mode", "discard"])
+    if impl == PYNETDICOM:
+        return ws.python_server("many-pynetdicom", "pynetdicom-scp", ["--mode", "discard"])
+    return ws.dcmtk_server("many-dcmtk", "storescp", ["-aet", SCP_TITLE, "--ignore"])
+
+
+def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
+    rows: list[Row] = []
+    for server_impl in IMPLS:
+        sizes = list(settings.s6_sizes)
+        if settings.quick and server_impl != DICOMIO:
+            rows += [
+                Row(
+                    "S6",
+                    f"{size:,} associations",
+                    f"dicomio x{client_processes(size)}",
+                    server_impl,
+                    "s",
+                    higher_is_better=False,
+                    status="skipped",
+                    note="quick mode measures the dicomio server only",
+                )
+                for size in sizes
+            ]
+            continue
+        try:
+            server = start_server(ws, server_impl)
+        except HarnessError as exc:
+            for size in sizes:
+                rows.append(
+                    Row(
+                        "S6",
+                        f"{size:,} associations",
+                        DICOMIO,
+                        server_impl,
+                        "s",
+                        higher_is_better=False,
+                        status="error",
+                        note=str(exc)[:400],
+                    )
+                )
+            continue
+        try:
+            for size in sizes:
+                variant = f"{size:,} associations"
+                processes = client_processes(size)
+                if server_impl == PYNETDICOM and size > PYNETDICOM_MAX:
+                    rows.append(
+                        Row(
+                            "S6",
+                            variant,
+                            f"dicomio x{processes}",
+                            server_impl,
+                            "s",
+                            higher_is_better=False,
+                            status="n/a",
+                            note=f"not run above {PYNETDICOM_MAX:,}: a thread per association, "
+                            "each polling every 1 ms",
+                        )
+                    )
+                    continue
+                row = Row(
+                    "S6",
+                    variant,
+                    f"dicomio x{processes}",
+                    server_impl,
+                    "s",
+                    higher_is_better=False,
+                    note=f"{processes} client processes, {ECHOES} C-ECHOs per association",
+                )
+                if server_impl == DCMTK:
+                    row.note += "; storescp serves one association at a time"
+                shares = [size // processes + (i < size % processes) for i in range(processes)]
+                argvs = [
+                    [
+                        "dicomio-many",
+                        "--port",
+                        str(server.port),
+                        "--count",
+                        str(share),
+                        "--echoes",
+                        str(ECHOES),
+                    ]
+                    for share in shares
+                ]
+                with measuring(rows, row):
+                    reps = run_clients(
+                        ws,
+                        argvs,
+                        [server],
+                        reps=settings.reps,
+                        warmup=settings.warmup,
+                        rep_timeout=max(settings.rep_timeout, 900.0),
+                    )
+                    fill(row, reps, lambda rep: rep.wall)
+                    row.extras["echo/s"] = [rep.count * ECHOES / rep.wall for rep in reps]
+        finally:
+            ws.stop(server.proc)
+    return rows

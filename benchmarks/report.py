@@ -1,0 +1,420 @@
+"""RESULTS.md and results.json (quick runs: RESULTS-quick.md ...): the measurements, dicomio's ratios, and issue #6's targets."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.model import DCMTK, DICOMIO, IMPLS, PYNETDICOM, SCENARIOS, TITLES, Row
+
+MATRIX_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+
+
+# -- environment ---------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        first = subprocess.run(
+            ["/usr/bin/storescp", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.split("\n")[0]
+        dcmtk = first.split(" v", 1)[1].split(" ")[0] if " v" in first else first
+    except (OSError, subprocess.SubprocessError):
+        dcmtk = "not found"
+    mem_kb = 0
+    with open("/proc/meminfo") as fp:
+        for line in fp:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    model = ""
+    with open("/proc/cpuinfo") as fp:
+        for line in fp:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import dicomio
+
+    return {
+        "python": platform.python_version(),
+        "dicomio": getattr(dicomio, "__version__", version("dicomio")),
+        "pynetdicom": version("pynetdicom"),
+        "pydicom": version("pydicom"),
+        "anyio": version("anyio"),
+        "DCMTK": dcmtk,
+        "cores": os.cpu_count(),
+        "usable cores": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "memory GB": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+    }
+
+
+# -- lookups and ratios --------------------------------------------------------------------
+
+
+def find(rows: list[Row], scenario: str, variant: str, client: str, server: str) -> Row | None:
+    for row in rows:
+        if (row.scenario, row.variant, row.client, row.server) == (
+            scenario,
+            variant,
+            client,
+            server,
+        ):
+            return row if row.status == "ok" and row.values else None
+    return None
+
+
+def advantage(ours: Row | None, theirs: Row | None) -> float | None:
+    """How many times better dicomio's median is (> 1: dicomio is better)."""
+    if ours is None or theirs is None or not ours.median or not theirs.median:
+        return None
+    if ours.higher_is_better:
+        return ours.median / theirs.median
+    return theirs.median / ours.median
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        text = f"{value:,.0f}"
+    elif magnitude >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+
+
+# -- targets (issue #6) --------------------------------------------------------------------
+
+
+def targets(rows: list[Row]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+
+    def add(target: str, measured: str, met: bool | None, how: str = "") -> None:
+        status = "not evaluated" if met is None else "met" if met else "missed"
+        out.append({"target": target, "measured": measured, "status": status, "how": how})
+
+    def pair(scenario: str, variant: str, peer: str) -> float | None:
+        return advantage(
+            find(rows, scenario, variant, DICOMIO, DICOMIO),
+            find(rows, scenario, variant, peer, peer),
+        )
+
+    for scenario, variant, goal, label in (
+        ("S1", "", 20, "S1 C-ECHO rate ≥ 20x pynetdicom"),
+        ("S2", "", 10, "S2 association rate ≥ 10x pynetdicom"),
+        (
+            "S3",
+            "0.5 MiB, server discards",
+            15,
+            "S3 C-STORE 0.5 MB, server discarding, ≥ 15x pynetdicom",
+        ),
+        ("S5", "", 10, "S5 C-FIND matches/s ≥ 10x pynetdicom"),
+    ):
+        ratio = pair(scenario, variant, PYNETDICOM)
+        add(
+            label,
+            fmt_ratio(ratio),
+            None if ratio is None else ratio >= goal,
+            "dicomio↔dicomio against pynetdicom↔pynetdicom, medians",
+        )
+
+    writes = "0.5 MiB, server writes"
+    server_ratio = advantage(
+        find(rows, "S3", writes, DCMTK, DICOMIO), find(rows, "S3", writes, DCMTK, DCMTK)
+    )
+    pair_ratio = pair("S3", writes, DCMTK)
+    add(
+        "S3 C-STORE 0.5 MB, server writing files, ≥ DCMTK storescp's rate",
+        f"{fmt_ratio(server_ratio)} as server (both fed by storescu); "
+        f"{fmt_ratio(pair_ratio)} dicomio↔dicomio vs DCMTK↔DCMTK",
+        None if server_ratio is None else server_ratio >= 1.0,
+        "dicomio SCP (stream_to_disk) against storescp -od, same client (storescu)",
+    )
+
+    s4 = next(
+        (
+            r
+            for r in rows
+            if r.scenario == "S4"
+            and r.client == DICOMIO
+            and r.server == DICOMIO
+            and r.status == "ok"
+            and r.values
+        ),
+        None,
+    )
+    if s4 is None:
+        add("S4 ≥ 500 MB/s, server peak RSS < 100 MB above idle", "—", None)
+    else:
+        extra = max(s4.extras.get("server +MB", [math.nan]))
+        add(
+            "S4 ≥ 500 MB/s, server peak RSS < 100 MB above idle",
+            f"{fmt(s4.median, 'MB/s')}, server +{fmt(extra)} MB at most ({s4.variant})",
+            s4.median >= 500 and extra < 100,
+            "dicomio client from paths → dicomio SCP stream_to_disk",
+        )
+
+    s6 = [r for r in rows if r.scenario == "S6" and r.server == DICOMIO and r.status == "ok"]
+    big = next((r for r in s6 if r.variant.startswith("10,000")), None)
+    summary = (
+        ", ".join(f"{r.variant}: {fmt(max(r.extras.get('failures', [0])))} failed" for r in s6)
+        or "—"
+    )
+    add(
+        "S6 10,000 concurrent associations, no failure",
+        summary,
+        None if big is None else max(big.extras.get("failures", [1])) == 0,
+        "dicomio server; failures = associations not completing their 20 C-ECHOs, worst rep",
+    )
+
+    w1 = find(rows, "S7", "C-ECHO, window 1", DICOMIO, DICOMIO)
+    w16 = find(rows, "S7", "C-ECHO, window 16", DICOMIO, DICOMIO)
+    ratio = advantage(w16, w1)
+    add(
+        "S7 window 16 ≥ 2x window 1 on C-ECHO",
+        fmt_ratio(ratio),
+        None if ratio is None else ratio >= 2,
+    )
+
+    for row in rows:
+        if row.scenario == "S8" and row.client == f"{DICOMIO} (all at once)":
+            seq = find(rows, "S8", row.variant, f"{DICOMIO} (one after another)", row.server)
+            ratio = advantage(row if row.values else None, seq)
+            add(
+                f"S8 fan-out ≥ 10x sequential ({row.variant})",
+                fmt_ratio(ratio),
+                None if ratio is None else ratio >= 10,
+                "wall time one after another / all at once, one dicomio client process",
+            )
+    return out
+
+
+# -- markdown --------------------------------------------------------------------------------
+
+
+def _side(row: Row) -> str:
+    parts = []
+    for name, label in (("server CPU s", "srv CPU"), ("client CPU s", "cli CPU")):
+        value = row.extra(name)
+        if value is not None:
+            parts.append(f"{label} {fmt(value)} s")
+    peak, plus = row.extra("server peak MB"), row.extra("server +MB")
+    if peak:
+        parts.append(f"srv RSS {fmt(peak)} MB (+{fmt(plus)})")
+    peak, plus = row.extra("client peak MB"), row.extra("client +MB")
+    if peak:
+        parts.append(f"cli RSS {fmt(peak)} MB (+{fmt(plus)})")
+    if row.scenario == "S6":
+        parts.append(f"srv threads {fmt(max(row.extras.get('server threads', [0])))}")
+        echo = row.extra("echo/s")
+        if echo:
+            parts.append(f"{fmt(echo)} echo/s")
+    failures = sum(row.extras.get("failures", []))
+    if failures:
+        parts.append(f"**failures {fmt(failures)}** (all reps)")
+    return "; ".join(parts)
+
+
+def _pair_name(row: Row) -> str:
+    return row.client if row.scenario in ("S8", "CORE") else f"{row.client} → {row.server}"
+
+
+def _ratio_lines(rows: list[Row], scenario: str, variant: str) -> list[str]:
+    lines = []
+
+    def cells(get: Callable[[str], tuple[Row | None, Row | None]]) -> list[str]:
+        return [fmt_ratio(advantage(*get(peer))) for peer in (PYNETDICOM, DCMTK)]
+
+    def line(label: str, get: Callable[[str], tuple[Row | None, Row | None]]) -> None:
+        values = cells(get)
+        if any(v != "—" for v in values):
+            lines.append(f"| {scenario} | {variant or '—'} | {label} | {' | '.join(values)} |")
+
+    line(
+        "both sides (dicomio↔dicomio vs peer↔peer)",
+        lambda p: (
+            find(rows, scenario, variant, DICOMIO, DICOMIO),
+            find(rows, scenario, variant, p, p),
+        ),
+    )
+    for client in IMPLS:
+        line(
+            f"as server (client: {client})",
+            lambda p, c=client: (
+                find(rows, scenario, variant, c, DICOMIO),
+                find(rows, scenario, variant, c, p),
+            ),
+        )
+    for server in IMPLS:
+        line(
+            f"as client (server: {server})",
+            lambda p, s=server: (
+                find(rows, scenario, variant, DICOMIO, s),
+                find(rows, scenario, variant, p, s),
+            ),
+        )
+    return lines
+
+
+def markdown(meta: dict[str, Any], rows: list[Row], goals: list[dict[str, str]]) -> str:
+    env = meta["environment"]
+    out = [
+        "# dicomio benchmarks",
+        "",
+        f"Generated by `{meta['command']}` ({meta['mode']} mode) on {meta['date']}, "
+        f"in {meta['runtime_s']:.0f} s. Each figure is the median of the *n* measured "
+        f"repetitions (this run: {meta['reps']}, after {meta['warmup']} warm-up; rows kept "
+        "from an earlier `--only` run may differ), with the minimum and maximum.",
+        "",
+        "Load when the run started and ended (1-minute average): "
+        f"{meta['load_start']:.2f} and {meta['load_end']:.2f} on {env['usable cores']} cores. "
+        "Other work on the machine makes the numbers noisy.",
+        "",
+        "| python | dicomio | pynetdicom | pydicom | DCMTK | anyio | cores | memory | kernel |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {env['python']} | {env['dicomio']} | {env['pynetdicom']} | {env['pydicom']} | "
+        f"{env['DCMTK']} | {env['anyio']} | {env['cores']} ({env['cpu']}) | "
+        f"{env['memory GB']} GB | {env['kernel']} |",
+        "",
+        "## Targets (issue #6)",
+        "",
+        "| target | measured | status | how |",
+        "|---|---|---|---|",
+    ]
+    for goal in goals:
+        out.append(
+            f"| {goal['target']} | {goal['measured']} | **{goal['status']}** | {goal['how']} |"
+        )
+    out += ["", "## Results", ""]
+    out.append(
+        "Each client and each server is its own process. *srv*/*cli* CPU: CPU seconds used by "
+        "the server / client(s) during one repetition (DCMTK clients: the tool's own, from "
+        "`wait4`). RSS: peak during the repetition, and in brackets how far above the "
+        "process's RSS just before it. Ratios below are dicomio's advantage: above 1x "
+        "dicomio is better."
+    )
+    for scenario in SCENARIOS:
+        selected = [r for r in rows if r.scenario == scenario]
+        if not selected:
+            continue
+        out += ["", f"### {scenario}: {TITLES[scenario]}", ""]
+        out += [
+            "| variant | client → server | median | min | max | n | side measurements | notes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in selected:
+            if row.status != "ok":
+                out.append(
+                    f"| {row.variant or '—'} | {_pair_name(row)} | {row.status} | | | | | "
+                    f"{row.note} |"
+                )
+                continue
+            out.append(
+                f"| {row.variant or '—'} | {_pair_name(row)} | **{fmt(row.median, row.unit)}** "
+                f"| {fmt(row.min)} | {fmt(row.max)} | {len(row.values)} | {_side(row)} "
+                f"| {row.note} |"
+            )
+    ratio_lines: list[str] = []
+    for scenario in MATRIX_SCENARIOS:
+        variants = dict.fromkeys(r.variant for r in rows if r.scenario == scenario)
+        for variant in variants:
+            ratio_lines += _ratio_lines(rows, scenario, variant)
+    if ratio_lines:
+        out += [
+            "",
+            "## dicomio's ratio to each peer",
+            "",
+            "| scenario | variant | comparison | vs pynetdicom | vs DCMTK |",
+            "|---|---|---|---|---|",
+            *ratio_lines,
+        ]
+    skipped = [r for r in rows if r.status != "ok"]
+    if skipped:
+        out += ["", "## Not run, not applicable, or failed", ""]
+        for row in skipped:
+            out.append(
+                f"- {row.scenario} {row.variant} {_pair_name(row)}: **{row.status}**: {row.note}"
+            )
+    out += ["", "## Method", "", *meta["method"], ""]
+    return "\n".join(out)
+
+
+METHOD = [
+    "- `python -m benchmarks run [--quick] [--only S1,S3] [--s4-mb 1024]`; every server is "
+    "started on a free 127.0.0.1 port and stopped at the end. Clients run in lock-step with "
+    "the harness: each repetition starts when all clients are ready (associated where the "
+    "scenario times operations on one association), and the servers' CPU time, RSS (VmRSS "
+    "before, VmHWM after, reset with /proc/PID/clear_refs) and thread count (sampled every "
+    "20 ms) are read around it.",
+    '- Peers as configured: pynetdicom with `_config.LOG_HANDLER_LEVEL = "none"` and '
+    "`maximum_pdu_size = 262144` (dicomio's default), its listen backlog left at "
+    "socketserver's 5; DCMTK tools with `-pdu 131072` (their largest) and the environment "
+    "variable `TCP_NODELAY=1`: Debian's DCMTK 3.6.7 otherwise leaves Nagle's algorithm on and "
+    "every small message waits about 40 ms for a delayed ACK (about 23 C-ECHOs a second instead "
+    "of 23,000). dicomio with its defaults.",
+    "- Data: CT images in Explicit VR Little Endian with 16-bit pixel data, generated once into "
+    "the cache folder and read from the page cache. MB = 1,000,000 bytes; MiB = 1,048,576.",
+    "- DCMTK clients are timed from process start to exit, so their figures include start-up "
+    "and association (a few milliseconds); Python clients are timed inside the process.",
+    "- A pynetdicom client now and then drops a response that arrives before its calling "
+    'thread waits for it ("Received unexpected ... service message", pydicom/pynetdicom#875) '
+    "and its repetition stalls for the 30 s DIMSE timeout, against any server; such "
+    "repetitions are kept (they are what a user gets), counted as failures and named in the "
+    "notes. Medians are robust to one of them.",
+    "- S6 and S8 are bounded by CPU on a small machine: clients and servers share the cores, so "
+    "a fan-out cannot overlap work that is CPU-bound (S8 at 0 ms), and 10,000 associations that "
+    "need more CPU than the 30 s ACSE/DIMSE timeouts allow end in timeouts.",
+]
+
+
+def paths(directory: Path, mode: str) -> tuple[Path, Path]:
+    """(markdown, json) for a mode: a quick run never overwrites the full results."""
+    suffix = "-quick" if mode == "quick" else ""
+    return directory / f"RESULTS{suffix}.md", directory / f"results{suffix}.json"
+
+
+def write(directory: Path, meta: dict[str, Any], rows: list[Row]) -> Path:
+    goals = targets(rows)
+    meta = {**meta, "method": METHOD}
+    md, js = paths(directory, meta["mode"])
+    js.write_text(
+        json.dumps(
+            {"meta": meta, "targets": goals, "rows": [r.as_dict() for r in rows]},
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
+    md.write_text(markdown(meta, rows, goals))
+    return md
+
+
+def load_rows(directory: Path, mode: str) -> list[Row]:
+    """Rows of an earlier run in the same mode (for ``--only`` runs to merge into)."""
+    try:
+        saved = json.loads(paths(directory, mode)[1].read_text())
+    except (OSError, ValueError):
+        return []
+    if saved.get("meta", {}).get("mode") != mode:
+        return []
+    return [Row.from_dict(r) for r in saved.get("rows", [])]

@@ -1,0 +1,180 @@
+"""S3 (many 0.5 MB C-STOREs on one association) and S4 (large C-STOREs), client x server.
+
+S3 runs twice: servers discarding what they receive, and servers writing files:
+
+- dicomio SCP: discard = handler returns Success; write = ``stream_to_disk`` (the data set is
+  written while it arrives, then renamed).
+- pynetdicom SCP: discard = handler returns Success without decoding; write =
+  ``event.encoded_dataset()`` written to a file (its fastest documented way).
+- DCMTK: ``storescp --ignore``; ``storescp -od DIR``.
+
+S4 uses writing servers only, each in its bounded-memory mode: dicomio ``stream_to_disk``,
+pynetdicom ``STORE_RECV_CHUNKED_DATASET``, DCMTK ``storescp -od DIR +B`` (bit-preserving, written
+as received); and clients sending from files: dicomio ``send_c_store(path)`` (streamed),
+pynetdicom with ``STORE_SEND_CHUNKED_DATASET``, DCMTK ``storescu``.
+
+All clients send the same files (Explicit VR Little Endian CT images) from the page cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import data
+from benchmarks.echo import CLIENT_KIND, SCP_TITLE
+from benchmarks.model import (
+    DCMTK,
+    DICOMIO,
+    IMPLS,
+    MB,
+    PYNETDICOM,
+    Row,
+    Settings,
+    fill,
+    measuring,
+    megabytes_per_second,
+    rate,
+    skipped,
+)
+from benchmarks.runner import HarnessError, Server, Workspace, empty_folder, run_clients
+
+S3_SIZE = 512 * 1024
+#: Instances per repetition (quick, full) per client; full mode sends 1,000 whoever sends.
+S3_COUNT = {DICOMIO: (100, 1000), PYNETDICOM: (40, 1000), DCMTK: (100, 1000)}
+
+
+def start_server(ws: Workspace, impl: str, mode: str, folder: Path | None) -> Server:
+    tag = f"store-{mode}-{impl}"
+    if impl == DICOMIO:
+        args = (
+            ["--mode", "discard"]
+            if mode == "discard"
+            else ["--mode", "write", "--dir", str(folder)]
+        )
+        return ws.python_server(tag, "dicomio-scp", args)
+    if impl == PYNETDICOM:
+        pyn_mode = {"discard": "discard", "write": "write", "stream": "stream"}[mode]
+        args = ["--mode", pyn_mode] + ([] if mode == "discard" else ["--dir", str(folder)])
+        return ws.python_server(tag, "pynetdicom-scp", args)
+    args = ["-aet", SCP_TITLE, "-pdu", "131072"]
+    if mode == "discard":
+        args.append("--ignore")
+    else:
+        args += ["-od", str(folder)]
+        if mode == "stream":
+            args.append("+B")
+    return ws.dcmtk_server(tag, "storescp", args)
+
+
+def _matrix(
+    settings: Settings,
+    ws: Workspace,
+    rows: list[Row],
+    *,
+    scenario: str,
+    variant: str,
+    server_mode: str,
+    files: Path,
+    counts: dict[str, int],
+    unit: str,
+    chunked: bool,
+) -> None:
+    for server_impl in IMPLS:
+        folder = None if server_mode == "discard" else ws.folder(f"{scenario}-{server_impl}-out")
+        try:
+            server = start_server(ws, server_impl, server_mode, folder)
+        except HarnessError as exc:
+            for client_impl in IMPLS:
+                rows.append(
+                    Row(
+                        scenario,
+                        variant,
+                        client_impl,
+                        server_impl,
+                        unit,
+                        status="error",
+                        note=str(exc)[:400],
+                    )
+                )
+            continue
+        try:
+            for client_impl in IMPLS:
+                if settings.skips(client_impl, server_impl):
+                    rows.append(skipped(scenario, variant, client_impl, server_impl, unit))
+                    continue
+                count = counts[client_impl]
+                argv = [
+                    f"{CLIENT_KIND[client_impl]}-store",
+                    "--port",
+                    str(server.port),
+                    "--count",
+                    str(count),
+                    "--files",
+                    str(files),
+                ]
+                if chunked and client_impl == PYNETDICOM:
+                    argv.append("--chunked")
+                row = Row(
+                    scenario,
+                    variant,
+                    client_impl,
+                    server_impl,
+                    unit,
+                    note=f"{count} instances per repetition",
+                )
+                if client_impl == DCMTK:
+                    row.note += "; storescu: time includes its start-up and reading the files"
+                with measuring(rows, row):
+                    reps = run_clients(
+                        ws,
+                        [argv],
+                        [server],
+                        reps=settings.reps,
+                        warmup=settings.warmup,
+                        rep_timeout=settings.rep_timeout,
+                        between=(lambda f=folder: empty_folder(f)) if folder else None,
+                    )
+                    fill(row, reps, megabytes_per_second if unit == "MB/s" else rate)
+        finally:
+            ws.stop(server.proc)
+            if folder is not None:
+                empty_folder(folder)
+
+
+def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
+    rows: list[Row] = []
+    if "S3" in selected:
+        counts = {impl: settings.pick(*S3_COUNT[impl]) for impl in IMPLS}
+        paths = data.store_set(settings.cache, S3_SIZE, max(counts.values()))
+        for mode in ("discard", "write"):
+            _matrix(
+                settings,
+                ws,
+                rows,
+                scenario="S3",
+                variant=f"0.5 MiB, server {mode}s",
+                server_mode=mode,
+                files=paths[0].parent,
+                counts=counts,
+                unit="store/s",
+                chunked=False,
+            )
+    if "S4" in selected:
+        size = int(settings.s4_mb * 1024 * 1024) // 2 * 2
+        paths = data.store_set(settings.cache, size, settings.s4_count)
+        first = len(rows)
+        _matrix(
+            settings,
+            ws,
+            rows,
+            scenario="S4",
+            variant=f"{settings.s4_count} x {settings.s4_mb:g} MiB, server writes",
+            server_mode="stream",
+            files=paths[0].parent,
+            counts=dict.fromkeys(IMPLS, settings.s4_count),
+            unit="MB/s",
+            chunked=True,
+        )
+        for row in rows[first:]:
+            row.note = "; ".join(filter(None, [f"MB = {MB:,} bytes", row.note]))
+    return rows
