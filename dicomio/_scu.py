@@ -22,7 +22,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomio import errors
 from dicomio._locks import Held as _Held
-from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, read_file_info
+from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, load_file
 from dicomio.dimse import (
     CCancelRQ,
     CEchoRQ,
@@ -259,10 +259,12 @@ class ServiceUserMixin:
     async def _store_payload_from_file(
         self, path: Path
     ) -> tuple[PresentationContext, Any, UID, UID]:
-        info = await anyio.to_thread.run_sync(read_file_info, path)
-        if info is None:
+        # One thread hop: the meta group is parsed, and a small file read whole, at once.
+        loaded = await anyio.to_thread.run_sync(load_file, path, WHOLE_FILE_LIMIT)
+        if loaded is None:
             ds = await anyio.to_thread.run_sync(dcmread, path)
             return self._store_payload_from_dataset(ds)
+        info, raw = loaded
         context, convert = self._store_context(info.sop_class_uid, info.transfer_syntax)
         if convert:
             ds = await anyio.to_thread.run_sync(lambda: dcmread(path))
@@ -270,8 +272,7 @@ class ServiceUserMixin:
             data = encode_dataset(ds, context.transfer_syntax)
             return context, data, info.sop_class_uid, info.sop_instance_uid
         payload: Any
-        if info.dataset_length <= WHOLE_FILE_LIMIT:
-            raw = await anyio.to_thread.run_sync(path.read_bytes)
+        if raw is not None:
             payload = memoryview(raw)[info.dataset_offset :]
         else:
             payload = _read_chunks(path, info.dataset_offset)

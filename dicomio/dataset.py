@@ -12,6 +12,7 @@ This module does file I/O only in the functions that say so; encoding and decodi
 from __future__ import annotations
 
 import array
+import os
 import struct
 import zlib
 from collections.abc import Iterable
@@ -40,6 +41,8 @@ __all__ = [
     "decode_dataset",
     "encode_dataset",
     "file_meta_for",
+    "load_file",
+    "parse_file_meta",
     "read_file_info",
     "write_part10_header",
 ]
@@ -247,6 +250,70 @@ class FileInfo:
     transfer_syntax: UID
     dataset_offset: int
     dataset_length: int
+
+
+#: VRs whose explicit VR little endian header has a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+
+
+def parse_file_meta(data: bytes | memoryview) -> tuple[dict[int, bytes], int] | None:
+    """The file meta elements of a Part 10 file's first bytes, and where the data set starts.
+
+    A direct parse of group 0002 (explicit VR little endian, PS3.10 7.1): no pydicom
+    Dataset. None when the bytes are not a Part 10 header or are cut short.
+    """
+    view = memoryview(data)
+    if len(view) < 144 or bytes(view[128:132]) != b"DICM":
+        return None
+    elements: dict[int, bytes] = {}
+    offset = 132
+    while offset + 8 <= len(view):
+        group, element = struct.unpack_from("<HH", view, offset)
+        if group != 0x0002:
+            return elements, offset
+        vr = bytes(view[offset + 4 : offset + 6])
+        if vr in _LONG_VRS:
+            if offset + 12 > len(view):
+                return None
+            (length,) = struct.unpack_from("<I", view, offset + 8)
+            start = offset + 12
+        else:
+            (length,) = struct.unpack_from("<H", view, offset + 6)
+            start = offset + 8
+        if start + length > len(view):
+            return None
+        elements[(group << 16) | element] = bytes(view[start : start + length])
+        offset = start + length
+    return elements, offset
+
+
+def load_file(path: str | Path, whole_limit: int) -> tuple[FileInfo, bytes | None] | None:
+    """A Part 10 file's ``FileInfo`` and, if its size is at most ``whole_limit``, its bytes.
+
+    One open and read, for the C-STORE SCU: a small file is read whole and its meta group
+    parsed from memory; a larger one has only its head read. None if it is not Part 10.
+    """
+    path = Path(path)
+    with open(path, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        data = fp.read() if size <= whole_limit else fp.read(65536)
+    parsed = parse_file_meta(data)
+    if parsed is None:
+        return None
+    elements, offset = parsed
+
+    def uid(tag: int) -> UID | None:
+        value = elements.get(tag)
+        return UID(value.decode("ascii", "replace").rstrip("\x00 ")) if value else None
+
+    sop_class, sop_instance, ts = uid(0x00020002), uid(0x00020003), uid(0x00020010)
+    if sop_class is None or sop_instance is None or ts is None:
+        return None
+    info = FileInfo(
+        path=path, sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+        transfer_syntax=ts, dataset_offset=offset, dataset_length=size - offset,
+    )
+    return info, (data if size <= whole_limit else None)
 
 
 def read_file_info(path: str | Path) -> FileInfo | None:
