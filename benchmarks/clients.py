@@ -128,6 +128,12 @@ def _dicomio_ae(args: argparse.Namespace) -> Any:
     ae.add_requested_context(STUDY_ROOT_FIND)
     if getattr(args, "window", 0):
         ae.async_ops_window = (args.window, args.window)
+    if args.kind == "dicomio-many":
+        # S6 queues 10,000 associations on 2 cores: the last ones wait tens of seconds for
+        # CPU, longer than the 30 s defaults. A load test sets its timeouts to its load.
+        from dicomio import Timeouts
+
+        ae.timeouts = Timeouts(connect=300.0, acse=300.0, dimse=300.0)
     return ae
 
 

@@ -314,6 +314,10 @@ class Server:
         assoc.rejected_contexts = tuple(cx for cx in contexts if not cx.accepted)
         if window is None:
             assoc.set_window(1, 1)
+        if assoc._failure is not None:
+            # The requestor gave up (closed or aborted) while we decided: nobody to answer.
+            assoc.log.debug("requestor left before the A-ASSOCIATE-AC: %s", assoc._failure)
+            return
         assoc._ul.send_associate_ac(ac, now=anyio.current_time())
         await assoc._flush()
         assoc.is_established = True
