@@ -494,3 +494,23 @@ def test_fuzz_mutated_encodings(pdu: PDU, rng: random.Random, others: list[PDU])
     data = encode(pdu)
     corpus = [data, *(encode(other) for other in others)]
     check_invariant(mutate(rng, data, corpus))
+
+
+def test_feed_eof_scans_headers_that_straddle_chunks() -> None:
+    """feed_eof walks every buffered header, including ones split across fed chunks."""
+    from dicomio.pdu import PDUReader, ReleaseRP, ReleaseRQ, encode
+
+    stream = encode(ReleaseRQ()) + encode(ReleaseRP()) + encode(ReleaseRQ())
+    for cut in range(1, len(stream)):
+        for second_cut in range(cut + 1, len(stream)):
+            reader = PDUReader(0)
+            for piece in (stream[:cut], stream[cut:second_cut], stream[second_cut:]):
+                reader.feed(piece)
+            reader.feed_eof()  # three whole PDUs: no error
+            assert list(reader) == [ReleaseRQ(), ReleaseRP(), ReleaseRQ()]
+    # and a stream that stops inside the third PDU's header is still caught
+    reader = PDUReader(0)
+    for piece in (stream[:7], stream[7:14], stream[14:23]):
+        reader.feed(piece)
+    with pytest.raises(RemoteProtocolError):
+        reader.feed_eof()

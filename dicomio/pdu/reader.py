@@ -8,13 +8,16 @@ longer than the maximum length we advertised (PS3.8 Annex D.1), or an associatio
 longer than a fixed cap is refused on its first 6 bytes. Feed one transport read at a time
 and drain ``next_pdu()`` after each, so that at most one read is buffered beyond a header.
 
-Buffering is linear in the bytes fed: a chunk that arrives as ``bytes`` with nothing
-buffered is parsed in place (its PDV data are views into it, never copied); otherwise bytes
-accumulate in one ``bytearray`` that is compacted only when the consumed prefix dominates.
+Received bytes are kept as the immutable chunks they arrived in, never merged into one
+growing buffer. A PDU that lies inside one chunk is decoded in place (its PDV data are views
+into the chunk); a PDU that spans chunks is joined once, exactly as long as it is. Each byte
+is therefore copied at most once, which matters because transports hand over reads of a
+fixed size (asyncio: 256 KiB) that large P-DATA-TF PDUs usually straddle.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -31,10 +34,6 @@ __all__ = ["PDUReader"]
 #: buffer before the association exists small.
 MAX_ASSOCIATE_LENGTH = 1 << 20
 
-# Below this many consumed bytes the buffer is not worth compacting.
-_COMPACT_THRESHOLD = 1 << 16
-
-
 class PDUReader:
     """Frame and decode PDUs from a byte stream fed in arbitrary chunks (PS3.8 9.3).
 
@@ -47,11 +46,9 @@ class PDUReader:
         if max_pdu_length < 0:
             raise ValueError("max_pdu_length must be 0 (no limit) or positive")
         self._max_pdu_length = max_pdu_length
-        # Bytes not yet framed live either in _chunk (an immutable chunk parsed in place, only
-        # while _buffer is empty) or in _buffer; _start is how much of either is consumed.
-        self._chunk: bytes | None = None
-        self._buffer = bytearray()
-        self._start = 0
+        # Bytes not yet framed: views of immutable chunks, in arrival order, and their total.
+        self._pieces: deque[memoryview] = deque()
+        self._available = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
 
@@ -62,44 +59,23 @@ class PDUReader:
             raise LocalProtocolError("feed() after feed_eof()")
         if not data:
             return
-        if self._chunk is not None:
-            # Keep only the unparsed tail; the parsed PDUs hold views of the old chunk.
-            self._buffer += memoryview(self._chunk)[self._start :]
-            self._chunk = None
-            self._start = 0
-        if type(data) is bytes and not self._buffer:
-            self._chunk = data
-            self._start = 0
-        else:
+        if type(data) is not bytes:
             # A bytearray or memoryview may be reused by the caller, so it is copied.
-            self._buffer += data
+            data = bytes(data)
+        self._pieces.append(memoryview(data))
+        self._available += len(data)
 
     def next_pdu(self) -> PDU | None:
         """Return the next complete PDU, or None if more bytes are needed."""
         self._check_alive()
-        source: bytes | bytearray = self._chunk if self._chunk is not None else self._buffer
-        start = self._start
-        available = len(source) - start
-        if available < 6:
+        if self._available < 6:
             return None
-        pdu_type, length = _PDU_HEADER.unpack_from(source, start)
+        pdu_type, length = _PDU_HEADER.unpack_from(self._peek(6))
         self._check_header(pdu_type, length)
-        stop = start + 6 + length
-        if stop > len(source):
+        need = 6 + length
+        if need > self._available:
             return None
-        if self._chunk is not None:
-            frame: bytes | memoryview = memoryview(self._chunk)[start:stop]
-            if stop == len(self._chunk):
-                self._chunk = None
-                self._start = 0
-            else:
-                self._start = stop
-        else:
-            # Copied out, because views into a bytearray would pin it against resizing and
-            # see later writes.
-            with memoryview(self._buffer) as view:
-                frame = bytes(view[start:stop])
-            self._consume_buffer(stop)
+        frame = self._take(need)
         try:
             return decode(frame)
         except RemoteProtocolError as exc:
@@ -118,14 +94,12 @@ class PDUReader:
         """
         self._check_alive()
         self._eof = True
-        source: bytes | bytearray = self._chunk if self._chunk is not None else self._buffer
-        position = self._start
-        end = len(source)
-        while end - position >= 6:
-            pdu_type, length = _PDU_HEADER.unpack_from(source, position)
+        position = 0
+        while self._available - position >= 6:
+            pdu_type, length = _PDU_HEADER.unpack_from(self._peek(6, position))
             self._check_header(pdu_type, length)
             position += 6 + length
-        if position != end:
+        if position != self._available:
             self._fail(
                 RemoteProtocolError(
                     "connection closed in the middle of a PDU",
@@ -133,16 +107,45 @@ class PDUReader:
                 )
             )
 
-    def _consume_buffer(self, stop: int) -> None:
-        if stop == len(self._buffer):
-            self._buffer.clear()
-            self._start = 0
-        elif stop > _COMPACT_THRESHOLD and stop > len(self._buffer) // 2:
-            # Amortized linear: each byte is moved at most once per halving of the buffer.
-            del self._buffer[:stop]
-            self._start = 0
-        else:
-            self._start = stop
+    def _peek(self, size: int, offset: int = 0) -> bytes | memoryview:
+        """``size`` bytes at ``offset`` of the unframed bytes, for reading a header."""
+        out = bytearray()
+        for piece in self._pieces:
+            if offset >= len(piece):
+                offset -= len(piece)
+                continue
+            if not out and offset + size <= len(piece):
+                return piece[offset : offset + size]  # the usual case: no copy
+            # The header straddles chunks (rare): gather it.
+            out += piece[offset : offset + size - len(out)]
+            offset = 0
+            if len(out) == size:
+                return bytes(out)
+        raise AssertionError("peek beyond the buffered bytes")
+
+    def _take(self, size: int) -> bytes | memoryview:
+        """Remove the first ``size`` bytes: a view if one chunk holds them, else one join."""
+        pieces = self._pieces
+        self._available -= size
+        first = pieces[0]
+        if len(first) >= size:
+            if len(first) == size:
+                pieces.popleft()
+            else:
+                pieces[0] = first[size:]
+            return first[:size]
+        parts = []
+        while size:
+            piece = pieces[0]
+            if len(piece) <= size:
+                parts.append(piece)
+                pieces.popleft()
+                size -= len(piece)
+            else:
+                parts.append(piece[:size])
+                pieces[0] = piece[size:]
+                size = 0
+        return b"".join(parts)
 
     def _check_header(self, pdu_type: int, length: int) -> None:
         """Refuse a PDU from its header alone, before its body is buffered."""
@@ -173,9 +176,8 @@ class PDUReader:
 
     def _die(self, error: RemoteProtocolError) -> None:
         self._error = error
-        self._chunk = None
-        self._buffer = bytearray()
-        self._start = 0
+        self._pieces.clear()
+        self._available = 0
 
     def _check_alive(self) -> None:
         if self._error is not None:
