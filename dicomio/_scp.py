@@ -211,15 +211,7 @@ class ServiceProviderMixin:
             await self._handle_request(context_id, command, None)  # the usual abort path
             return
         with contextlib.suppress(errors.DicomioError):
-            await self.send_message(
-                context_id,
-                CEchoRSP(
-                    message_id_being_responded_to=command.message_id,
-                    affected_sop_class_uid=command.affected_sop_class_uid,
-                    status=SUCCESS,
-                    has_dataset=False,
-                ),
-            )
+            await self.send_message(context_id, _echo_response(command, SUCCESS))
 
     async def _run_incoming_inline(self) -> None:
         while self._incoming:
@@ -372,16 +364,7 @@ class ServiceProviderMixin:
         found = self._handler(EVT_C_ECHO)
         if found is not None:
             status, fields = await _call_for_status(found, event, C_FAILURE)
-        await self._respond(
-            context,
-            CEchoRSP(
-                message_id_being_responded_to=command.message_id,
-                affected_sop_class_uid=command.affected_sop_class_uid,
-                status=status,
-                has_dataset=False,
-                **fields,
-            ),
-        )
+        await self._respond(context, _echo_response(command, status, **fields))
 
     async def _on_c_store(self, event: Event, context: Any, command: CStoreRQ) -> None:
         found = self._handler(EVT_C_STORE)
@@ -709,6 +692,17 @@ class ServiceProviderMixin:
             ),
             reply,
         )
+
+
+def _echo_response(command: CEchoRQ, status: int, **fields: Any) -> CEchoRSP:
+    """The C-ECHO-RSP to ``command`` (PS3.7 9.3.5.2)."""
+    return CEchoRSP(
+        message_id_being_responded_to=command.message_id,
+        affected_sop_class_uid=command.affected_sop_class_uid,
+        status=status,
+        has_dataset=False,
+        **fields,
+    )
 
 
 async def _call_for_status(
