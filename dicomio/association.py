@@ -205,7 +205,6 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
         self._deferred: list[PDataTF] = []
         self._outbox: list[bytes | memoryview] = []
-        self._streams: dict[int, Any] = {}
         self.log = _PeerLogger(_log, {"peer": f"{remote_address[0]}:{remote_address[1]}"})
         ServiceProviderMixin.__init__(self)
 
