@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from io import BytesIO
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -267,9 +268,16 @@ class ServiceUserMixin:
         info, raw = loaded
         context, convert = self._store_context(info.sop_class_uid, info.transfer_syntax)
         if convert:
-            ds = await anyio.to_thread.run_sync(lambda: dcmread(path))
-            assert context.transfer_syntax is not None
-            data = encode_dataset(ds, context.transfer_syntax)
+            target = context.transfer_syntax
+            assert target is not None
+
+            def convert_file() -> bytes:
+                # The bytes already read are decoded, not the file read again; the work
+                # (decode and re-encode) stays off the event loop.
+                ds = dcmread(BytesIO(raw) if raw is not None else path)
+                return encode_dataset(ds, target)
+
+            data = await anyio.to_thread.run_sync(convert_file)
             return context, data, info.sop_class_uid, info.sop_instance_uid
         payload: Any
         if raw is not None:

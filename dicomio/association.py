@@ -119,7 +119,7 @@ def summary(command: Any) -> str:
 class _Operation:
     """A request we sent, waiting for one or more responses (PS3.7 9.3 / 10.3)."""
 
-    __slots__ = ("abandoned", "deadline", "final", "message_id", "responses", "wakeup")
+    __slots__ = ("abandoned", "final", "message_id", "responses", "wakeup")
 
     def __init__(self, message_id: int) -> None:
         self.message_id = message_id
@@ -127,7 +127,6 @@ class _Operation:
         self.wakeup: anyio.Event | None = None
         self.final = False
         self.abandoned = False
-        self.deadline: float | None = None
 
     def deliver(self, command: Any, dataset: bytes | None) -> None:
         self.responses.append((command, dataset))

@@ -7,7 +7,7 @@ are fired by the association's own task between protocol steps, never while deco
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,3 @@ class Event:
             source_ae_title=self.assoc.remote_ae_title if self.assoc else None,
         )
 
-
-async def call_handler(handler: Callable[..., Awaitable[Any]], event: Event, args: Sequence[Any]) -> Any:
-    return await handler(event, *args)
