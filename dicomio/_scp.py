@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
 from dicomio import errors
+from dicomio._locks import Gate
 from dicomio.dataset import encode_dataset, part10_header, read_file_info
 from dicomio.dimse import (
     CEchoRQ,
@@ -144,7 +145,7 @@ class ServiceProviderMixin:
 
         def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
-        async def _read_once(self) -> None: ...
+        async def _read_once(self, deadline: float | None = None) -> bool: ...
         async def abort(self, source: int = 0, reason: int = 0) -> None: ...
         async def send_message(
             self,
@@ -156,7 +157,7 @@ class ServiceProviderMixin:
     def __init__(self) -> None:
         self._running: dict[int, anyio.CancelScope] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._performing: anyio.Semaphore | None = None
+        self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
 

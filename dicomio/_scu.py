@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomio import errors
-from dicomio._locks import Held as _Held
+from dicomio._locks import Gate
 from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, load_file
 from dicomio.dimse import (
     CCancelRQ,
@@ -39,12 +39,12 @@ from dicomio.dimse import (
     NSetRQ,
 )
 from dicomio.status import status_dataset
+from dicomio.ul import Role
 
 if TYPE_CHECKING:
     from dicomio.association import Association, _Operation
     from dicomio.config import Timeouts
     from dicomio.presentation import PresentationContext
-    from dicomio.ul import Role
 
 __all__ = ["ResponseStream", "ServiceUserMixin"]
 
@@ -90,7 +90,7 @@ class ServiceUserMixin:
         timeouts: Timeouts
         requested_contexts: tuple[PresentationContext, ...]
         accepted_contexts: tuple[PresentationContext, ...]
-        _window: anyio.Semaphore
+        _window: Gate
 
         def _new_operation(self) -> _Operation: ...
         def _release_operation(self, op: _Operation) -> None: ...
@@ -130,8 +130,6 @@ class ServiceUserMixin:
 
     def _may_be_scu(self, cx: PresentationContext) -> bool:
         """Whether we may invoke operations on ``cx`` (roles per PS3.7 D.3.3.4)."""
-        from dicomio.ul import Role
-
         return cx.local_roles(is_requestor=self.role is Role.REQUESTOR)[0]
 
     # -- plumbing ------------------------------------------------------------------------
@@ -155,7 +153,7 @@ class ServiceUserMixin:
         self, context: PresentationContext, build: Any, dataset: Any = None
     ) -> tuple[Any, bytes | None]:
         """Send one request and wait for its one response, within the window."""
-        async with _Held(self._window):
+        async with self._window:
             op, _ = await self._request(context, build, dataset)
             try:
                 command, data = await self._next_response(op, self.timeouts.dimse)
@@ -613,7 +611,7 @@ class ResponseStream:
                             op.wakeup = anyio.Event()
                             await op.wakeup.wait()
                             continue
-                        async with _Held(assoc._read_lock):
+                        async with assoc._read_lock:
                             if op.message_id in assoc._ops:
                                 await assoc._read_once()
                 if scope.cancelled_caught:

@@ -20,7 +20,7 @@ import anyio.abc
 from anyio.streams.tls import TLSStream
 from pydicom.uid import UID
 
-from dicomio import errors
+from dicomio import _transport, errors
 from dicomio.association import Association
 from dicomio.config import DEFAULT_MAX_PDU, Timeouts
 from dicomio.dataset import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -201,7 +201,7 @@ class AE:
         timeouts = self.timeouts
         try:
             with anyio.fail_after(timeouts.connect):
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                stream: anyio.abc.ByteStream = await _transport.connect_tcp(
                     request.host,
                     request.port,
                     local_host=request.bind_address[0] if request.bind_address else None,

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.abc
 from pydicom.uid import UID
 
-from dicomio import errors
-from dicomio._locks import Held as _Held
+from dicomio import _transport, errors
+from dicomio._locks import Gate
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
 from dicomio.config import Timeouts
@@ -104,7 +105,9 @@ class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 def summary(command: Any) -> str:
     """A one-line DIMSE summary without data set contents, so no patient identifiers."""
     name = type(command).__name__
-    fields = [f"id={getattr(command, 'message_id', None) or command.message_id_being_responded_to}"]
+    fields = [
+        f"id={getattr(command, 'message_id', None) or command.message_id_being_responded_to}"
+    ]
     status = getattr(command, "status", None)
     if status is not None:
         fields.append(f"status=0x{status:04X}")
@@ -157,6 +160,8 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
     ) -> None:
         self.ae = ae
         self._stream = stream
+        #: The event loop's clock (what anyio.current_time reads, without finding the backend).
+        self._now = _transport.clock()
         self.role = role
         self._ul = ULConnection(role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0)
         self._assembler = MessageAssembler(stream_if=self._stream_if)
@@ -194,10 +199,10 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
 
         # fast_acquire: an uncontended lock must not cost a trip through the event loop;
         # these are taken several times per message.
-        self._read_lock = anyio.Lock(fast_acquire=True)
-        self._write_lock = anyio.Lock(fast_acquire=True)
-        self._send_lock = anyio.Lock(fast_acquire=True)
-        self._window: anyio.Semaphore = anyio.Semaphore(1, fast_acquire=True)
+        self._read_lock = Gate()
+        self._write_lock = Gate()
+        self._send_lock = Gate()
+        self._window: Gate = Gate(1)
         self._ops: dict[int, _Operation] = {}
         self._next_id = 1
         self._background_reader = False
@@ -237,26 +242,40 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _read_once(self) -> None:
-        """Read one chunk (or let the ARTIM timer fire) and dispatch everything it yields."""
+    async def _read_once(self, deadline: float | None = None) -> bool:
+        """Read one chunk (or let the ARTIM timer fire) and dispatch everything it yields.
+
+        ``deadline`` (the loop's clock) bounds the wait for a chunk; False means it passed
+        with nothing read.
+        """
         if self._transport_closed:
             self._fail(errors.ConnectionClosed("the connection is closed"))
-            return
+            return True
         ul = self._ul
-        deadline = ul.next_deadline()
+        artim = ul.next_deadline()
+        until = artim if deadline is None else deadline if artim is None else min(artim, deadline)
         data: bytes | None = None
+        stream = self._stream
         try:
-            if deadline is None:
-                data = await self._stream.receive(READ_SIZE)
+            if until is None:
+                data = await stream.receive(READ_SIZE)
+            elif isinstance(stream, _transport.AsyncioSocketStream):
+                data = await stream.receive_before(READ_SIZE, until)
             else:
-                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-                    data = await self._stream.receive(READ_SIZE)
+                with anyio.CancelScope(deadline=until):
+                    data = await stream.receive(READ_SIZE)
         except _CLOSED_ERRORS:
             data = b""
-        now = anyio.current_time()
-        events = ul.receive_data(data, now=now) if data is not None else ul.handle_timer(now=now)
+        now = self._now()
+        if data is not None:
+            events = ul.receive_data(data, now=now)
+        elif artim is not None and now >= artim:
+            events = ul.handle_timer(now=now)
+        else:
+            return False
         if events or ul.should_close:
             await self._after_ul(events)
+        return True
 
     async def _after_ul(self, events: list[Any]) -> None:
         """Route the Upper Layer's events, then flush what it (and they) queued."""
@@ -285,12 +304,17 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 self.log.warning("peer sent a malformed DIMSE message: %s; aborting", exc)
                 with contextlib.suppress(errors.LocalProtocolError):
                     self._ul.send_abort(
-                        source=int(exc.abort_source), reason=int(exc.abort_reason),
-                        now=anyio.current_time(),
+                        source=int(exc.abort_source),
+                        reason=int(exc.abort_reason),
+                        now=self._now(),
                     )
                 self.is_aborted = True
                 self.is_established = False
-                self._fail(errors.AssociationAborted(int(exc.abort_source), int(exc.abort_reason), str(exc)))
+                self._fail(
+                    errors.AssociationAborted(
+                        int(exc.abort_source), int(exc.abort_reason), str(exc)
+                    )
+                )
                 self._transport_closing = True
                 return
             for item in items:
@@ -301,7 +325,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             # PS3.8 7.2: an A-RELEASE request is always answered affirmatively; in a
             # release collision the state machine decides when the RP goes out.
             self.log.debug("received A-RELEASE-RQ")
-            self._ul.send_release_rp(now=anyio.current_time())
+            self._ul.send_release_rp(now=self._now())
             self._fail(errors.AssociationReleased("the peer released the association"))
         elif isinstance(event, ReleaseRP):
             self.log.debug("received A-RELEASE-RP")
@@ -325,7 +349,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             command = item.command
             if self._debug:
                 self.log.debug(
-                    "received %s ctx=%d data=%s", summary(command), item.context_id,
+                    "received %s ctx=%d data=%s",
+                    summary(command),
+                    item.context_id,
                     "none" if item.dataset is None else f"{len(item.dataset)} bytes",
                 )
             if command.command_field & 0x8000:
@@ -387,29 +413,42 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self, op: _Operation, timeout: float | None
     ) -> tuple[Any, bytes | None]:
         """The next response to ``op``, reading the socket ourselves if nobody else is."""
-        try:
-            with anyio.fail_after(timeout):
-                while not op.responses:
-                    if self._failure is not None:
-                        raise self._failure
-                    if self._background_reader:
-                        op.wakeup = anyio.Event()
-                        await op.wakeup.wait()
-                        op.wakeup = None
-                        continue
-                    async with _Held(self._read_lock):
-                        if op.responses or self._failure is not None:
-                            continue
-                        await self._read_once()
-                        await self._run_incoming_inline()
-        except TimeoutError:
-            raise errors.DIMSETimeout(
-                f"no DIMSE response to message {op.message_id} within {timeout} s"
-            ) from None
+        deadline = None if timeout is None else self._now() + timeout
+        while not op.responses:
+            if self._failure is not None:
+                raise self._failure
+            if self._background_reader:
+                # The reader task delivers; wait for it to wake us.
+                op.wakeup = anyio.Event()
+                with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                    await op.wakeup.wait()
+                op.wakeup = None
+            elif self._read_lock.locked():
+                # Another task is reading (and will deliver to us too): wait for its turn.
+                with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                    async with self._read_lock:
+                        if not op.responses and self._failure is None:
+                            if not await self._read_once(deadline):
+                                self._dimse_timeout(op, timeout)
+                            await self._run_incoming_inline()
+            else:
+                # Nobody is reading: we are the reader (no cancel scope on this, the usual path).
+                async with self._read_lock:
+                    if not await self._read_once(deadline):
+                        self._dimse_timeout(op, timeout)
+                    await self._run_incoming_inline()
+            if not op.responses and deadline is not None and self._now() >= deadline:
+                self._dimse_timeout(op, timeout)
         response = op.responses.popleft()
         if op.final and not op.responses:
             self._ops.pop(op.message_id, None)
         return response
+
+    @staticmethod
+    def _dimse_timeout(op: _Operation, timeout: float | None) -> NoReturn:
+        raise errors.DIMSETimeout(
+            f"no DIMSE response to message {op.message_id} within {timeout} s"
+        )
 
     def _release_operation(self, op: _Operation) -> None:
         self._ops.pop(op.message_id, None)
@@ -419,8 +458,8 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
     def set_window(self, invoked: int, performed: int) -> None:
         """Apply a negotiated asynchronous operations window (PS3.7 D.3.3.3), 0 = unlimited."""
         self.async_ops_window = (invoked or UNLIMITED_WINDOW, performed or UNLIMITED_WINDOW)
-        self._window = anyio.Semaphore(self.async_ops_window[0], fast_acquire=True)
-        self._performing = anyio.Semaphore(self.async_ops_window[1], fast_acquire=True)
+        self._window = Gate(self.async_ops_window[0])
+        self._performing = Gate(self.async_ops_window[1])
 
     async def _flush(self) -> None:
         """Write everything the Upper Layer has queued, in order.
@@ -433,7 +472,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if not self._outbox:
             return
         try:
-            async with _Held(self._write_lock):
+            async with self._write_lock:
                 parts, self._outbox = self._outbox, []
                 if parts and not self._transport_closed:
                     await self._write(parts)
@@ -480,13 +519,13 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if self._debug:
             self.log.debug("sending %s ctx=%d", summary(command), context_id)
         ul = self._ul
-        async with _Held(self._send_lock):
+        async with self._send_lock:
             if isinstance(dataset, (bytes, bytearray, memoryview)) or dataset is None:
                 queued = 0
                 for pdata in fragment(
                     context_id, encode_command(command), dataset, self.remote_max_pdu
                 ):
-                    ul.send_pdata(pdata, now=anyio.current_time())
+                    ul.send_pdata(pdata, now=self._now())
                     queued += len(pdata.pdvs[0].data)
                     if queued >= FLUSH_THRESHOLD:
                         await self._flush()
@@ -496,7 +535,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 for pdata in fragment(
                     context_id, encode_command(command), None, self.remote_max_pdu
                 ):
-                    ul.send_pdata(pdata, now=anyio.current_time())
+                    ul.send_pdata(pdata, now=self._now())
                 await self._flush()
                 size = max_fragment_size(self.remote_max_pdu)
                 pending = b""
@@ -509,17 +548,43 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                     for start in range(0, end, size):
                         ul.send_pdata(
                             _data_pdu(context_id, buf[start : start + size], False),
-                            now=anyio.current_time(),
+                            now=self._now(),
                         )
                     pending = bytes(buf[end:])
                     await self._flush()
                 while len(pending) > size:
-                    ul.send_pdata(
-                        _data_pdu(context_id, pending[:size], False), now=anyio.current_time()
-                    )
+                    ul.send_pdata(_data_pdu(context_id, pending[:size], False), now=self._now())
                     pending = pending[size:]
-                ul.send_pdata(_data_pdu(context_id, pending, True), now=anyio.current_time())
+                ul.send_pdata(_data_pdu(context_id, pending, True), now=self._now())
                 await self._flush()
+        if self._deferred:
+            await self._send_deferred()
+
+    async def send_messages(
+        self, context_id: int, messages: Sequence[tuple[Any, bytes, bytes | None]]
+    ) -> None:
+        """Send small DIMSE messages back to back, in one write where they fit (PS3.8 9.3.5).
+
+        Each message is (command, its encoded command set, its encoded data set or None):
+        a C-FIND SCP sends the pending responses its handler has ready this way, with the
+        command set encoded once for all of them.
+        """
+        if self._failure is not None:
+            raise self._failure
+        ul = self._ul
+        async with self._send_lock:
+            now = self._now()
+            queued = 0
+            for command, encoded, dataset in messages:
+                if self._debug:
+                    self.log.debug("sending %s ctx=%d", summary(command), context_id)
+                for pdata in fragment(context_id, encoded, dataset, self.remote_max_pdu):
+                    ul.send_pdata(pdata, now=now)
+                queued += len(encoded) + (len(dataset) if dataset is not None else 0)
+                if queued >= FLUSH_THRESHOLD:
+                    await self._flush()
+                    queued = 0
+            await self._flush()
         if self._deferred:
             await self._send_deferred()
 
@@ -536,13 +601,13 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             self._deferred.extend(pdus)
             return
         for pdata in pdus:
-            self._ul.send_pdata(pdata, now=anyio.current_time())
+            self._ul.send_pdata(pdata, now=self._now())
 
     async def _send_deferred(self) -> None:
-        async with _Held(self._send_lock):
+        async with self._send_lock:
             pdus, self._deferred = self._deferred, []
             for pdata in pdus:
-                self._ul.send_pdata(pdata, now=anyio.current_time())
+                self._ul.send_pdata(pdata, now=self._now())
             await self._flush()
 
     # -- ending ---------------------------------------------------------------------------------
@@ -553,14 +618,14 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             await self._close_transport()
             return
         self.log.debug("sending A-RELEASE-RQ")
-        self._ul.send_release_rq(now=anyio.current_time())
+        self._ul.send_release_rq(now=self._now())
         await self._flush()
         with anyio.move_on_after(self.timeouts.acse):
             while not self.is_released and not self._transport_closed:
                 if self._background_reader:
                     await self._ended.wait()  # the reader task is reading for us
                     break
-                async with _Held(self._read_lock):
+                async with self._read_lock:
                     await self._read_once()
                 if isinstance(self._failure, errors.AssociationAborted):
                     break
@@ -577,7 +642,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         with anyio.CancelScope(shield=True):
             if not self._transport_closed and not self.is_aborted:
                 with contextlib.suppress(errors.LocalProtocolError):
-                    self._ul.send_abort(source=source, reason=reason, now=anyio.current_time())
+                    self._ul.send_abort(source=source, reason=reason, now=self._now())
                 with anyio.move_on_after(1.0):
                     with contextlib.suppress(errors.DicomioError):
                         await self._flush()

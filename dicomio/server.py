@@ -3,14 +3,24 @@
 Runs on the application's own event loop: ``async with ae.start_server(...) as server``
 starts listening and returns; leaving the block shuts down gracefully (stop accepting, let
 open associations finish until the shutdown deadline, then abort the rest). ``await
-server.serve_forever()`` serves until cancelled. A TLS handshake happens in the
-connection's own task, under its own timeout, never in the accept loop.
+server.serve_forever()`` serves until cancelled.
+
+The accept loop only makes system calls: each time the listening socket is readable it takes
+every connection waiting in the kernel's accept queue (up to ``backlog`` of them before it lets
+the rest of the event loop run), and starts a task for each. Everything else, wrapping the
+socket in a stream, a TLS handshake, reading the A-ASSOCIATE-RQ, happens in that task.
+Accepting one connection per turn of a busy event loop is not enough: with thousands of
+associations running, a turn takes long enough for the accept queue to fill, after which
+the kernel drops handshakes and eventually resets connections that clients believe are open.
 
 Association acceptance follows PS3.8 7.1.1.7 and Table 9-21 for rejections.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import socket
 import ssl
 from collections import Counter
 from types import TracebackType
@@ -19,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+from anyio.streams.stapled import MultiListener
 from anyio.streams.tls import TLSStream
 
-from dicomio import errors
+from dicomio import _transport, errors
 from dicomio.association import Association
 from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_REJECTED, EVT_REQUESTED, HandlerList
 from dicomio.pdu import (
@@ -46,6 +57,30 @@ if TYPE_CHECKING:
     from dicomio.ae import AE
 
 __all__ = ["Server"]
+
+_log = logging.getLogger("dicomio.server")
+
+#: accept(2) errors about one connection that died in the queue (Linux also reports pending
+#: network errors of the new socket here): skip it and take the next.
+_CONNECTION_GONE = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+        errno.EPERM,
+    }
+)
+#: accept(2) errors that mean this process is out of descriptors or memory: the socket stays
+#: readable, so waiting for readiness would spin; pause accepting for a moment instead.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How long to stop accepting after running out of descriptors (trio's serve_listeners and
+#: asyncio's own servers pause in the same way).
+ACCEPT_RETRY_DELAY = 0.1
 
 
 class Server:
@@ -126,25 +161,77 @@ class Server:
             self._tg.cancel_scope.cancel()
 
     async def _accept_loop(self, listener: anyio.abc.Listener[Any]) -> None:
-        assert self._tg is not None
         try:
             with self._accept_scope:
-                await listener.serve(self._handle_connection, task_group=self._tg)
+                sockets = _listening_sockets(listener)
+                if len(sockets) == 1:
+                    await self._accept_from(sockets[0])
+                else:  # e.g. "localhost": one socket per address family
+                    async with anyio.create_task_group() as tg:
+                        for sock in sockets:
+                            tg.start_soon(self._accept_from, sock)
         finally:
             await anyio.aclose_forcefully(listener)
 
+    async def _accept_from(self, listening: socket.socket) -> None:
+        """Accept connections on one listening socket until cancelled.
+
+        Drains the accept queue in batches of up to ``backlog`` connections, checking in with
+        the event loop between batches (so that a flood of connects neither starves open
+        associations nor delays shutdown), and waits for readiness only once it is empty.
+        """
+        assert self._tg is not None
+        task_group = self._tg
+        batch = max(1, self.backlog)
+        listening.setblocking(False)
+        while True:
+            taken = 0
+            while taken < batch:
+                try:
+                    sock, address = listening.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in _CONNECTION_GONE:
+                        continue
+                    if exc.errno in _OUT_OF_RESOURCES:
+                        _log.error("cannot accept connections: %s; retrying shortly", exc)
+                        await anyio.sleep(ACCEPT_RETRY_DELAY)
+                        continue
+                    raise
+                taken += 1
+                task_group.start_soon(self._serve_socket, sock, address)
+            if taken == batch:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await anyio.wait_readable(listening)
+
+    async def _serve_socket(self, sock: socket.socket, address: Any) -> None:
+        """One accepted connection's task: wrap the socket in a stream, then serve it."""
+        try:
+            sock.setblocking(False)
+            # Small DIMSE messages must not wait for the peer's delayed ACK (Nagle).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = await _transport.wrap_accepted_socket(sock)
+        except (OSError, ValueError):
+            # The peer went away while the connection waited in the queue.
+            sock.close()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            remote = (str(address[0]), int(address[1]))
+        except (TypeError, IndexError, ValueError):
+            remote = ("?", 0)
+        await self._handle_connection(stream, remote)
+
     # -- one connection ----------------------------------------------------------------------
 
-    async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
-        from dicomio.ae import set_nodelay
-
+    async def _handle_connection(
+        self, stream: anyio.abc.ByteStream, remote: tuple[str, int]
+    ) -> None:
         ae = self.ae
-        set_nodelay(stream)
-        try:
-            peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
-            remote = (str(peer[0]), int(peer[1]))
-        except (anyio.TypedAttributeLookupError, TypeError, IndexError):
-            remote = ("?", 0)
         if self.ssl_context is not None:
             try:
                 with anyio.fail_after(ae.timeouts.tls_handshake):
@@ -328,6 +415,12 @@ class Server:
             len(rq.presentation_contexts),
         )
         await assoc._notify(EVT_ACCEPTED)
+
+
+def _listening_sockets(listener: anyio.abc.Listener[Any]) -> list[socket.socket]:
+    """The OS sockets behind what ``anyio.create_tcp_listener`` returned."""
+    listeners = listener.listeners if isinstance(listener, MultiListener) else [listener]
+    return [one.extra(anyio.abc.SocketAttribute.raw_socket) for one in listeners]
 
 
 def _min_window(proposed: int, ours: int) -> int:

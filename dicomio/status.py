@@ -14,12 +14,13 @@ service in PS3.4, which the tables below hold, one row per line, as
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom import datadict as _datadict
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 __all__ = [
     "ATTRIBUTE_LIST_ERROR",
@@ -280,8 +281,9 @@ def _is_outside_annex_c(code: int) -> bool:
 
 
 #: A blank Dataset's instance attributes, from a real one, so that new attributes of a
-#: future pydicom are copied too.
+#: future pydicom are copied too; the mutable ones are copied for each new Dataset.
 _PROTOTYPE: dict[str, Any] = dict(Dataset().__dict__)
+_MUTABLE = tuple(k for k, v in _PROTOTYPE.items() if isinstance(v, (dict, list, set)))
 _STATUS_TAG = Tag(0x0000, 0x0900)
 
 
@@ -292,10 +294,25 @@ def _blank_dataset() -> Dataset:
     attributes (the element dict, private blocks ...) are fresh copies, never shared.
     """
     ds = Dataset.__new__(Dataset)
-    ds.__dict__.update(
-        {k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in _PROTOTYPE.items()}
-    )
+    attributes = ds.__dict__
+    attributes.update(_PROTOTYPE)
+    for key in _MUTABLE:
+        attributes[key] = _PROTOTYPE[key].copy()
     return ds
+
+
+def _raw_value(vr: str, value: Any) -> bytes | None:
+    """A command element's value as Implicit VR Little Endian bytes, or None if unusual."""
+    if vr == "US" and isinstance(value, int) and 0 <= value <= 0xFFFF:
+        return _US.pack(value)
+    if vr in ("UI", "LO") and isinstance(value, str) and value.isascii():
+        raw = value.encode("ascii")
+        return raw + (b"\0" if vr == "UI" else b" ") if len(raw) % 2 else raw
+    if vr == "AT":
+        tags = value if isinstance(value, (list, tuple)) else [value]
+        if all(isinstance(t, int) and 0 <= t <= 0xFFFFFFFF for t in tags):
+            return b"".join(_AT.pack(t >> 16, t & 0xFFFF) for t in tags)
+    return None
 
 
 def status_dataset(code: int, **elements: Any) -> Dataset:
@@ -305,17 +322,41 @@ def status_dataset(code: int, **elements: Any) -> Dataset:
     ``ErrorComment``, ``OffendingElement``, ``ErrorID``, ``AffectedSOPInstanceUID``,
     ``AttributeIdentifierList`` or ``NumberOfRemainingSuboperations``; a value of None is
     left out. Any other keyword raises ``ValueError``.
+
+    Elements other than the status are stored undecoded (as pydicom stores what it reads
+    from a file) and decoded when first read: most callers look at ``.Status`` only.
     """
     if not 0 <= code <= 0xFFFF:
         raise ValueError(f"a status is an unsigned 16-bit value (US): {code}")
     ds = _blank_dataset()
-    ds._dict[_STATUS_TAG] = DataElement(_STATUS_TAG, "US", code)
+    elements_by_tag = ds._dict
+    elements_by_tag[_STATUS_TAG] = DataElement(_STATUS_TAG, "US", code)
     for keyword, value in elements.items():
-        tag = tag_for_keyword(keyword)
-        # Only the command group: these fields belong to the response's command set, not to
-        # an identifier or data set (PS3.7 Annex C, E.1).
-        if tag is None or tag >> 16 != 0x0000 or keyword == "Status":
+        entry = _COMMAND_ELEMENTS.get(keyword)
+        if entry is None:
+            # Only the command group: these fields belong to the response's command set,
+            # not to an identifier or data set (PS3.7 Annex C, E.1).
             raise ValueError(f"{keyword!r} is not a command element that accompanies a status")
-        if value is not None:
+        if value is None:
+            continue
+        tag, vr = entry
+        raw = _raw_value(vr, value)
+        if raw is None:
             setattr(ds, keyword, value)
+        else:
+            elements_by_tag[tag] = RawDataElement(tag, vr, len(raw), raw, 0, True, True)
     return ds
+
+
+def _command_elements() -> dict[str, tuple[BaseTag, str]]:
+    """Keyword -> (tag, VR) of every command-group element but Status (PS3.7 E.1)."""
+    table: dict[str, tuple[BaseTag, str]] = {}
+    for keyword, tag in _datadict.keyword_dict.items():
+        if tag >> 16 == 0x0000 and keyword != "Status":
+            table[keyword] = (Tag(tag), _datadict.dictionary_VR(tag))
+    return table
+
+
+_COMMAND_ELEMENTS = _command_elements()
+_US = struct.Struct("<H")
+_AT = struct.Struct("<HH")
