@@ -14,34 +14,26 @@ once the kernel has taken everything (the transport's write buffer limit is 0, a
 anyio), so nothing is left in user space when a caller closes the stream.
 
 On any other backend (trio), or with TLS, dicomio uses anyio's streams as they are;
-``connect_tcp`` and ``wrap_accepted_socket`` choose.
+``connect_tcp`` and ``wrap_accepted_socket`` (used by the server's accept loop) choose.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
-import anyio.streams.stapled
 
 __all__ = [
     "AsyncioSocketStream",
     "clock",
     "connect_tcp",
     "running_asyncio_loop",
-    "serve",
     "wrap_accepted_socket",
 ]
-
-#: Connections taken from the backlog per wake-up of the accept loop, at most.
-ACCEPT_BATCH = 64
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 #: A send the kernel takes at once does not yield to the loop; one in this many does.
 SENDS_PER_CHECKPOINT = 8
@@ -131,6 +123,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._protocol = protocol
         self._closed = False
         self._receiving = False
+        self._sending = False
         self._unyielded_sends = 0
 
     @property
@@ -144,6 +137,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
         protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
         self._receiving = True
         try:
             if protocol.chunks:
@@ -184,16 +179,20 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         when there is nothing to read yet.
         """
         protocol = self._protocol
+        if self._receiving:
+            raise anyio.BusyResourceError("reading from")
         if not protocol.chunks and not (self._closed or protocol.eof or protocol.lost):
             loop = asyncio.get_running_loop()
             if loop.time() >= deadline:
                 return None
             waiter = loop.create_future()
             protocol.read_waiter = waiter
-            timer = loop.call_at(deadline, protocol._wake_reader)
+            timer = loop.call_at(deadline, _set_if_pending, waiter)
+            self._receiving = True
             try:
                 await waiter
             finally:
+                self._receiving = False
                 protocol.read_waiter = None
                 timer.cancel()
             if not protocol.chunks and not (self._closed or protocol.eof or protocol.lost):
@@ -204,6 +203,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         protocol = self._protocol
         if self._closed:
             raise anyio.ClosedResourceError
+        if self._sending:
+            raise anyio.BusyResourceError("writing to")
         if protocol.lost or self._transport.is_closing():
             raise anyio.BrokenResourceError from protocol.exception
         self._transport.write(item)
@@ -217,17 +218,21 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 await anyio.lowlevel.checkpoint()
             return
         self._unyielded_sends = 0
-        while protocol.write_paused:
-            waiter = asyncio.get_running_loop().create_future()
-            protocol.drain_waiter = waiter
-            try:
-                await waiter
-            finally:
-                protocol.drain_waiter = None
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if protocol.lost:
-                raise anyio.BrokenResourceError from protocol.exception
+        self._sending = True
+        try:
+            while protocol.write_paused:
+                waiter = asyncio.get_running_loop().create_future()
+                protocol.drain_waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    protocol.drain_waiter = None
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                if protocol.lost:
+                    raise anyio.BrokenResourceError from protocol.exception
+        finally:
+            self._sending = False
 
     async def send_eof(self) -> None:
         if self._transport.can_write_eof() and not self._transport.is_closing():
@@ -240,6 +245,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             self._protocol._wake_reader()
             self._protocol._wake_writer()
         await anyio.lowlevel.checkpoint()
+
+
+def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -281,69 +291,3 @@ async def wrap_accepted_socket(sock: socket.socket) -> anyio.abc.SocketStream:
     transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
     assert isinstance(transport, asyncio.Transport)
     return AsyncioSocketStream(transport, protocol)
-
-
-async def serve(
-    listener: anyio.abc.Listener[Any],
-    handler: Callable[[anyio.abc.SocketStream], Awaitable[None]],
-    task_group: anyio.abc.TaskGroup,
-) -> None:
-    """``listener.serve(handler, task_group)``, with lean streams on asyncio.
-
-    Connections waiting in the backlog are taken in a batch per wake-up, so a burst of
-    connects costs one trip through the selector, not one each. Accept errors that concern
-    a single connection are skipped; running out of descriptors pauses accepting briefly
-    instead of spinning.
-    """
-    loop = running_asyncio_loop()
-    if loop is None:
-        await listener.serve(handler, task_group=task_group)
-        return
-    if isinstance(listener, anyio.streams.stapled.MultiListener):
-        # create_tcp_listener's usual shape: one listener per address family.
-        if len(listener.listeners) > 1:
-            async with anyio.create_task_group() as group:
-                for one in listener.listeners:
-                    group.start_soon(serve, one, handler, task_group)
-            return
-        listener = listener.listeners[0]
-    if not isinstance(listener, anyio.abc.SocketListener):
-        await listener.serve(handler, task_group=task_group)
-        return
-    raw: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
-    while True:
-        try:
-            sock, _ = await loop.sock_accept(raw)
-        except (ConnectionAbortedError, InterruptedError):
-            continue
-        except OSError as exc:
-            if exc.errno in _OUT_OF_DESCRIPTORS:
-                await anyio.sleep(0.05)
-                continue
-            raise
-        accepted = [sock]
-        for _ in range(ACCEPT_BATCH - 1):
-            try:
-                more, _ = raw.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                break
-            except OSError:
-                break
-            accepted.append(more)
-        for sock in accepted:
-            sock.setblocking(False)
-            task_group.start_soon(_serve_one, loop, sock, handler)
-
-
-async def _serve_one(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    handler: Callable[[anyio.abc.SocketStream], Awaitable[None]],
-) -> None:
-    try:
-        transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
-    except OSError:
-        sock.close()
-        return
-    assert isinstance(transport, asyncio.Transport)
-    await handler(AsyncioSocketStream(transport, protocol))

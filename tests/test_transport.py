@@ -1,0 +1,845 @@
+"""dicomio._transport: the lean asyncio socket stream and the backend-choosing helpers.
+
+Tests that exercise ``AsyncioSocketStream`` itself (its buffer, its flow-control flags,
+``receive_before``) are asyncio-only: they override the ``anyio_backend`` parameter with
+``asyncio_only``. Everything else runs on both backends; on trio ``connect_tcp`` and
+``wrap_accepted_socket`` give anyio's own streams, which must behave the same way.
+
+Every test talks over 127.0.0.1 on a port the kernel picks, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import pytest
+from anyio.abc import SocketAttribute, TaskStatus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dicomio._transport import (
+    READ_HIGH_WATER,
+    SENDS_PER_CHECKPOINT,
+    AsyncioSocketStream,
+    clock,
+    connect_tcp,
+    running_asyncio_loop,
+    wrap_accepted_socket,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+#: Tests of the lean stream's own machinery: only meaningful on the asyncio backend.
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+LOOPBACK = "127.0.0.1"
+#: What asyncio's selector transport reads per wake-up (``max_size``).
+ONE_READ = 256 * 1024
+#: The most the lean stream may hold: it pauses reading once over the high-water mark,
+#: and one read may land after the last check.
+READ_BOUND = READ_HIGH_WATER + ONE_READ
+#: Far more than loopback's kernel buffers absorb while the peer does not read
+#: (net.ipv4.tcp_wmem's maximum is 4 MiB; the receiver's window does not grow unread).
+BLOCKING_SIZE = 16 << 20
+
+PeerKind = Literal["anyio", "lean", "raw"]
+#: The default of ``task_status`` for functions started with ``TaskGroup.start``.
+STARTED = anyio.TASK_STATUS_IGNORED
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    """Bytes that show any loss, duplication or reordering."""
+    return random.Random(seed).randbytes(size)
+
+
+@asynccontextmanager
+async def connected(
+    peer_kind: PeerKind = "anyio", **connect_kwargs: Any
+) -> AsyncIterator[tuple[anyio.abc.SocketStream, Any]]:
+    """(ours, peer): ours from ``connect_tcp``; the peer accepted from a loopback listener.
+
+    ``peer_kind``: "anyio" wraps the accepted socket in anyio's own stream for the running
+    backend (independent of the code under test), "lean" with ``wrap_accepted_socket``,
+    "raw" hands back the non-blocking ``socket.socket`` itself.
+    """
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        ours = await connect_tcp(LOOPBACK, port, **connect_kwargs)
+        try:
+            with anyio.fail_after(5):
+                await anyio.wait_readable(listener)
+            sock, _ = listener.accept()
+            sock.setblocking(False)
+            if peer_kind == "raw":
+                with sock:
+                    yield ours, sock
+                return
+            if peer_kind == "lean":
+                peer = await wrap_accepted_socket(sock)
+            else:
+                peer = await anyio.abc.SocketStream.from_socket(sock)
+            try:
+                yield ours, peer
+            finally:
+                await peer.aclose()
+        finally:
+            await ours.aclose()
+
+
+async def read_exactly(
+    stream: anyio.abc.ByteReceiveStream, size: int, chunk: int = 1 << 16
+) -> bytes:
+    received = bytearray()
+    while len(received) < size:
+        received += await stream.receive(min(chunk, size - len(received)))
+    return bytes(received)
+
+
+async def read_to_eof(stream: anyio.abc.ByteReceiveStream) -> bytes:
+    received = bytearray()
+    try:
+        while True:
+            received += await stream.receive()
+    except anyio.EndOfStream:
+        return bytes(received)
+
+
+async def raw_read_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read from a raw non-blocking socket: the peer that reads only when told to.
+
+    (anyio's asyncio stream keeps reading into memory until its first ``receive``, so it
+    cannot stand for a peer that does not read.)
+    """
+    received = bytearray()
+    while len(received) < size:
+        await anyio.wait_readable(sock)
+        try:
+            chunk = sock.recv(min(1 << 20, size - len(received)))
+        except BlockingIOError:
+            continue
+        assert chunk, "unexpected EOF"
+        received += chunk
+    return bytes(received)
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """SO_LINGER with a zero timeout: closing sends RST instead of FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# ---------------------------------------------------------------------------------------
+# Which stream, on which backend
+
+
+async def test_asyncio_gets_the_lean_stream(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("lean") as (ours, peer):
+            if anyio_backend == "asyncio":
+                loop = asyncio.get_running_loop()
+                assert running_asyncio_loop() is loop
+                assert clock() == loop.time
+                assert isinstance(ours, AsyncioSocketStream)
+                assert isinstance(peer, AsyncioSocketStream)
+            else:
+                assert running_asyncio_loop() is None
+                assert clock() is anyio.current_time
+                assert not isinstance(ours, AsyncioSocketStream)
+                assert not isinstance(peer, AsyncioSocketStream)
+                assert isinstance(ours, anyio.abc.SocketStream)
+                assert isinstance(peer, anyio.abc.SocketStream)
+            before = anyio.current_time()
+            assert abs(clock()() - before) < 1.0  # the same clock anyio reads
+            await ours.send(b"ping")
+            assert await read_exactly(peer, 4) == b"ping"
+            await peer.send(b"pong")
+            assert await read_exactly(ours, 4) == b"pong"
+
+
+async def test_extra_attributes(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            remote = ours.extra(SocketAttribute.remote_address)
+            assert remote[0] == LOOPBACK
+            assert ours.extra(SocketAttribute.remote_port) == remote[1]
+            assert peer.extra(SocketAttribute.local_port) == remote[1]
+            local_port = ours.extra(SocketAttribute.local_port)
+            assert peer.extra(SocketAttribute.remote_port) == local_port
+            assert ours.extra(SocketAttribute.local_address) == (LOOPBACK, local_port)
+            assert ours.extra(SocketAttribute.family) == socket.AF_INET
+            raw = ours.extra(SocketAttribute.raw_socket)
+            # On asyncio this is the transport's TransportSocket, as with anyio's own stream.
+            assert raw.fileno() >= 0
+            assert raw.getsockname() == (LOOPBACK, local_port)
+            assert raw.getpeername() == remote
+
+
+async def test_connect_from_a_chosen_local_address(anyio_backend: str) -> None:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        wanted = probe.getsockname()[1]
+    with anyio.fail_after(5):
+        async with connected("anyio", local_host=LOOPBACK, local_port=wanted) as (ours, peer):
+            assert ours.extra(SocketAttribute.local_port) == wanted
+            assert peer.extra(SocketAttribute.remote_address) == (LOOPBACK, wanted)
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+SIZES = [1, 2, 3, 7, 100, 1000, 4096, 65535, 65536, 65537, 262143, 262144, 262145, 1 << 20]
+
+
+@pytest.mark.parametrize("peer_kind", ["anyio", "lean"])
+async def test_round_trip_in_chunks_of_many_sizes(anyio_backend: str, peer_kind: PeerKind) -> None:
+    chunks = [pattern(size, seed) for seed, size in enumerate(SIZES)]
+    expected = b"".join(chunks)
+    with anyio.fail_after(10):
+        async with connected(peer_kind) as (ours, peer):
+            # Both directions at once: each side's sends wait on the other's reads.
+            async def send_all(stream: anyio.abc.SocketStream) -> None:
+                for chunk in chunks:
+                    await stream.send(chunk)
+                await stream.send(b"")  # an empty send is harmless
+
+            got: dict[str, bytes] = {}
+
+            async def read_all(name: str, stream: anyio.abc.SocketStream) -> None:
+                got[name] = await read_exactly(stream, len(expected))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_all, ours)
+                tg.start_soon(send_all, peer)
+                tg.start_soon(read_all, "ours", ours)
+                tg.start_soon(read_all, "peer", peer)
+    assert got["ours"] == expected
+    assert got["peer"] == expected
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    sizes=st.lists(
+        st.one_of(st.integers(1, 2000), st.integers(2000, 300_000)), min_size=1, max_size=10
+    ),
+    reads=st.lists(st.integers(1, 100_000), min_size=1, max_size=10),
+    ours_sends=st.booleans(),
+    peer_kind=st.sampled_from(["anyio", "lean"]),
+    seed=st.integers(0, 2**32),
+)
+async def test_random_chunkings_arrive_intact(
+    anyio_backend: str,
+    sizes: list[int],
+    reads: list[int],
+    ours_sends: bool,
+    peer_kind: PeerKind,
+    seed: int,
+) -> None:
+    data = pattern(sum(sizes), seed)
+    received = bytearray()
+    with anyio.fail_after(10):
+        async with connected(peer_kind) as (ours, peer):
+            sender, receiver = (ours, peer) if ours_sends else (peer, ours)
+
+            async def send_all() -> None:
+                position = 0
+                for size in sizes:
+                    await sender.send(data[position : position + size])
+                    position += size
+                await sender.send_eof()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_all)
+                # One large read per cycle keeps the number of receives bounded (a cycle of
+                # one-byte reads over a few MB would take seconds).
+                cycle = [*reads, 1 << 16]
+                index = 0
+                while True:
+                    max_bytes = cycle[index % len(cycle)]
+                    index += 1
+                    try:
+                        chunk = await receiver.receive(max_bytes)
+                    except anyio.EndOfStream:
+                        break
+                    assert 0 < len(chunk) <= max_bytes
+                    received += chunk
+    assert bytes(received) == data
+
+
+@asyncio_only
+async def test_receive_splits_a_large_chunk_without_losing_bytes(anyio_backend: str) -> None:
+    data = pattern(200_000, 1)
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            protocol = ours._protocol
+            await peer.send(data)
+            await peer.send_eof()
+            while not protocol.eof:  # everything is buffered once the FIN is seen
+                await read_event(protocol)
+            assert protocol.buffered == len(data)
+            received = bytearray()
+            for max_bytes in [1, 7, 1000, 4093, 65536, 1 << 20] * 100:
+                if len(received) == len(data):
+                    break
+                chunk = await ours.receive(max_bytes)
+                assert 0 < len(chunk) <= max_bytes
+                received += chunk
+                assert protocol.buffered == len(data) - len(received)
+            assert bytes(received) == data
+            with pytest.raises(anyio.EndOfStream):
+                await ours.receive()
+
+
+async def read_event(protocol: Any) -> None:
+    """Wait for the protocol's next wake-up of a reader (data, EOF or loss)."""
+    waiter = asyncio.get_running_loop().create_future()
+    protocol.read_waiter = waiter
+    try:
+        await waiter
+    finally:
+        protocol.read_waiter = None
+
+
+async def test_receive_rejects_a_non_positive_size(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, _):
+            with pytest.raises(ValueError):
+                await ours.receive(0)
+
+
+# ---------------------------------------------------------------------------------------
+# End of stream, reset, close
+
+
+@pytest.mark.parametrize("peer_kind", ["anyio", "lean"])
+async def test_eof_after_buffered_data(anyio_backend: str, peer_kind: PeerKind) -> None:
+    with anyio.fail_after(5):
+        async with connected(peer_kind) as (ours, peer):
+            await peer.send(b"hello, ")
+            await peer.send(b"world")
+            await peer.send_eof()
+            assert await read_to_eof(ours) == b"hello, world"
+            with pytest.raises(anyio.EndOfStream):  # and again: EOF is sticky
+                await ours.receive()
+            # Half-close: the peer's EOF does not stop us from answering.
+            await ours.send(b"still here")
+            await ours.send_eof()
+            assert await read_to_eof(peer) == b"still here"
+
+
+async def test_eof_wakes_a_waiting_receive(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            async with anyio.create_task_group() as tg:
+                outcome: list[object] = []
+
+                async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    with pytest.raises(anyio.EndOfStream):
+                        await ours.receive()
+                    outcome.append("eof")
+
+                await tg.start(reader)
+                await peer.send_eof()
+            assert outcome == ["eof"]
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["reset-first", "reset-while-waiting"])
+async def test_peer_reset_raises_instead_of_hanging(anyio_backend: str, waiting: bool) -> None:
+    with anyio.fail_after(5):
+        async with connected("raw") as (ours, peer):
+            reset_on_close(peer)
+            if waiting:
+                async with anyio.create_task_group() as tg:
+
+                    async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                        task_status.started()
+                        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream)):
+                            await ours.receive()
+
+                    await tg.start(reader)
+                    peer.close()
+            else:
+                peer.close()
+                with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream)):
+                    await ours.receive()
+            # Sending soon fails too (the first write may still be taken by the kernel).
+            with pytest.raises(anyio.BrokenResourceError):
+                for _ in range(100):
+                    await ours.send(b"x" * 1000)
+                    await anyio.lowlevel.checkpoint()
+
+
+async def test_peer_reset_while_a_send_waits(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("raw") as (ours, peer):
+            reset_on_close(peer)
+            async with anyio.create_task_group() as tg:
+
+                async def sender(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    with pytest.raises(anyio.BrokenResourceError):
+                        await ours.send(pattern(BLOCKING_SIZE))
+
+                await tg.start(sender)  # returns once the send waits for the kernel
+                peer.close()
+
+
+async def test_receive_and_send_after_aclose(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, _):
+            await ours.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await ours.receive()
+            with pytest.raises(anyio.ClosedResourceError):
+                await ours.send(b"x")
+            await ours.aclose()  # closing twice is fine
+
+
+@asyncio_only
+async def test_receive_after_aclose_with_data_buffered(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            await peer.send(b"buffered")
+            while not ours._protocol.chunks:
+                await read_event(ours._protocol)
+            await ours.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await ours.receive()
+
+
+async def test_aclose_wakes_a_waiting_receive(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, _), anyio.create_task_group() as tg:
+
+            async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                task_status.started()
+                with pytest.raises(anyio.ClosedResourceError):
+                    await ours.receive()
+
+            await tg.start(reader)
+            await ours.aclose()
+
+
+async def test_aclose_wakes_a_waiting_send(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("raw") as (ours, _), anyio.create_task_group() as tg:
+
+            async def sender(*, task_status: TaskStatus[None] = STARTED) -> None:
+                task_status.started()
+                with pytest.raises(anyio.ClosedResourceError):
+                    await ours.send(pattern(BLOCKING_SIZE))
+
+            await tg.start(sender)
+            await ours.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# Concurrency and cancellation
+
+
+async def test_two_concurrent_receives_are_refused(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            got: list[bytes] = []
+            async with anyio.create_task_group() as tg:
+
+                async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    got.append(await ours.receive())
+
+                await tg.start(reader)
+                with pytest.raises(anyio.BusyResourceError):
+                    await ours.receive()
+                await peer.send(b"first")
+            assert got == [b"first"]
+            # The refused receive left no trace: the stream still reads.
+            await peer.send(b"second")
+            assert await read_exactly(ours, 6) == b"second"
+
+
+async def test_cancelled_receive_loses_nothing(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            with anyio.move_on_after(0.02) as scope:
+                await ours.receive()
+            assert scope.cancelled_caught
+            await peer.send(b"after the cancel")
+            assert await read_exactly(ours, 16) == b"after the cancel"
+
+
+async def test_cancelling_receives_as_data_arrives_loses_nothing(anyio_backend: str) -> None:
+    """Cancel each receive at a different point around the data's arrival: every byte sent
+    comes out exactly once, in order."""
+    sent = bytearray()
+    received = bytearray()
+    with anyio.fail_after(10):
+        async with connected("anyio") as (ours, peer):
+            for round_ in range(60):
+                payload = pattern(1 + round_ * 97 % 5000, round_)
+                sent += payload
+                scope = anyio.CancelScope()
+
+                async def reader(
+                    scope: anyio.CancelScope = scope,
+                    max_bytes: int = round_ % 7 * 1000 + 1,
+                    *,
+                    task_status: TaskStatus[None] = STARTED,
+                ) -> None:
+                    task_status.started()
+                    with scope:
+                        received.extend(await ours.receive(max_bytes))
+
+                async with anyio.create_task_group() as tg:
+                    await tg.start(reader)
+                    await peer.send(payload)
+                    for _ in range(round_ % 4):
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+            await peer.send_eof()
+            received += await read_to_eof(ours)
+    assert bytes(received) == bytes(sent)
+
+
+async def set_event(event: anyio.Event) -> None:
+    event.set()
+
+
+def yield_bound(anyio_backend: str, lean_bound: int) -> int:
+    """Checkpoints a busy task may take before a task it started has run.
+
+    asyncio runs ready tasks first come first served, so one yield suffices. trio runs each
+    batch in a random order (reversed half the time): with two ready tasks, the other one
+    may be passed over at each yield, so allow 64 (a 2**-64 chance of a false alarm).
+    """
+    return lean_bound if anyio_backend == "asyncio" else 64
+
+
+async def test_a_send_loop_lets_other_tasks_run(anyio_backend: str) -> None:
+    """Sends the kernel takes at once do not wait, yet one in SENDS_PER_CHECKPOINT yields."""
+    bound = yield_bound(anyio_backend, SENDS_PER_CHECKPOINT)
+    total = 0
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            for _ in range(3):  # also after the counter has been reset by a yield
+                other_ran = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(set_event, other_ran)
+                    sends = 0
+                    while not other_ran.is_set():
+                        assert sends < bound, "the sending task starved the loop"
+                        await ours.send(b"x" * 100)
+                        sends += 1
+                    total += sends
+            await ours.send_eof()
+            assert await read_to_eof(peer) == b"x" * 100 * total
+
+
+async def test_receiving_buffered_data_is_still_a_checkpoint(anyio_backend: str) -> None:
+    bound = yield_bound(anyio_backend, 1)
+    data = pattern(100, 6)
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            await peer.send(data)
+            await peer.send_eof()
+            received = bytearray(await read_exactly(ours, 1, chunk=1))  # the rest is buffered
+            other_ran = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(set_event, other_ran)
+                receives = 0
+                while not other_ran.is_set():
+                    assert receives < bound, "the reading task starved the loop"
+                    received += await ours.receive(1)
+                    receives += 1
+            # Under a cancelled scope a receive with data at hand still raises, keeping it.
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                received += await ours.receive(1)
+            assert scope.cancelled_caught
+            received += await read_to_eof(ours)
+            assert bytes(received) == data
+
+
+# ---------------------------------------------------------------------------------------
+# Flow control
+
+
+@asyncio_only
+async def test_read_flow_control_bounds_the_buffer(anyio_backend: str) -> None:
+    total = 6 << 20
+    data = pattern(total, 2)
+    with anyio.fail_after(10):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            protocol = ours._protocol
+            transport = ours._transport
+            paused = anyio.Event()
+            pause_reading = transport.pause_reading
+
+            def pause_and_tell() -> None:
+                pause_reading()
+                paused.set()
+
+            transport.pause_reading = pause_and_tell  # type: ignore[method-assign]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(peer.send, data)  # anyio's stream: waits while we do not read
+                await paused.wait()
+                assert protocol.read_paused
+                held = protocol.buffered
+                assert READ_HIGH_WATER < held <= READ_BOUND
+                # Give the kernel time to deliver more, if the socket were still read.
+                await anyio.sleep(0.05)
+                assert protocol.buffered == held
+                received = bytearray()
+                resumed = False
+                while len(received) < total:
+                    received += await ours.receive(1 << 16)
+                    assert protocol.buffered <= READ_BOUND
+                    if protocol.buffered <= READ_HIGH_WATER // 4:
+                        assert not protocol.read_paused
+                        resumed = True
+            assert resumed
+            assert protocol.buffered == 0
+            assert bytes(received) == data
+
+
+@asyncio_only
+async def test_reading_stays_paused_above_a_quarter(anyio_backend: str) -> None:
+    with anyio.fail_after(10):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            protocol = ours._protocol
+            data = pattern(3 << 20, 3)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(peer.send, data)
+                while not protocol.read_paused:
+                    await read_event(protocol)
+                received = bytearray()
+                while protocol.buffered > READ_HIGH_WATER // 4 + (1 << 12):
+                    received += await ours.receive(1 << 12)
+                    if protocol.buffered > READ_HIGH_WATER // 4:
+                        assert protocol.read_paused
+                received += await read_exactly(ours, len(data) - len(received))
+            assert bytes(received) == data
+
+
+async def test_send_blocks_until_the_peer_reads(anyio_backend: str) -> None:
+    data = pattern(BLOCKING_SIZE, 4)
+    with anyio.fail_after(10):
+        async with connected("raw") as (ours, peer):
+            sent = anyio.Event()
+
+            async def sender() -> None:
+                await ours.send(data)
+                sent.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sender)
+                with anyio.move_on_after(0.2):
+                    await sent.wait()
+                assert not sent.is_set(), "send returned before the kernel took the data"
+                if isinstance(ours, AsyncioSocketStream):
+                    assert ours._protocol.write_paused
+                received = await raw_read_exactly(peer, len(data))
+                await sent.wait()
+            assert received == data
+            if isinstance(ours, AsyncioSocketStream):
+                assert not ours._protocol.write_paused
+            # And the stream is usable afterwards.
+            await ours.send(b"more")
+            assert await raw_read_exactly(peer, 4) == b"more"
+
+
+async def test_a_blocked_send_can_be_cancelled(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("raw") as (ours, _):
+            with anyio.move_on_after(0.1) as scope:
+                await ours.send(pattern(BLOCKING_SIZE, 5))
+            assert scope.cancelled_caught
+
+
+@asyncio_only
+async def test_concurrent_sends_are_refused_or_both_complete(anyio_backend: str) -> None:
+    half = BLOCKING_SIZE // 2
+    with anyio.fail_after(10):
+        async with connected("raw") as (ours, peer):
+            outcomes: dict[str, str] = {}
+            done = {name: anyio.Event() for name in "ab"}
+
+            async def sender(name: str, *, task_status: TaskStatus[None] = STARTED) -> None:
+                task_status.started()
+                try:
+                    await ours.send(name.encode() * half)
+                    outcomes[name] = "sent"
+                except anyio.BusyResourceError:
+                    outcomes[name] = "busy"
+                done[name].set()
+
+            async with anyio.create_task_group() as tg:
+                await tg.start(sender, "a")  # waits: the peer does not read
+                await tg.start(sender, "b")
+                expected = b"a" * half + (b"" if outcomes.get("b") == "busy" else b"b" * half)
+                received = await raw_read_exactly(peer, len(expected))
+                with anyio.move_on_after(0.3):
+                    await done["a"].wait()
+                    await done["b"].wait()
+                tg.cancel_scope.cancel()  # free whichever send still hangs
+            assert received == expected
+            assert outcomes.get("a") == "sent", f"the first send never returned: {outcomes}"
+            assert outcomes.get("b") in ("sent", "busy"), outcomes
+
+
+# ---------------------------------------------------------------------------------------
+# receive_before (the lean stream's deadline read)
+
+
+@asyncio_only
+async def test_receive_before_returns_none_at_the_deadline(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            deadline = now() + 0.05
+            assert await ours.receive_before(1024, deadline) is None
+            assert now() >= deadline - 0.01
+            # A deadline already passed: None at once.
+            assert await ours.receive_before(1024, now() - 1) is None
+            # Nothing was left behind: the stream reads normally afterwards.
+            assert ours._protocol.read_waiter is None
+            await peer.send(b"late")
+            assert await ours.receive_before(1024, now() + 5) == b"late"
+
+
+@asyncio_only
+async def test_receive_before_returns_data_arriving_in_time(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            got: list[bytes | None] = []
+            async with anyio.create_task_group() as tg:
+
+                async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    got.append(await ours.receive_before(3, now() + 10))
+
+                await tg.start(reader)
+                started = now()
+                await peer.send(b"abcdef")
+            assert got == [b"abc"]
+            assert now() - started < 5  # woken by the data, not by the deadline
+            # Buffered data is returned even when the deadline has passed.
+            assert await ours.receive_before(1024, now() - 1) == b"def"
+
+
+@asyncio_only
+async def test_receive_before_at_eof_and_after_close(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            await peer.send(b"last")
+            await peer.send_eof()
+            assert await ours.receive_before(1024, now() + 5) == b"last"
+            with pytest.raises(anyio.EndOfStream):
+                await ours.receive_before(1024, now() + 5)
+            await ours.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await ours.receive_before(1024, now() + 5)
+
+
+@asyncio_only
+async def test_receive_before_can_be_cancelled(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            with anyio.move_on_after(0.02) as scope:
+                await ours.receive_before(1024, now() + 10)
+            assert scope.cancelled_caught
+            assert ours._protocol.read_waiter is None
+            await peer.send(b"kept")
+            assert await read_exactly(ours, 4) == b"kept"
+
+
+@asyncio_only
+async def test_receive_before_while_a_receive_waits(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            received = anyio.Event()
+            got: list[bytes] = []
+            async with anyio.create_task_group() as tg:
+
+                async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    got.append(await ours.receive())
+                    received.set()
+
+                async def deadline_reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    # Correct behaviour: BusyResourceError (at once), as for receive().
+                    with pytest.raises(anyio.BusyResourceError):
+                        await ours.receive_before(1024, now() + 10)
+
+                await tg.start(reader)
+                await tg.start(deadline_reader)
+                await peer.send(b"data")
+                with anyio.move_on_after(0.3):
+                    await received.wait()
+                tg.cancel_scope.cancel()
+            assert got == [b"data"], "the waiting receive never woke up"
+
+
+@asyncio_only
+async def test_concurrent_receive_before_deadlines(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, _):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            outcomes: dict[str, object] = {}
+            returned_at: dict[str, float] = {}
+            deadlines = {"early": now() + 0.05, "late": now() + 0.2}
+            done = {name: anyio.Event() for name in deadlines}
+            async with anyio.create_task_group() as tg:
+
+                async def call(name: str, *, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    try:
+                        outcomes[name] = await ours.receive_before(1024, deadlines[name])
+                    except anyio.BusyResourceError:
+                        outcomes[name] = "busy"
+                    returned_at[name] = now()
+                    done[name].set()
+
+                await tg.start(call, "early")
+                await tg.start(call, "late")
+                with anyio.move_on_after(0.4):
+                    await done["early"].wait()
+                    await done["late"].wait()
+                tg.cancel_scope.cancel()
+            # Acceptable: the second call refused, or both returned None at their deadlines.
+            assert "early" in outcomes, f"the first call never returned: {outcomes}"
+            assert outcomes["early"] is None
+            assert outcomes.get("late", "missing") in ("busy", None), outcomes
+            if outcomes.get("late", "missing") is None:
+                assert returned_at["late"] >= deadlines["late"] - 0.01, "ended before its deadline"
