@@ -18,14 +18,17 @@ from dicomio.dimse import (
     Message,
     MessageAssembler,
     MessageReceived,
+    data_parts,
     data_pdu,
     encode_command,
     fragment,
+    fragment_parts,
     max_fragment_size,
 )
 from dicomio.dimse.assembler import AssemblerEvent
 from dicomio.dimse.fragment import UNLIMITED_FRAGMENT_SIZE
 from dicomio.errors import LocalProtocolError, RemoteProtocolError
+from dicomio.pdu import PDUReader, encode, encode_parts
 from dicomio.pdu.items import PresentationDataValue
 from dicomio.pdu.pdus import PDataTF
 
@@ -131,6 +134,77 @@ def test_fragment_and_reassemble(
         assert events[0] == CommandReceived(context_id=context_id, command=STORE)
         assert streamed_bytes(events) == dataset
     assert not streaming.in_progress(context_id)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_pdu=max_pdu_lengths,
+    size=st.integers(0, 40_000),
+    command_size=st.sampled_from([len(STORE_COMMAND), 70_000]),
+    context_id=st.integers(0, 127).map(lambda n: 2 * n + 1),
+    with_dataset=st.booleans(),
+)
+def test_fragment_parts_are_the_encoded_fragments(
+    max_pdu: int, size: int, command_size: int, context_id: int, with_dataset: bool
+) -> None:
+    dataset = random.Random(size).randbytes(size) if with_dataset else None
+    command = (STORE_COMMAND * (command_size // len(STORE_COMMAND) + 1))[:command_size]
+    pdus = list(fragment(context_id, command, dataset, max_pdu))
+    parts = fragment_parts(context_id, command, dataset, max_pdu)
+    assert parts == [part for pdu in pdus for part in encode_parts(pdu)]
+    assert b"".join(parts) == b"".join(encode(pdu) for pdu in pdus)
+    reader = PDUReader(max_pdu)
+    reader.feed(b"".join(parts))
+    assert list(reader) == pdus
+
+
+@settings(max_examples=200, deadline=None)
+@given(max_pdu=max_pdu_lengths, size=st.integers(0, 40_000), is_last=st.booleans())
+def test_data_parts_are_the_encoded_data_pdus(max_pdu: int, size: int, is_last: bool) -> None:
+    chunk = memoryview(random.Random(size).randbytes(size))
+    step = max_fragment_size(max_pdu)
+    pieces = [chunk[start : start + step] for start in range(0, size, step)]
+    if not pieces and is_last:
+        pieces = [chunk]
+    pdus = [
+        data_pdu(7, piece, is_last and index == len(pieces) - 1)
+        for index, piece in enumerate(pieces)
+    ]
+    parts = data_parts(7, chunk, max_pdu, is_last=is_last)
+    assert parts == [part for pdu in pdus for part in encode_parts(pdu)]
+
+
+def test_streamed_data_parts_reassemble() -> None:
+    dataset = random.Random(3).randbytes(100_000)
+    step = max_fragment_size(1000)
+    batch = 7 * step  # whole fragments except at the end
+    parts = fragment_parts(1, STORE_COMMAND, None, 1000)
+    for start in range(0, len(dataset), batch):
+        chunk = dataset[start : start + batch]
+        parts += data_parts(1, chunk, 1000, is_last=start + batch >= len(dataset))
+    reader = PDUReader(1000)
+    reader.feed(b"".join(parts))
+    events = feed(MessageAssembler(), list(reader))  # type: ignore[arg-type]
+    assert events == [MessageReceived(context_id=1, command=STORE, dataset=dataset)]
+
+
+def test_fragment_parts_share_buffers() -> None:
+    dataset = bytes(range(256)) * 400  # 102,400 bytes: six full 16,378-byte fragments and a rest
+    parts = fragment_parts(1, STORE_COMMAND, dataset, 16_384)
+    headers, fragments = parts[2::2], parts[3::2]
+    assert len(fragments) == 7
+    assert all(header is headers[0] for header in headers[:-1])  # one header object, reused
+    assert headers[-1] != headers[0]  # the last fragment is shorter and flagged last
+    assert all(isinstance(data, memoryview) and data.obj is dataset for data in fragments)
+    assert parts[1] is STORE_COMMAND
+
+
+def test_fragment_parts_refuse_what_cannot_be_sent() -> None:
+    with pytest.raises(LocalProtocolError):
+        fragment_parts(1, STORE_COMMAND, b"data", 7)
+    for context_id in (0, 2, 256):
+        with pytest.raises(LocalProtocolError):
+            fragment_parts(context_id, STORE_COMMAND, b"data", 0)
 
 
 def test_data_fragments_are_views_not_copies() -> None:
@@ -287,3 +361,29 @@ def test_message_boundaries_reset_state() -> None:
         events = feed(assembler, fragment(7, encode_command(message), dataset, 16))
         assert events == [MessageReceived(context_id=7, command=message, dataset=dataset)]
         assert not assembler.in_progress(7)
+
+
+def test_a_data_set_in_one_bytes_fragment_is_not_copied() -> None:
+    # What PDUReader makes of a one-PDV P-DATA-TF that straddles its reads.
+    dataset = bytes(range(256)) * 8
+    assembler = MessageAssembler()
+    assembler.receive(pdv(1, True, True, STORE_COMMAND))
+    (event,) = assembler.receive(pdv(1, False, True, dataset))
+    assert isinstance(event, MessageReceived)
+    assert event.dataset is dataset
+
+
+def test_collecting_state_follows_the_message() -> None:
+    assembler = MessageAssembler()
+    for _ in range(3):
+        assert (
+            feed(assembler, [pdv(1, True, True, STORE_COMMAND), pdv(1, False, False, b"ab")]) == []
+        )
+        assert assembler.expects_data(1)
+        assert assembler.receive(pdv(1, False, True, b"cd")) == [
+            MessageReceived(context_id=1, command=STORE, dataset=b"abcd")
+        ]
+        assert not assembler.in_progress(1)
+    # A stray non-last data fragment after the message ended is still refused.
+    with pytest.raises(RemoteProtocolError, match="no command"):
+        assembler.receive(pdv(1, False, False, b"ef"))

@@ -40,6 +40,7 @@ from dicomio.pdu import (
     decode,
     encode,
     encode_parts,
+    single_pdv_header,
 )
 from tests.strategies import pdus
 
@@ -253,6 +254,54 @@ def test_pdv_data_are_views_not_copies() -> None:
     for pdv in pdu.pdvs:
         assert isinstance(pdv.data, memoryview)
         assert pdv.data.obj is wire
+
+
+def test_single_pdv_header_is_what_encode_puts_before_the_fragment() -> None:
+    for data, is_command, is_last in [
+        (b"abcd", True, True),
+        (b"", False, True),
+        (b"xy", False, False),
+    ]:
+        pdu = PDataTF(
+            pdvs=[
+                PresentationDataValue(
+                    context_id=255, is_command=is_command, is_last=is_last, data=data
+                )
+            ]
+        )
+        header = single_pdv_header(255, len(data), is_command=is_command, is_last=is_last)
+        assert header + data == encode(pdu)
+    assert single_pdv_header(3, 2, is_command=False, is_last=True) == h(
+        "04 00 00000008 00000004 03 02"
+    )
+    for context_id, size in [(0, 2), (4, 2), (257, 2), (1, -1), (1, 2**32 - 6)]:
+        with pytest.raises(LocalProtocolError):
+            single_pdv_header(context_id, size, is_command=False, is_last=True)
+
+
+def test_pdata_values_are_immutable_values_not_tuples() -> None:
+    pdv = PresentationDataValue(context_id=1, is_command=True, is_last=False, data=b"ab")
+    pdu = PDataTF(pdvs=[pdv])  # any iterable, stored as a tuple
+    assert pdu.pdvs == (pdv,)
+    assert pdu == PDataTF(pdvs=(pdv,))
+    assert hash(pdu) == hash(PDataTF(pdvs=(pdv,)))
+    assert pdv == PresentationDataValue(
+        context_id=1, is_command=True, is_last=False, data=memoryview(b"ab")
+    )
+    # Equal only to their own kind, in either order, as attrs values are.
+    assert pdv != (1, True, False, b"ab")
+    assert (1, True, False, b"ab") != pdv  # noqa: SIM300
+    assert not pdv == (1, True, False, b"ab")  # noqa: SIM201
+    assert pdu != ((pdv,),)
+    assert pdv != PresentationDataValue(context_id=3, is_command=True, is_last=False, data=b"ab")
+    assert repr(pdu) == (
+        "PDataTF(pdvs=(PresentationDataValue(context_id=1, is_command=True, is_last=False, "
+        "data=b'ab'),))"
+    )
+    with pytest.raises(AttributeError):
+        pdv.context_id = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        pdu.pdvs = ()  # type: ignore[misc]
 
 
 def test_encode_parts_does_not_copy_pdv_data() -> None:

@@ -137,6 +137,87 @@ def test_bytes_chunks_are_not_copied_but_other_buffers_are() -> None:
     assert pdu == pdata
 
 
+def one_pdv(data: bytes, *, context_id: int = 1, control: int = 0x02) -> PDataTF:
+    return PDataTF(
+        pdvs=[
+            PresentationDataValue(
+                context_id=context_id,
+                is_command=bool(control & 1),
+                is_last=bool(control & 2),
+                data=data,
+            )
+        ]
+    )
+
+
+def test_one_pdv_pdata_tf_inside_a_chunk_is_a_view_and_straddling_ones_are_joined_once() -> None:
+    payloads = [bytes([n]) * 1000 for n in range(1, 5)]
+    stream = b"".join(encode(one_pdv(payload)) for payload in payloads)
+    # Reads of 1500 bytes: the first PDU fits in the first read, the second straddles two.
+    reads = [stream[i : i + 1500] for i in range(0, len(stream), 1500)]
+    reader = PDUReader(2000)
+    received: list[PDU] = []
+    for chunk in reads:
+        reader.feed(chunk)
+        received.extend(reader)
+    assert received == [one_pdv(payload) for payload in payloads]
+    first, second = (pdu.pdvs[0].data for pdu in received[:2])  # type: ignore[union-attr]
+    assert isinstance(first, memoryview) and first.obj is reads[0]
+    assert type(second) is bytes  # its PDV data only, joined from the two reads
+
+
+TWO_PDVS = PDataTF(
+    pdvs=[
+        PresentationDataValue(context_id=1, is_command=False, is_last=False, data=b"ab"),
+        PresentationDataValue(context_id=3, is_command=False, is_last=True, data=b"cd"),
+    ]
+)
+
+
+def _split_everywhere(stream: bytes) -> Iterable[list[bytes]]:
+    yield [stream]
+    yield byte_at_a_time(stream)
+    for cut in range(1, len(stream)):
+        yield [stream[:cut], stream[cut:]]
+
+
+@pytest.mark.parametrize(
+    ("name", "wire", "max_pdu_length", "outcome"),
+    [
+        ("good", encode(one_pdv(b"abcd")), 10, [one_pdv(b"abcd")]),
+        ("command", encode(one_pdv(b"ab", control=0x01)), 0, [one_pdv(b"ab", control=0x01)]),
+        ("empty fragment", encode(one_pdv(b"")), 0, [one_pdv(b"")]),
+        ("reserved bits", bytes.fromhex("04 00 00000007 00000003 01 FE 7A"), 0, [one_pdv(b"z")]),
+        ("PDV length 0", bytes.fromhex("04 00 00000006 00000000 0100"), 0, INVALID),
+        ("PDV length 1", bytes.fromhex("04 00 00000006 00000001 0100"), 0, INVALID),
+        ("PDV overruns", bytes.fromhex("04 00 00000008 00000005 0102 6162"), 0, INVALID),
+        ("even context", bytes.fromhex("04 00 00000008 00000004 0202 6162"), 0, INVALID),
+        ("context 0", bytes.fromhex("04 00 00000008 00000004 0002 6162"), 0, INVALID),
+        ("over our maximum", encode(one_pdv(b"abcdef")), 11, INVALID),
+        ("PDU length 5", bytes.fromhex("04 00 00000005 00000001 01"), 0, INVALID),
+        (
+            "PDV short of the PDU",
+            bytes.fromhex("04 00 0000000A 00000003 0102 61 000000"),
+            0,
+            INVALID,
+        ),
+        ("two PDVs", encode(TWO_PDVS), 0, [TWO_PDVS]),
+    ],
+)
+def test_one_pdv_fast_paths_check_what_decode_checks(
+    name: str, wire: bytes, max_pdu_length: int, outcome: list[PDU] | AbortReason
+) -> None:
+    # Alone, followed by another PDU in the same read, and split at every byte.
+    tail = encode(ReleaseRQ())
+    for stream, expected_tail in ((wire, []), (wire + tail, [ReleaseRQ()])):
+        for chunks in _split_everywhere(stream):
+            received, reason = run_reader(chunks, max_pdu_length)
+            if isinstance(outcome, AbortReason):
+                assert (received, reason) == ([], outcome), (name, chunks)
+            else:
+                assert (received, reason) == (outcome + expected_tail, None), (name, chunks)
+
+
 # ---------------------------------------------------------------------------------------
 # Refused at the header, before the body is buffered
 

@@ -12,6 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from dicomio.dimse import CEchoRQ, encode_command, fragment, fragment_parts
 from dicomio.errors import LocalProtocolError
 from dicomio.pdu.codec import encode
 from dicomio.pdu.items import PresentationDataValue
@@ -179,6 +180,43 @@ def test_received_pdata_is_not_copied() -> None:
     assert isinstance(data, memoryview)
     assert data.obj is wire
     assert data == payload
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_send_pdata_parts_is_send_pdata_for_each_pdu(chunk: int | None) -> None:
+    pair = ConnectionPair(chunk=chunk)
+    req, acc = pair.requestor, pair.acceptor
+    pair.associate()
+    payload = memoryview(bytes(range(256)) * 4)
+    command = encode_command(CEchoRQ(message_id=1))
+    parts = fragment_parts(5, command, payload, 100)
+    req.send_pdata_parts(parts, now=1.0)
+    queued = req.data_to_send()
+    assert queued == parts
+    assert any(part is parts[3] for part in queued)  # queued as they are, not copied
+    for pdu in fragment(5, command, payload, 100):
+        req.send_pdata(pdu, now=1.0)
+    assert b"".join(req.data_to_send()) == b"".join(parts)
+    assert acc.receive_data(b"".join(queued), now=1.0) == list(fragment(5, command, payload, 100))
+    assert req.state is acc.state is State.STA6
+    # AR-7: after a release indication the acceptor may still send data.
+    req.send_release_rq(now=2.0)
+    pair.send(req)
+    acc.send_pdata_parts(fragment_parts(5, command, None, 100), now=2.0)
+    acc.send_release_rp(now=2.0)
+    events = pair.send(acc)
+    assert events == [*fragment(5, command, None, 100), ReleaseRP()]
+
+
+def test_send_pdata_parts_is_refused_where_send_pdata_is() -> None:
+    requestor = ULConnection(Role.REQUESTOR)
+    with pytest.raises(LocalProtocolError):
+        requestor.send_pdata_parts(fragment_parts(1, b"ab", None, 0), now=0.0)
+    pair = ConnectionPair()
+    pair.associate()
+    pair.requestor.send_release_rq(now=0.0)  # Sta7: no more P-DATA from this side
+    with pytest.raises(LocalProtocolError):
+        pair.requestor.send_pdata_parts(fragment_parts(1, b"ab", None, 0), now=0.0)
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)

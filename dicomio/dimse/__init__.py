@@ -49,7 +49,13 @@ from dicomio.dimse.commands import (
     encode_command,
     response_class_for,
 )
-from dicomio.dimse.fragment import data_pdu, fragment, max_fragment_size
+from dicomio.dimse.fragment import (
+    data_parts,
+    data_pdu,
+    fragment,
+    fragment_parts,
+    max_fragment_size,
+)
 
 __all__ = [
     "MESSAGE_CLASSES",
@@ -85,10 +91,12 @@ __all__ = [
     "Priority",
     "Request",
     "Response",
+    "data_parts",
     "data_pdu",
     "decode_command",
     "encode_command",
     "fragment",
+    "fragment_parts",
     "max_fragment_size",
     "response_class_for",
 ]

@@ -16,7 +16,12 @@ attributed to any message. Our own sender (``fragment``) never interleaves.
 
 Copies: command fragments are joined once; a data set that is not streamed is kept as a
 list of the received fragments and joined once when its last fragment arrives, so its
-cost is linear in its size. Streamed fragments are handed on as they are.
+cost is linear in its size. A data set that arrived as one ``bytes`` fragment (which the
+PDU reader makes of a PDV that straddled its reads) is kept as it is, with no copy at all.
+Streamed fragments are handed on as they are.
+
+The hot path is a P-DATA-TF holding one data set fragment that is not the last: it costs one
+dictionary lookup and one append, and returns no event.
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ class MessageAssembler:
         self._stream_if = stream_if
         self._max_command_length = max_command_length
         self._partial: dict[int, _Partial] = {}
+        # For each context whose data set is being collected (not streamed): the list of
+        # fragments so far, the same list as its _Partial's data_parts.
+        self._collecting: dict[int, list[bytes | memoryview]] = {}
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -119,15 +127,23 @@ class MessageAssembler:
 
     def receive(self, pdata: PDataTF) -> list[AssemblerEvent]:
         """Take one P-DATA-TF; return the events its PDVs complete, in order."""
+        pdvs = pdata.pdvs
+        if len(pdvs) == 1:
+            pdv = pdvs[0]
+            if not pdv.is_last and not pdv.is_command:
+                parts = self._collecting.get(pdv.context_id)
+                if parts is not None:
+                    parts.append(pdv.data)
+                    return []
         events: list[AssemblerEvent] = []
         partials = self._partial
-        for pdv in pdata.pdvs:
+        for pdv in pdvs:
             context_id = pdv.context_id
             partial = partials.get(context_id)
             if pdv.is_command:
                 self._command_fragment(pdv.data, pdv.is_last, context_id, partial, events)
                 continue
-            # A data set fragment: the hot path of a large message.
+            # A data set fragment.
             if partial is None or partial.command is None:
                 raise self._stray_data(context_id, partial)
             if partial.streaming:
@@ -142,14 +158,17 @@ class MessageAssembler:
                 if pdv.is_last:
                     del partials[context_id]
                 continue
-            partial.data_parts.append(pdv.data)
+            parts = partial.data_parts
+            parts.append(pdv.data)
             if pdv.is_last:
                 del partials[context_id]
+                del self._collecting[context_id]
                 events.append(
                     MessageReceived(
                         context_id=context_id,
                         command=partial.command,
-                        dataset=b"".join(partial.data_parts),
+                        # One bytes part is returned as it is: join would copy a memoryview.
+                        dataset=b"".join(parts),
                     )
                 )
         return events
@@ -206,3 +225,5 @@ class MessageAssembler:
         if self._stream_if is not None and self._stream_if(command):
             partial.streaming = True
             events.append(CommandReceived(context_id=context_id, command=command))
+        else:
+            self._collecting[context_id] = partial.data_parts

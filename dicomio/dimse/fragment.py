@@ -11,18 +11,34 @@ message control header. So a fragment may be at most ``max_pdu_length - 6`` byte
 down to even because PS3.8 E.1 requires every fragment to have an even number of bytes.
 
 Data set fragments are ``memoryview`` slices of the caller's buffer: nothing is copied.
+
+Two forms of the same fragmentation: ``fragment`` yields ``PDataTF`` values, and
+``fragment_parts`` gives the wire bytes of exactly those PDUs, ready for a vectored write:
+a 12-byte header before each fragment, with one header object shared by all the full-size
+fragments of the data set. The second builds no PDU values at all, which is what a sender
+wants for a large data set; ``tests/test_dimse_fragment.py`` holds the two to the same bytes.
+``data_pdu`` and ``data_parts`` are the two forms for a sender that streams a data set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Final
 
 from dicomio.errors import LocalProtocolError
+from dicomio.pdu.codec import single_pdv_header
 from dicomio.pdu.items import PresentationDataValue
 from dicomio.pdu.pdus import PDataTF
 
-__all__ = ["PDV_OVERHEAD", "UNLIMITED_FRAGMENT_SIZE", "data_pdu", "fragment", "max_fragment_size"]
+__all__ = [
+    "PDV_OVERHEAD",
+    "UNLIMITED_FRAGMENT_SIZE",
+    "data_pdu",
+    "data_parts",
+    "fragment",
+    "fragment_parts",
+    "max_fragment_size",
+]
 
 #: Bytes a PDV item adds to its fragment inside the P-DATA-TF variable field (PS3.8 9.3.5.1).
 PDV_OVERHEAD: Final = 6
@@ -35,9 +51,8 @@ PDV_OVERHEAD: Final = 6
 #: memory a peer needs per PDU.
 UNLIMITED_FRAGMENT_SIZE: Final = 4 * 1024 * 1024
 
-# PDataTF's ``converter=tuple`` leaves mypy with an unsolved generic parameter for ``pdvs``;
-# calling the class through this alias keeps the call sites type-checked by their result.
-_PDataTF: Callable[..., PDataTF] = PDataTF
+# Builds a PDataTF or PresentationDataValue from its fields, skipping the keyword call.
+_new_tuple = tuple.__new__
 
 
 def max_fragment_size(max_pdu_length: int) -> int:
@@ -63,13 +78,21 @@ def data_pdu(context_id: int, chunk: bytes | memoryview, is_last: bool) -> PData
 
     The caller keeps ``chunk`` within ``max_fragment_size`` and even (PS3.8 E.1).
     """
-    return _PDataTF(
-        pdvs=(
-            PresentationDataValue(
-                context_id=context_id, is_command=False, is_last=is_last, data=chunk
-            ),
-        )
-    )
+    return _one_pdv(context_id, False, is_last, chunk)
+
+
+def _one_pdv(
+    context_id: int, is_command: bool, is_last: bool, data: bytes | memoryview
+) -> PDataTF:
+    pdv = _new_tuple(PresentationDataValue, (context_id, is_command, is_last, data))
+    return _new_tuple(PDataTF, ((pdv,),))
+
+
+def _byte_view(data: bytes | memoryview) -> memoryview:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
 
 
 def fragment(
@@ -86,51 +109,93 @@ def fragment(
     set still gets one (empty, last) fragment, so that the receiver sees the message end.
     """
     size = max_fragment_size(max_pdu_length)
-    # Hot loop for large data sets: names bound locally, one value pair per fragment.
-    pdata_tf = _PDataTF
-    pdv = PresentationDataValue
-
+    one_pdv = _one_pdv
     if len(command) <= size:
         # The usual case: a command set is a hundred bytes or so.
-        yield pdata_tf(
-            pdvs=(pdv(context_id=context_id, is_command=True, is_last=True, data=command),)
-        )
+        yield one_pdv(context_id, True, True, command)
     else:
         view = memoryview(command)
         end = len(view)
         for start in range(0, end, size):
-            stop = start + size
-            yield pdata_tf(
-                pdvs=(
-                    pdv(
-                        context_id=context_id,
-                        is_command=True,
-                        is_last=stop >= end,
-                        data=view[start:stop],
-                    ),
-                )
-            )
-
+            yield one_pdv(context_id, True, start + size >= end, view[start : start + size])
     if dataset is None:
         return
-    view = memoryview(dataset)
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
+    view = _byte_view(dataset)
     end = len(view)
     if end == 0:
-        yield pdata_tf(
-            pdvs=(pdv(context_id=context_id, is_command=False, is_last=True, data=view),)
-        )
+        yield one_pdv(context_id, False, True, view)
         return
     for start in range(0, end, size):
-        stop = start + size
-        yield pdata_tf(
-            pdvs=(
-                pdv(
-                    context_id=context_id,
-                    is_command=False,
-                    is_last=stop >= end,
-                    data=view[start:stop],
-                ),
-            )
+        yield one_pdv(context_id, False, start + size >= end, view[start : start + size])
+
+
+def fragment_parts(
+    context_id: int,
+    command: bytes,
+    dataset: bytes | memoryview | None,
+    max_pdu_length: int,
+) -> list[bytes | memoryview]:
+    """The wire bytes of the PDUs ``fragment`` yields for the same arguments, as buffers.
+
+    The list alternates a 12-byte header (PDU header, PDV item header, message control
+    header; PS3.8 9.3.5, E.2) with the fragment it precedes, except that an empty fragment
+    has no buffer of its own; joined, it equals the encoded PDUs one after another. Data
+    set fragments are views of ``dataset``, and every full-size data set fragment shares one
+    header object. Raises ``LocalProtocolError`` for an illegal context ID or maximum length.
+    """
+    size = max_fragment_size(max_pdu_length)
+    parts: list[bytes | memoryview] = []
+    _add_fragments(
+        parts, context_id, True, command if len(command) <= size else memoryview(command), size
+    )
+    if dataset is not None:
+        _add_fragments(parts, context_id, False, _byte_view(dataset), size)
+    return parts
+
+
+def data_parts(
+    context_id: int, data: bytes | memoryview, max_pdu_length: int, *, is_last: bool
+) -> list[bytes | memoryview]:
+    """The wire bytes of P-DATA-TF PDUs carrying ``data`` as data set fragments (PS3.8 E.1).
+
+    For a sender that streams a data set, or sends a large one in batches: ``data`` is cut
+    as ``fragment_parts`` cuts a data set, each fragment full size but the last, and the
+    last is flagged last only if ``is_last``. An empty ``data`` gives one empty fragment if
+    ``is_last``, so that the receiver sees the message end, and nothing otherwise. Fragments
+    must be even (PS3.8 E.1), so a caller that is not at the end gives whole multiples of
+    ``max_fragment_size``, or at least an even number of bytes.
+    """
+    parts: list[bytes | memoryview] = []
+    _add_fragments(
+        parts, context_id, False, _byte_view(data), max_fragment_size(max_pdu_length), is_last
+    )
+    return parts
+
+
+def _add_fragments(
+    parts: list[bytes | memoryview],
+    context_id: int,
+    is_command: bool,
+    data: bytes | memoryview,
+    size: int,
+    is_last: bool = True,
+) -> None:
+    """Append header and fragment for each ``size``-byte fragment of ``data``.
+
+    ``data`` is only sliced if it is longer than ``size``, so it is a memoryview then.
+    """
+    end = len(data)
+    last = (end - 1) // size * size if end else 0  # where the last fragment starts
+    if last:
+        # All but the last are full size, and share one header.
+        header = single_pdv_header(context_id, size, is_command=is_command, is_last=False)
+        append = parts.append
+        for start in range(0, last, size):
+            append(header)
+            append(data[start : start + size])
+    if end or is_last:
+        parts.append(
+            single_pdv_header(context_id, end - last, is_command=is_command, is_last=is_last)
         )
+        if end:
+            parts.append(data[last:] if last else data)

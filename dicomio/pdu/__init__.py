@@ -3,7 +3,7 @@
 Sans-IO: this package does no I/O and reads no clock.
 """
 
-from dicomio.pdu.codec import decode, encode, encode_parts
+from dicomio.pdu.codec import decode, encode, encode_parts, single_pdv_header
 from dicomio.pdu.items import (
     AsynchronousOperationsWindow,
     ImplementationClassUID,
@@ -74,4 +74,5 @@ __all__ = [
     "decode",
     "encode",
     "encode_parts",
+    "single_pdv_header",
 ]

@@ -49,7 +49,7 @@ from dicomio.pdu.pdus import (
     ReleaseRQ,
 )
 
-__all__ = ["decode", "encode", "encode_parts"]
+__all__ = ["decode", "encode", "encode_parts", "single_pdv_header"]
 
 # PS3.8 9.3.1: type, reserved, length. The A-ASSOCIATE-RQ/AC fixed part (9.3.2, 9.3.3):
 # protocol version, 2 reserved, called and calling AE titles, 32 reserved.
@@ -64,6 +64,7 @@ _CONTEXT_AC_FIELDS = struct.Struct(">BxBx")
 # PS3.8 9.3.5.1 and Annex E.2: item length, context ID, message control header.
 _PDV_HEADER = struct.Struct(">LBB")
 _PDATA_FIRST_HEADER = struct.Struct(">BxLLBB")
+_pack_pdata_headers = _PDATA_FIRST_HEADER.pack
 _REJECT = struct.Struct(">BxLxBBB")
 _ABORT = struct.Struct(">BxLxxBB")
 _RELEASE_RQ = _PDU_HEADER.pack(0x05, 4) + bytes(4)
@@ -81,6 +82,14 @@ _USER_IDENTITY_RQ = struct.Struct(">BxHBBH")
 # Message control header bits (PS3.8 E.2); bits 2-7 are reserved and not tested.
 _COMMAND_BIT = 0x01
 _LAST_BIT = 0x02
+#: (is_command, is_last) for each value of the message control header byte.
+_CONTROL_FLAGS: tuple[tuple[bool, bool], ...] = tuple(
+    (bool(control & _COMMAND_BIT), bool(control & _LAST_BIT)) for control in range(256)
+)
+
+#: ``tuple.__new__``: builds a ``PDataTF`` or ``PresentationDataValue`` from its fields, already
+#: checked and converted, without the keyword call (the hot paths of the codec and reader).
+_new_tuple = tuple.__new__
 
 # Item types that may appear somewhere in an association PDU (PS3.8 Table 9-12): seeing one
 # in the wrong place is an "unexpected" parameter, anything else "unrecognized" (Table 9-26).
@@ -367,9 +376,36 @@ _SUB_ITEM_ENCODERS: dict[type, Callable[..., bytes]] = {
 }
 
 
+def single_pdv_header(context_id: int, size: int, *, is_command: bool, is_last: bool) -> bytes:
+    """The 12 bytes that precede a fragment of ``size`` bytes sent alone in a P-DATA-TF.
+
+    They are the PDU header (PS3.8 9.3.5) and the PDV item header with its message control
+    header (9.3.5.1, E.2), so ``[header, fragment]`` is the whole PDU on the wire, the same
+    bytes ``encode_parts`` gives for it. Every full-size fragment of a message shares one
+    such header, which is why it is offered on its own (``dicomio.dimse.fragment_parts``).
+    Raises ``LocalProtocolError`` for an illegal context ID or a size too large to encode.
+    """
+    _check_context_id(context_id)
+    if not 0 <= size <= 0xFFFFFFFF - 6:
+        raise LocalProtocolError(f"a PDV fragment of {size} bytes does not fit a P-DATA-TF")
+    control = (_COMMAND_BIT if is_command else 0) | (_LAST_BIT if is_last else 0)
+    return _PDATA_FIRST_HEADER.pack(0x04, size + 6, size + 2, context_id, control)
+
+
 def _encode_pdata_parts(pdu: PDataTF) -> list[bytes | memoryview]:
     """P-DATA-TF (PS3.8 9.3.5): headers as small bytes, PDV data as the caller's buffers."""
     pdvs = pdu.pdvs
+    if len(pdvs) == 1:
+        # The usual case, one PDV per PDU (every dicomio sender, and most peers): the
+        # checks and packing of single_pdv_header, inline.
+        context_id, is_command, is_last, data = pdvs[0]
+        size = data.nbytes if type(data) is memoryview else len(data)
+        if 0 < context_id < 256 and context_id & 1 and size <= 0xFFFFFFFF - 6:
+            control = (_COMMAND_BIT if is_command else 0) | (_LAST_BIT if is_last else 0)
+            header = _pack_pdata_headers(0x04, size + 6, size + 2, context_id, control)
+        else:
+            header = single_pdv_header(context_id, size, is_command=is_command, is_last=is_last)
+        return [header, data] if size else [header]
     if not pdvs:
         raise LocalProtocolError("a P-DATA-TF PDU carries one or more PDV items")
     sizes = []
@@ -447,6 +483,7 @@ def _decode_pdata(view: memoryview, end: int) -> PDataTF:
     pdvs = []
     position = 6
     unpack_pdv = _PDV_HEADER.unpack_from
+    flags = _CONTROL_FLAGS
     while position < end:
         if position + 6 > end:
             raise _invalid("truncated PDV item header")
@@ -458,16 +495,14 @@ def _decode_pdata(view: memoryview, end: int) -> PDataTF:
             raise _invalid("PDV item overruns the P-DATA-TF PDU")
         if not context_id & 1:
             raise _invalid(f"PDV presentation context ID {context_id} is not odd")
+        is_command, is_last = flags[control]
         pdvs.append(
-            PresentationDataValue(
-                context_id=context_id,
-                is_command=bool(control & _COMMAND_BIT),
-                is_last=bool(control & _LAST_BIT),
-                data=view[position + 6 : stop],
+            _new_tuple(
+                PresentationDataValue, (context_id, is_command, is_last, view[position + 6 : stop])
             )
         )
         position = stop
-    return PDataTF(pdvs=pdvs)
+    return _new_tuple(PDataTF, (tuple(pdvs),))
 
 
 def _item_bounds(view: memoryview, position: int, end: int, where: str) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import attrs
 from pydicom.uid import UID
@@ -178,15 +179,29 @@ UserInformationSubItem = (
 )
 
 
-@attrs.frozen(kw_only=True)
-class PresentationDataValue:
+class PresentationDataValue(NamedTuple):
     """One PDV item of a P-DATA-TF PDU (PS3.8 9.3.5.1, Annex E.2).
 
     ``data`` is the message fragment without the 1-byte message control header; it may be a
     memoryview into the received buffer so that large fragments are never copied.
+
+    Unlike the other values this one is a typed named tuple rather than an attrs class: one
+    or more are built for every P-DATA-TF sent or received, and a tuple is built (and read)
+    several times faster. It keeps what the attrs values promise: immutable, the same field
+    names, a readable repr, and equality only with another ``PresentationDataValue`` (never
+    with a plain tuple).
     """
 
     context_id: int
     is_command: bool
     is_last: bool
     data: bytes | memoryview
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(self)

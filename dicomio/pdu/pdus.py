@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import attrs
 from pydicom.uid import UID
@@ -78,10 +79,6 @@ def _sub_items(
     return tuple(values)
 
 
-def _pdvs(values: Iterable[PresentationDataValue]) -> tuple[PresentationDataValue, ...]:
-    return tuple(values)
-
-
 def to_ae_title(value: str | bytes) -> str:
     """AE titles are stored without the insignificant leading/trailing spaces (PS3.5 AE VR)."""
     if isinstance(value, bytes):
@@ -130,11 +127,31 @@ class AssociateRJ:
     reason: int
 
 
-@attrs.frozen(kw_only=True)
-class PDataTF:
-    """P-DATA-TF PDU (PS3.8 9.3.5): one or more presentation data values."""
+class _PDataTFFields(NamedTuple):
+    pdvs: tuple[PresentationDataValue, ...]
 
-    pdvs: tuple[PresentationDataValue, ...] = attrs.field(converter=_pdvs)
+
+class PDataTF(_PDataTFFields):
+    """P-DATA-TF PDU (PS3.8 9.3.5): one or more presentation data values.
+
+    A named tuple, like ``PresentationDataValue`` and for the same reason: it is the one PDU
+    built for every fragment of every message. ``pdvs`` may be given as any iterable and is
+    stored as a tuple; equality holds only with another ``PDataTF``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, pdvs: Iterable[PresentationDataValue]) -> PDataTF:
+        return tuple.__new__(cls, (tuple(pdvs),))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(self)
 
 
 @attrs.frozen(kw_only=True)

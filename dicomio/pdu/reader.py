@@ -13,17 +13,31 @@ growing buffer. A PDU that lies inside one chunk is decoded in place (its PDV da
 into the chunk); a PDU that spans chunks is joined once, exactly as long as it is. Each byte
 is therefore copied at most once, which matters because transports hand over reads of a
 fixed size (asyncio: 256 KiB) that large P-DATA-TF PDUs usually straddle.
+
+The hot path is a P-DATA-TF holding one PDV, which is how dicomio, pynetdicom and DCMTK send
+every fragment. When one lies inside a chunk, its two headers are read with one
+``unpack_from`` and the value is built directly, without framing it first; when one
+straddles chunks, only its PDV data are joined (a ``bytes`` the DIMSE layer can keep as it
+is). Both paths apply exactly the checks of ``decode``; anything else takes the general path.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Iterator
 from typing import NoReturn
 
 from dicomio.errors import AbortReason, LocalProtocolError, RemoteProtocolError
-from dicomio.pdu.codec import _PDU_HEADER, _check_header_length, decode
-from dicomio.pdu.pdus import PDU
+from dicomio.pdu.codec import (
+    _CONTROL_FLAGS,
+    _PDU_HEADER,
+    _check_header_length,
+    _new_tuple,
+    decode,
+)
+from dicomio.pdu.items import PresentationDataValue
+from dicomio.pdu.pdus import PDU, PDataTF
 
 __all__ = ["PDUReader"]
 
@@ -33,6 +47,13 @@ __all__ = ["PDUReader"]
 #: several large SAML/JWT assertions while keeping what an unauthenticated peer can make us
 #: buffer before the association exists small.
 MAX_ASSOCIATE_LENGTH = 1 << 20
+
+# PS3.8 9.3.5 and 9.3.5.1: the PDU header and the first PDV item header, read as one:
+# PDU type, reserved, PDU length, PDV item length, context ID, message control header.
+_PDATA_HEADERS = struct.Struct(">BxLLBB")
+_PDATA_HEADERS_LENGTH = 12
+_unpack_pdata_headers = _PDATA_HEADERS.unpack_from
+
 
 class PDUReader:
     """Frame and decode PDUs from a byte stream fed in arbitrary chunks (PS3.8 9.3).
@@ -46,8 +67,12 @@ class PDUReader:
         if max_pdu_length < 0:
             raise ValueError("max_pdu_length must be 0 (no limit) or positive")
         self._max_pdu_length = max_pdu_length
-        # Bytes not yet framed: views of immutable chunks, in arrival order, and their total.
+        # The same limit as one comparison: a PDU length field cannot exceed 2**32 - 1.
+        self._pdata_limit = max_pdu_length or 0xFFFFFFFF
+        # Bytes not yet framed: views of immutable chunks, in arrival order; the first
+        # ``_offset`` bytes of the first chunk are consumed; ``_available`` bytes are not.
         self._pieces: deque[memoryview] = deque()
+        self._offset = 0
         self._available = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
@@ -67,6 +92,41 @@ class PDUReader:
 
     def next_pdu(self) -> PDU | None:
         """Return the next complete PDU, or None if more bytes are needed."""
+        pieces = self._pieces
+        if pieces:  # never after an error: _die() empties it
+            # Fast path: a one-PDV P-DATA-TF inside the first chunk. The conditions are
+            # exactly what decode() would accept for it; anything else goes the long way.
+            first = pieces[0]
+            offset = self._offset
+            end = len(first)
+            if end - offset >= 12:
+                pdu_type, length, pdv_length, context_id, control = _unpack_pdata_headers(
+                    first, offset
+                )
+                stop = offset + 6 + length
+                if (
+                    pdu_type == 0x04
+                    and pdv_length == length - 4
+                    and stop <= end
+                    and pdv_length >= 2
+                    and context_id & 1
+                    and length <= self._pdata_limit
+                ):
+                    self._available -= stop - offset
+                    if stop == end:
+                        pieces.popleft()
+                        self._offset = 0
+                    else:
+                        self._offset = stop
+                    is_command, is_last = _CONTROL_FLAGS[control]
+                    data = first[offset + 12 : stop]
+                    pdv = _new_tuple(
+                        PresentationDataValue, (context_id, is_command, is_last, data)
+                    )
+                    return _new_tuple(PDataTF, ((pdv,),))
+        return self._next_pdu_general()
+
+    def _next_pdu_general(self) -> PDU | None:
         self._check_alive()
         if self._available < 6:
             return None
@@ -75,6 +135,15 @@ class PDUReader:
         need = 6 + length
         if need > self._available:
             return None
+        if pdu_type == 0x04 and len(self._pieces[0]) - self._offset < need:
+            # A P-DATA-TF that straddles chunks: if it holds one well-formed PDV (checked as
+            # decode() would), join just its data, once.
+            _, _, pdv_length, context_id, control = _PDATA_HEADERS.unpack_from(
+                self._peek(_PDATA_HEADERS_LENGTH)
+            )
+            if pdv_length == length - 4 and pdv_length >= 2 and context_id & 1:
+                self._skip(_PDATA_HEADERS_LENGTH)
+                return _pdata(context_id, control, self._take(pdv_length - 2))
         frame = self._take(need)
         try:
             return decode(frame)
@@ -107,34 +176,43 @@ class PDUReader:
                 )
             )
 
-    def _peek(self, size: int, offset: int = 0) -> bytes | memoryview:
-        """``size`` bytes at ``offset`` of the unframed bytes, for reading a header."""
+    def _peek(self, size: int, position: int = 0) -> bytes | memoryview:
+        """``size`` bytes at ``position`` of the unframed bytes, for reading a header."""
+        position += self._offset
         out = bytearray()
         for piece in self._pieces:
-            if offset >= len(piece):
-                offset -= len(piece)
+            if position >= len(piece):
+                position -= len(piece)
                 continue
-            if not out and offset + size <= len(piece):
-                return piece[offset : offset + size]  # the usual case: no copy
+            if not out and position + size <= len(piece):
+                return piece[position : position + size]  # the usual case: no copy
             # The header straddles chunks (rare): gather it.
-            out += piece[offset : offset + size - len(out)]
-            offset = 0
+            out += piece[position : position + size - len(out)]
+            position = 0
             if len(out) == size:
                 return bytes(out)
         raise AssertionError("peek beyond the buffered bytes")
 
     def _take(self, size: int) -> bytes | memoryview:
         """Remove the first ``size`` bytes: a view if one chunk holds them, else one join."""
+        if not size:
+            return b""
         pieces = self._pieces
         self._available -= size
         first = pieces[0]
-        if len(first) >= size:
-            if len(first) == size:
+        start = self._offset
+        stop = start + size
+        if stop <= len(first):
+            if stop == len(first):
                 pieces.popleft()
+                self._offset = 0
             else:
-                pieces[0] = first[size:]
-            return first[:size]
-        parts = []
+                self._offset = stop
+            return first[start:stop]
+        parts = [first[start:]]
+        pieces.popleft()
+        size -= len(first) - start
+        self._offset = 0
         while size:
             piece = pieces[0]
             if len(piece) <= size:
@@ -143,9 +221,20 @@ class PDUReader:
                 size -= len(piece)
             else:
                 parts.append(piece[:size])
-                pieces[0] = piece[size:]
+                self._offset = size
                 size = 0
         return b"".join(parts)
+
+    def _skip(self, size: int) -> None:
+        """Remove the first ``size`` bytes without looking at them."""
+        pieces = self._pieces
+        self._available -= size
+        size += self._offset
+        while size >= len(pieces[0]):
+            size -= len(pieces.popleft())
+            if not size:
+                break
+        self._offset = size
 
     def _check_header(self, pdu_type: int, length: int) -> None:
         """Refuse a PDU from its header alone, before its body is buffered."""
@@ -177,6 +266,7 @@ class PDUReader:
     def _die(self, error: RemoteProtocolError) -> None:
         self._error = error
         self._pieces.clear()
+        self._offset = 0
         self._available = 0
 
     def _check_alive(self) -> None:
@@ -186,3 +276,12 @@ class PDUReader:
                 abort_source=self._error.abort_source,
                 abort_reason=self._error.abort_reason,
             )
+
+
+def _pdata(context_id: int, control: int, data: bytes | memoryview) -> PDataTF:
+    """A one-PDV P-DATA-TF from fields the caller has checked as ``decode`` does."""
+    is_command, is_last = _CONTROL_FLAGS[control]
+    return _new_tuple(
+        PDataTF,
+        ((_new_tuple(PresentationDataValue, (context_id, is_command, is_last, data)),),),
+    )

@@ -233,6 +233,17 @@ class ULConnection:
         """P-DATA request (Evt9): DT-1 in Sta6, AR-7 in Sta8 (after a release indication)."""
         self._request(Event.P_DATA_REQUEST, pdata, now)
 
+    def send_pdata_parts(self, parts: list[bytes | memoryview], *, now: float) -> None:
+        """P-DATA requests (Evt9) for P-DATA-TF PDUs that are already encoded.
+
+        ``parts`` holds one or more whole P-DATA-TF PDUs, one after another, as buffers to
+        write in order: what ``dicomio.dimse.fragment_parts`` returns for a message. They
+        are queued as they are. The effect is ``send_pdata`` for each of those PDUs (DT-1
+        in Sta6, AR-7 in Sta8, neither of which changes the state), without building or
+        encoding a ``PDataTF`` per fragment.
+        """
+        self._request(Event.P_DATA_REQUEST, parts, now)
+
     def send_release_rq(self, *, now: float) -> None:
         """A-RELEASE request (Evt11): AR-1 sends the A-RELEASE-RQ."""
         self._request(Event.RELEASE_REQUEST, None, now)
@@ -367,7 +378,10 @@ class ULConnection:
     # Data transfer, PS3.8 Table 9-7 (and AR-6/AR-7 of Table 9-8, which do the same).
 
     def _send_pdata(self, item: object, now: float) -> None:
-        self._outbox.extend(encode_parts(cast(PDataTF, item)))
+        if type(item) is list:
+            self._outbox.extend(item)  # already encoded: send_pdata_parts
+        else:
+            self._outbox.extend(encode_parts(cast(PDataTF, item)))
 
     def _ar_1(self, item: object, now: float) -> None:
         self._outbox.append(_RELEASE_RQ_BYTES)

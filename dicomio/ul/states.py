@@ -29,6 +29,10 @@ __all__ = ["Action", "Event", "State", "TRANSITIONS", "Transition"]
 class State(enum.Enum):
     """Upper Layer states Sta1-Sta13 (PS3.8 9.2.1, Tables 9-1 to 9-5)."""
 
+    # Members are singletons, so they hash by identity: Enum.__hash__ is Python code, and
+    # every PDU sent or received looks up (state, event) and its action by hash.
+    __hash__ = object.__hash__
+
     IDLE = 1
     AWAITING_ASSOCIATE_RQ = 2
     AWAITING_LOCAL_ASSOCIATE_RESPONSE = 3
@@ -88,6 +92,10 @@ _STATE_DESCRIPTIONS = {
 
 class Event(enum.Enum):
     """Upper Layer events Evt1-Evt19 (the rows of PS3.8 Table 9-10)."""
+
+    # Members are singletons, so they hash by identity: Enum.__hash__ is Python code, and
+    # every PDU sent or received looks up (state, event) and its action by hash.
+    __hash__ = object.__hash__
 
     ASSOCIATE_REQUEST = 1
     TRANSPORT_CONFIRM = 2
@@ -166,6 +174,10 @@ _EVENT_DESCRIPTIONS = {
 
 class Action(enum.Enum):
     """State machine actions (PS3.8 9.2.2, Tables 9-6 to 9-9); the value is the standard's name."""
+
+    # Members are singletons, so they hash by identity: Enum.__hash__ is Python code, and
+    # every PDU sent or received looks up (state, event) and its action by hash.
+    __hash__ = object.__hash__
 
     # Table 9-6, association establishment
     AE_1 = "AE-1"  # issue TRANSPORT CONNECT request; -> Sta4
