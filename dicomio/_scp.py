@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
@@ -51,6 +52,7 @@ from dicomio.dimse import (
     NGetRSP,
     NSetRQ,
     NSetRSP,
+    encode_command,
 )
 from dicomio.events import (
     EVT_C_ECHO,
@@ -89,6 +91,10 @@ SUBOPS_WARNING = 0xB000
 SUBOPS_REFUSED = 0xA702
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+#: How far, in encoded bytes, a C-FIND handler may run ahead of the network: the pending
+#: responses waiting here go out in one write (a few hundred identifiers), and memory stays
+#: bounded however many matches the handler yields.
+FIND_AHEAD_BYTES = 65_536
 
 _N_SERVICES: dict[type, tuple[EventType, type]] = {
     NEventReportRQ: (EVT_N_EVENT_REPORT, NEventReportRSP),
@@ -98,6 +104,9 @@ _N_SERVICES: dict[type, tuple[EventType, type]] = {
     NCreateRQ: (EVT_N_CREATE, NCreateRSP),
     NDeleteRQ: (EVT_N_DELETE, NDeleteRSP),
 }
+
+#: Requests the reader answers itself when the peer sends one at a time (see serve()).
+_INLINE: tuple[type, ...] = (CEchoRQ, CStoreRQ, *_N_SERVICES)
 
 
 def stream_to_disk(directory: str | Path | None = None) -> Callable[[Any], Any]:
@@ -128,6 +137,72 @@ class _Incoming:
         self.file = file
 
 
+class _Ahead:
+    """Encoded responses between a C-FIND handler and the writer, bounded in bytes.
+
+    ``put`` mostly returns at once (so a handler with its matches in memory runs on without
+    a trip through the event loop) and waits while ``limit`` bytes are waiting. It lets the
+    writer in after the first response, then after 2, 4, 8 ... more: the peer gets the
+    first match at once and starts on it, and a long answer still leaves in few writes.
+    ``take`` hands the writer everything waiting, or None once closed and drained.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_handover",
+        "_items",
+        "_limit",
+        "_ready",
+        "_size",
+        "_space",
+        "failure",
+    )
+
+    def __init__(self, limit: int) -> None:
+        self._items: list[tuple[Any, bytes, bytes | None]] = []
+        self._size = 0
+        self._limit = limit
+        self._handover = 1
+        self._closed = False
+        self._ready: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+        self.failure: errors.DicomioError | None = None
+
+    async def put(self, item: tuple[Any, bytes, bytes | None], size: int) -> None:
+        while self._size >= self._limit:
+            self._space = anyio.Event()
+            await self._space.wait()
+        self._items.append(item)
+        self._size += size
+        if self._ready is not None:
+            self._ready.set()
+        if len(self._items) >= self._handover:
+            self._handover *= 2
+            await anyio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._ready is not None:
+            self._ready.set()
+
+    def drop(self) -> None:
+        """Forget what the writer has not taken (the operation was cancelled)."""
+        self._items, self._size = [], 0
+
+    async def take(self) -> list[tuple[Any, bytes, bytes | None]] | None:
+        while not self._items:
+            if self._closed:
+                return None
+            self._ready = anyio.Event()
+            await self._ready.wait()
+            self._ready = None
+        items, self._items, self._size = self._items, [], 0
+        if self._space is not None:
+            self._space.set()
+            self._space = None
+        return items
+
+
 class ServiceProviderMixin:
     """Request dispatch; mixed into ``Association``."""
 
@@ -142,9 +217,12 @@ class ServiceProviderMixin:
         _transport_closed: bool
         _background_reader: bool
         _incoming: deque[tuple[int, Any, Any]]
+        async_ops_window: tuple[int, int]
 
         def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
+        def _send_nowait(self, context_id: int, command: Any) -> None: ...
+        async def _flush(self) -> None: ...
         async def _read_once(self, deadline: float | None = None) -> bool: ...
         async def abort(self, source: int = 0, reason: int = 0) -> None: ...
         async def send_message(
@@ -153,6 +231,9 @@ class ServiceProviderMixin:
             command: Any,
             dataset: bytes | memoryview | AsyncIterable[bytes] | None = None,
         ) -> None: ...
+        async def send_messages(
+            self, context_id: int, messages: Sequence[tuple[Any, bytes, bytes | None]]
+        ) -> None: ...
 
     def __init__(self) -> None:
         self._running: dict[int, anyio.CancelScope] = {}
@@ -160,6 +241,7 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
+        self._inline: deque[tuple[int, Any, Any]] = deque()
 
     # -- reader loop (acceptor) ---------------------------------------------------------------
 
@@ -181,8 +263,10 @@ class ServiceProviderMixin:
                 else:
                     with anyio.move_on_after(network) as idle:
                         await self._read_once()
-                while self._echoes:
-                    await self._answer_echo(*self._echoes.popleft())
+                if self._echoes:
+                    await self._answer_echoes()
+                while self._inline:
+                    await self._handle_request(*self._inline.popleft())
                 if network is None:
                     continue
                 if idle.cancelled_caught and not self._running and not self._incoming:
@@ -196,6 +280,7 @@ class ServiceProviderMixin:
         if tg is None:
             return
         default_echo = not self.get_handlers(EVT_C_ECHO)
+        serial = self.async_ops_window[1] == 1
         while self._incoming:
             context_id, command, data = self._incoming.popleft()
             if default_echo and isinstance(command, CEchoRQ):
@@ -203,16 +288,29 @@ class ServiceProviderMixin:
                 # it itself, without the cost of a task, right after this read.
                 self._echoes.append((context_id, command))
                 continue
+            if serial and isinstance(command, _INLINE):
+                # One request at a time (no asynchronous operations window): the peer waits
+                # for this answer before it sends anything but an abort or a release, so
+                # the reader handles it itself once this read is dispatched, without a task.
+                # C-FIND/C-GET/C-MOVE keep their task: a C-CANCEL must be read meanwhile.
+                self._inline.append((context_id, command, data))
+                continue
             tg.start_soon(self._handle_request, context_id, command, data)
 
-    async def _answer_echo(self, context_id: int, command: CEchoRQ) -> None:
-        """The default C-ECHO answer (PS3.7 9.1.5): Success."""
-        context = self._context(context_id)
-        if context is None:
-            await self._handle_request(context_id, command, None)  # the usual abort path
-            return
+    async def _answer_echoes(self) -> None:
+        """The default C-ECHO answers (PS3.7 9.1.5: Success) to every echo read so far.
+
+        All of them leave in one write: a peer with an asynchronous operations window may
+        have sent many in one go.
+        """
+        while self._echoes:
+            context_id, command = self._echoes.popleft()
+            if self._context(context_id) is None:
+                await self._handle_request(context_id, command, None)  # the usual abort path
+                return
+            self._send_nowait(context_id, _echo_response(command, SUCCESS))
         with contextlib.suppress(errors.DicomioError):
-            await self.send_message(context_id, _echo_response(command, SUCCESS))
+            await self._flush()
 
     async def _run_incoming_inline(self) -> None:
         while self._incoming:
@@ -389,6 +487,14 @@ class ServiceProviderMixin:
     # -- C-FIND --------------------------------------------------------------------------------
 
     async def _on_c_find(self, event: Event, context: Any, command: CFindRQ) -> None:
+        """C-FIND (PS3.4 C.4.1): the handler's matches as pending responses, then the final.
+
+        The handler runs ahead of the network by up to ``FIND_AHEAD_BYTES`` of encoded
+        responses while a writer task sends whatever is ready in one write. A C-CANCEL
+        cancels the handler; what was not yet written is dropped and the Cancel status
+        follows.
+        """
+
         def response(status: int, **fields: Any) -> CFindRSP:
             return CFindRSP(
                 message_id_being_responded_to=command.message_id,
@@ -402,33 +508,72 @@ class ServiceProviderMixin:
         if found is None:
             await self._respond(context, response(C_FAILURE, error_comment="no C-FIND handler"))
             return
-        final = SUCCESS
-        cancelled = True
-        try:
-            with anyio.CancelScope() as scope:
-                self._running[command.message_id] = scope
+        ahead = _Ahead(FIND_AHEAD_BYTES)
+        # Every pending response of one C-FIND has the same command set: encode it once.
+        commands: dict[tuple[int, bool], tuple[CFindRSP, bytes]] = {}
+        transfer_syntax = context.transfer_syntax
+        final: int | None = None
+        failure: errors.DicomioError | None = None
+
+        async def run_handler() -> None:
+            nonlocal final, failure
+            try:
                 async with _handler_items(found, event) as items:
                     async for status, identifier in items:
-                        if status in (PENDING, 0xFF01):
-                            await self._respond(
-                                context,
-                                response(status, has_dataset=identifier is not None),
-                                identifier,
-                            )
-                            continue
-                        final = status
-                        break
-                cancelled = False
+                        if status not in (PENDING, 0xFF01):
+                            final = status
+                            return
+                        key = (status, identifier is not None)
+                        cached = commands.get(key)
+                        if cached is None:
+                            rsp = response(status, has_dataset=key[1])
+                            cached = commands[key] = (rsp, encode_command(rsp))
+                        payload = (
+                            None
+                            if identifier is None
+                            else encode_dataset(identifier, transfer_syntax)
+                        )
+                        size = len(cached[1]) + (0 if payload is None else len(payload))
+                        await ahead.put((cached[0], cached[1], payload), size)
+                final = SUCCESS
+            except Exception as exc:
+                if isinstance(exc, errors.DicomioError) and self._failure is not None:
+                    failure = exc
+                    return
+                self.log.exception("C-FIND handler raised")
+                final = C_FAILURE
+            finally:
+                ahead.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write_ahead, context.context_id, ahead, tg.cancel_scope)
+            # A C-CANCEL cancels the handler only, never a write half done: cut short, it
+            # would leave part of a PDU on the wire (a stream socket may take part of a
+            # write). The writer finishes what it took and what was not taken is dropped.
+            with anyio.CancelScope() as scope:
+                self._running[command.message_id] = scope
+                await run_handler()
             if scope.cancelled_caught:
-                final = CANCEL
-        except Exception as exc:
-            if isinstance(exc, errors.DicomioError) and self._failure is not None:
-                raise
-            self.log.exception("C-FIND handler raised")
-            final, cancelled = C_FAILURE, False
-        if cancelled and self._failure is not None:
-            return
+                ahead.drop()
+        failure = ahead.failure or failure
+        if failure is not None:
+            raise failure
+        if final is None:
+            # Cancelled: by a C-CANCEL (PS3.7 9.3.2.3), or because the association ended.
+            if self._failure is not None:
+                return
+            final = CANCEL
         await self._respond(context, response(final))
+
+    async def _write_ahead(self, context_id: int, ahead: _Ahead, group: anyio.CancelScope) -> None:
+        """Send what a C-FIND handler has ready, all of it at each turn, until it is done."""
+        while (batch := await ahead.take()) is not None:
+            try:
+                await self.send_messages(context_id, batch)
+            except errors.DicomioError as exc:
+                ahead.failure = exc
+                group.cancel()
+                return
 
     # -- C-GET and C-MOVE ----------------------------------------------------------------------
 

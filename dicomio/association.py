@@ -292,7 +292,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         return _log.isEnabledFor(logging.DEBUG)
 
     def _on_ul_event(self, event: Any) -> None:
-        if self._debug and not isinstance(event, PDataTF):
+        if type(event) is not PDataTF and self._debug:
             self.log.debug("received %s", _pdu_summary(event))
         if isinstance(event, PDataTF):
             try:
@@ -571,12 +571,12 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         """
         if self._failure is not None:
             raise self._failure
-        ul = self._ul
+        ul, debug = self._ul, self._debug
         async with self._send_lock:
             now = self._now()
             queued = 0
             for command, encoded, dataset in messages:
-                if self._debug:
+                if debug:
                     self.log.debug("sending %s ctx=%d", summary(command), context_id)
                 for pdata in fragment(context_id, encoded, dataset, self.remote_max_pdu):
                     ul.send_pdata(pdata, now=now)
@@ -589,7 +589,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             await self._send_deferred()
 
     def _send_nowait(self, context_id: int, command: Any) -> None:
-        """Queue a small command-only message without waiting (used for C-CANCEL).
+        """Queue a small command-only message without waiting (C-CANCEL, default C-ECHO answers).
 
         If another message is being sent, the PDUs wait until it is complete, so that
         fragments of two messages never interleave.
