@@ -475,12 +475,34 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             async with self._write_lock:
                 parts, self._outbox = self._outbox, []
                 if parts and not self._transport_closed:
-                    await self._write(parts)
+                    if isinstance(self._stream, _transport.AsyncioSocketStream):
+                        # Bytes handed to the asyncio transport stay queued there if this
+                        # task is cancelled while waiting: the stream cannot be torn.
+                        await self._write(parts)
+                    else:
+                        await self._write_whole(parts)
         except _CLOSED_ERRORS:
             self._fail(errors.ConnectionClosed("the connection closed while sending"))
             await self._close_transport()
             assert self._failure is not None
             raise self._failure from None
+
+    async def _write_whole(self, parts: list[bytes | memoryview]) -> None:
+        """``_write`` that a cancellation cannot interrupt halfway.
+
+        anyio's streams (trio, TLS) may have sent part of a buffer when a cancellation
+        arrives; the rest of that PDU would be lost and the peer would read garbage. So
+        the write is shielded, bounded by the network timeout, after which the association
+        is aborted as a peer that stopped reading.
+        """
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.timeouts.network) as scope:
+                await self._write(parts)
+            if scope.cancelled_caught:
+                self.log.warning("peer took nothing for %s s: aborting", self.timeouts.network)
+                self._fail(errors.ConnectionClosed("the peer stopped reading"))
+                await self._close_transport()
+                raise anyio.BrokenResourceError
 
     async def _write(self, parts: list[bytes | memoryview]) -> None:
         """Send queued parts: small ones joined into one write, large ones as they are."""
