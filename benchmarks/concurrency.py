@@ -1,14 +1,16 @@
 """S6: C associations at once, each doing 20 C-ECHOs, against one server process.
 
-The clients are dicomio, spread over several client processes (``CLIENT_PROCESSES``), each
-opening its share of the associations at the same moment. Measured: wall time from the
-first client's start to the last one's end, associations that did not complete all their
-C-ECHOs, and the server's peak RSS and thread count.
+The clients are dicomio, spread over several client processes (``client_processes``), each
+opening its share of the associations at the same moment (no ramp). Measured: wall time from
+the first client's start to the last one's end, associations that did not complete all their
+C-ECHOs, and the server's peak RSS and thread count. Also: the most connections the server
+held open at once (its descriptors above idle, sampled every 0.5 s), which shows whether the
+associations really were open together, and the slowest association set-up and C-ECHO.
 
-Servers: dicomio (one event loop; listen backlog 1,024), pynetdicom (a thread per
-association; listen backlog 5, socketserver's default), DCMTK ``storescp`` without
-``--fork``, which serves one association at a time (backlog 50); its ``--fork`` mode is a
-process per association, which is not "one server process".
+Servers: dicomio (one event loop; listen backlog 4,096, capped by ``net.core.somaxconn``),
+pynetdicom (a thread per association; listen backlog 5, socketserver's default), DCMTK
+``storescp`` without ``--fork``, which serves one association at a time (backlog 50); its
+``--fork`` mode is a process per association, which is not "one server process".
 """
 
 from __future__ import annotations
@@ -122,9 +124,26 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                         reps=settings.reps,
                         warmup=settings.warmup,
                         rep_timeout=max(settings.rep_timeout, 900.0),
+                        count_connections=True,
                     )
                     fill(row, reps, lambda rep: rep.wall)
                     row.extras["echo/s"] = [rep.count * ECHOES / rep.wall for rep in reps]
+                    row.extras["server open at once"] = [
+                        float(rep.server_connections or 0) for rep in reps
+                    ]
+                    for key, name in (
+                        ("slowest_setup_s", "slowest set-up s"),
+                        ("slowest_echo_s", "slowest C-ECHO s"),
+                    ):
+                        row.extras[name] = [
+                            max(float(c.get(key, 0.0)) for c in rep.clients) for rep in reps
+                        ]
+                    row.note += (
+                        f"; server held up to {max(row.extras['server open at once']):,.0f} "
+                        f"connections at once; slowest set-up "
+                        f"{max(row.extras['slowest set-up s']):.1f} s, slowest C-ECHO "
+                        f"{max(row.extras['slowest C-ECHO s']):.1f} s"
+                    )
         finally:
             ws.stop(server.proc)
     return rows
