@@ -352,8 +352,8 @@ class Rep:
 
 class _Sampler(threading.Thread):
     """Samples the servers' thread count and RSS every 20 ms during a repetition, and with
-    ``count_descriptors`` their open descriptors every 0.5 s (a listing of ``/proc/PID/fd``,
-    which costs tens of milliseconds with thousands of connections)."""
+    ``count_descriptors`` their open descriptors: as often while there are fewer than 1,000,
+    every 0.5 s above (a listing of ``/proc/PID/fd`` costs ~4 microseconds a descriptor)."""
 
     def __init__(self, servers: Sequence[Server], *, count_descriptors: bool = False) -> None:
         super().__init__(daemon=True)
@@ -365,10 +365,10 @@ class _Sampler(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        tick = 0
+        tick = last = 0
         while not self._stop_event.is_set():
             threads = rss = descriptors = 0
-            count = self.count_descriptors and tick % 25 == 0
+            count = self.count_descriptors and (last < 1000 or tick % 25 == 0)
             for server in self.servers:
                 pids = [server.pid, *(_children(server.pid) if server.forks else [])]
                 for pid in pids:
@@ -379,7 +379,9 @@ class _Sampler(threading.Thread):
                         descriptors += open_descriptors(pid)
             self.threads = max(self.threads, threads)
             self.rss_kb = max(self.rss_kb, rss)
-            self.descriptors = max(self.descriptors, descriptors)
+            if count:
+                last = descriptors
+                self.descriptors = max(self.descriptors, descriptors)
             tick += 1
             self._stop_event.wait(0.02)
 
@@ -458,15 +460,18 @@ def run_clients(
     warmup: int,
     rep_timeout: float,
     between: Callable[[], None] | None = None,
-    count_connections: bool = False,
+    descriptor_baseline: int | None = None,
 ) -> list[Rep]:
     """Run clients (``benchmarks.clients`` argv, without ``--reps``) in lock-step.
 
     Each argv goes to its own worker process, one per implementation and position (the
     second dicomio client of S6 is always the same process). Every client does
     ``warmup + reps`` repetitions; the first ``warmup`` are dropped. ``between`` runs after
-    each repetition (e.g. to delete written files), untimed. With ``count_connections``
-    each ``Rep`` has the most connections the servers held open at once (S6).
+    each repetition (e.g. to delete written files), untimed. With ``descriptor_baseline``
+    (the servers' open descriptors when they had no connection, e.g. right after start),
+    each ``Rep`` has the most connections the servers held open at once (S6). The baseline
+    is not taken at each repetition's start: the previous one's connections may still be
+    closing then.
     """
     total = warmup + reps
     clients: list[_Client] = []
@@ -485,13 +490,11 @@ def run_clients(
             for server in servers:
                 server.check_alive()
             cpu0 = sum(proc_cpu(s.pid) for s in servers)
-            idle = idle_descriptors = 0
+            idle = 0
             for server in servers:
                 reset_peak(server.pid)
                 idle += proc_status(server.pid).get("VmRSS", 0)
-                if count_connections:
-                    idle_descriptors += open_descriptors(server.pid)
-            sampler = _Sampler(servers, count_descriptors=count_connections)
+            sampler = _Sampler(servers, count_descriptors=descriptor_baseline is not None)
             sampler.start()
             for client in clients:
                 client.send("go")
@@ -516,9 +519,9 @@ def run_clients(
                     server_peak_kb=peak,
                     server_threads=sampler.threads,
                     server_connections=(
-                        max(0, sampler.descriptors - idle_descriptors)
-                        if count_connections
-                        else None
+                        None
+                        if descriptor_baseline is None
+                        else max(0, sampler.descriptors - descriptor_baseline)
                     ),
                 )
             )

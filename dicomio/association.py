@@ -414,35 +414,40 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
     ) -> tuple[Any, bytes | None]:
         """The next response to ``op``, reading the socket ourselves if nobody else is."""
         deadline = None if timeout is None else self._now() + timeout
+        limit = math.inf if deadline is None else deadline
         while not op.responses:
             if self._failure is not None:
                 raise self._failure
             if self._background_reader:
                 # The reader task delivers; wait for it to wake us.
                 op.wakeup = anyio.Event()
-                with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                with anyio.CancelScope(deadline=limit):
                     await op.wakeup.wait()
                 op.wakeup = None
             elif self._read_lock.locked():
                 # Another task is reading (and will deliver to us too): wait for its turn.
-                with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                with anyio.CancelScope(deadline=limit):
                     async with self._read_lock:
                         if not op.responses and self._failure is None:
-                            if not await self._read_once(deadline):
-                                self._dimse_timeout(op, timeout)
-                            await self._run_incoming_inline()
+                            await self._lead_read(op, deadline, timeout)
             else:
                 # Nobody is reading: we are the reader (no cancel scope on this, the usual path).
                 async with self._read_lock:
-                    if not await self._read_once(deadline):
-                        self._dimse_timeout(op, timeout)
-                    await self._run_incoming_inline()
-            if not op.responses and deadline is not None and self._now() >= deadline:
+                    await self._lead_read(op, deadline, timeout)
+            if not op.responses and self._now() >= limit:
                 self._dimse_timeout(op, timeout)
         response = op.responses.popleft()
         if op.final and not op.responses:
             self._ops.pop(op.message_id, None)
         return response
+
+    async def _lead_read(
+        self, op: _Operation, deadline: float | None, timeout: float | None
+    ) -> None:
+        """One read for every waiter, by the task holding the read lock."""
+        if not await self._read_once(deadline):
+            self._dimse_timeout(op, timeout)
+        await self._run_incoming_inline()
 
     @staticmethod
     def _dimse_timeout(op: _Operation, timeout: float | None) -> NoReturn:
