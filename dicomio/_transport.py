@@ -13,6 +13,17 @@ only then pauses reading, so memory stays bounded by that plus one read. ``send`
 once the kernel has taken everything (the transport's write buffer limit is 0, as with
 anyio), so nothing is left in user space when a caller closes the stream.
 
+``send_soon`` is for the small writes of many tasks woken together (the responses to several
+outstanding requests arrive in one read, and each waiting task answers or sends its next
+request). Written as they come that is one system call per message. ``send_soon`` queues
+the bytes while other callbacks are ready to run in this turn of the loop (they may write
+too) and writes everything queued once they have run: one system call for the whole turn.
+When nothing else is ready, as for a lone request/response exchange, it writes at once,
+because queueing would only cost an extra turn of the loop. It only takes bytes while the
+transport holds nothing unsent and a turn's total stays small (``COALESCE_LIMIT``);
+otherwise the caller sends normally, with flow control. Queued bytes are written before
+anything ``send`` writes, and before closing.
+
 On any other backend (trio), or with TLS, dicomio uses anyio's streams as they are;
 ``connect_tcp`` and ``wrap_accepted_socket`` (used by the server's accept loop) choose.
 """
@@ -22,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 import anyio
 import anyio.abc
@@ -37,6 +48,9 @@ __all__ = [
 
 #: A send the kernel takes at once does not yield to the loop; one in this many does.
 SENDS_PER_CHECKPOINT = 8
+
+#: Most bytes ``send_soon`` queues in one turn of the loop; beyond it, writes wait for the kernel.
+COALESCE_LIMIT = 64 * 1024
 
 #: Bytes received but not yet asked for, beyond which the socket is no longer read.
 READ_HIGH_WATER = 1 << 20
@@ -125,6 +139,14 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._receiving = False
         self._sending = False
         self._unyielded_sends = 0
+        # send_soon's queue for this turn of the loop, and whether its write is scheduled.
+        self._soon: list[bytes | memoryview] = []
+        self._soon_size = 0
+        self._soon_scheduled = False
+        # The loop's queue of ready callbacks (a private attribute of asyncio's own loops):
+        # send_soon writes at once when it is empty. A loop without it (uvloop) is taken as
+        # always busy, which only means one more turn of the loop before small writes leave.
+        self._ready: Sized = getattr(asyncio.get_running_loop(), "_ready", (None,))
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -199,6 +221,50 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 return None
         return await self.receive(max_bytes)
 
+    async def send_soon(self, item: bytes | memoryview) -> bool:
+        """Queue ``item`` to be written with the turn's other small writes; False if not taken.
+
+        Not taken (nothing queued, no checkpoint) when the transport still holds bytes the
+        kernel did not take, when a ``send`` is waiting for it, or when the turn's queue would
+        pass ``COALESCE_LIMIT``: the caller then uses ``send``, which writes the queue first,
+        so bytes leave in the order they were given. Like ``send``, one call in
+        ``SENDS_PER_CHECKPOINT`` yields to the loop, after the bytes are queued.
+        """
+        protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.exception
+        size = self._soon_size + len(item)
+        if self._sending or protocol.write_paused or size > COALESCE_LIMIT:
+            return False
+        if not self._soon and not self._ready:
+            # Nothing else will run before the loop waits: there is nobody to wait for.
+            self._transport.write(item)
+        else:
+            self._soon.append(item)
+            self._soon_size = size
+            if not self._soon_scheduled:
+                self._soon_scheduled = True
+                asyncio.get_running_loop().call_soon(self._write_soon)
+        self._unyielded_sends += 1
+        if self._unyielded_sends >= SENDS_PER_CHECKPOINT:
+            self._unyielded_sends = 0
+            await anyio.lowlevel.checkpoint()
+        return True
+
+    def _write_soon(self) -> None:
+        """Hand ``send_soon``'s queue to the transport (a loop callback, or before a write)."""
+        self._soon_scheduled = False
+        queued = self._soon
+        if not queued:
+            return
+        self._soon = []
+        self._soon_size = 0
+        if self._closed or self._transport.is_closing():
+            return
+        self._transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
+
     async def send(self, item: bytes) -> None:
         protocol = self._protocol
         if self._closed:
@@ -207,6 +273,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             raise anyio.BusyResourceError("writing to")
         if protocol.lost or self._transport.is_closing():
             raise anyio.BrokenResourceError from protocol.exception
+        if self._soon:
+            self._write_soon()
         self._transport.write(item)
         if not protocol.write_paused:
             # The kernel took everything. A send that never waits is not a checkpoint, so
@@ -235,11 +303,17 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             self._sending = False
 
     async def send_eof(self) -> None:
+        if self._soon:
+            self._write_soon()
         if self._transport.can_write_eof() and not self._transport.is_closing():
             self._transport.write_eof()
 
     async def aclose(self) -> None:
         if not self._closed:
+            if self._soon:
+                # What send_soon took is as good as sent: give the kernel the chance to
+                # take it (a last small A-RELEASE-RP or A-ABORT) before the socket goes.
+                self._write_soon()
             self._closed = True
             self._transport.abort()
             self._protocol._wake_reader()

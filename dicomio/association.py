@@ -30,7 +30,7 @@ import anyio.abc
 from pydicom.uid import UID
 
 from dicomio import _transport, errors
-from dicomio._locks import Gate
+from dicomio._locks import Gate, Signal
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
 from dicomio.config import Timeouts
@@ -127,7 +127,7 @@ class _Operation:
     def __init__(self, message_id: int) -> None:
         self.message_id = message_id
         self.responses: deque[tuple[Any, bytes | None]] = deque()
-        self.wakeup: anyio.Event | None = None
+        self.wakeup: anyio.Event | Signal | None = None
         self.final = False
         self.abandoned = False
 
@@ -199,7 +199,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
 
         # fast_acquire: an uncontended lock must not cost a trip through the event loop;
         # these are taken several times per message.
-        self._read_lock = Gate()
+        self._read_lock = Gate(on_free=self._wake_follower)
+        # Operations waiting for a response while another task reads (see _follow).
+        self._followers: deque[tuple[_Operation, Signal]] = deque()
         self._write_lock = Gate()
         self._send_lock = Gate()
         self._window: Gate = Gate(1)
@@ -425,11 +427,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                     await op.wakeup.wait()
                 op.wakeup = None
             elif self._read_lock.locked():
-                # Another task is reading (and will deliver to us too): wait for its turn.
-                with anyio.CancelScope(deadline=limit):
-                    async with self._read_lock:
-                        if not op.responses and self._failure is None:
-                            await self._lead_read(op, deadline, timeout)
+                await self._follow(op, limit)
             else:
                 # Nobody is reading: we are the reader (no cancel scope on this, the usual path).
                 async with self._read_lock:
@@ -440,6 +438,35 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if op.final and not op.responses:
             self._ops.pop(op.message_id, None)
         return response
+
+    async def _follow(self, op: _Operation, limit: float) -> None:
+        """Wait while another task reads: for our response, or for our turn to read.
+
+        The reader delivers every response it reads, ours included, and wakes us directly;
+        when it stops reading (its own response came) and nobody is queued for the read lock,
+        the first follower still without a response is woken to read next. So one read wakes
+        every task it answers in the same turn of the loop.
+        """
+        signal = Signal()
+        op.wakeup = signal
+        self._followers.append((op, signal))
+        try:
+            await signal.wait(limit)
+        except BaseException:
+            if signal.is_set() and not self._read_lock.locked():
+                self._wake_follower()  # we were woken to read next: pass that on
+            raise
+        finally:
+            op.wakeup = None
+
+    def _wake_follower(self) -> None:
+        """Wake the first follower that still waits for a response: it reads next."""
+        followers = self._followers
+        while followers:
+            op, signal = followers.popleft()
+            if not signal.is_set() and op.wakeup is signal and not op.responses:
+                signal.set()
+                return
 
     async def _lead_read(
         self, op: _Operation, deadline: float | None, timeout: float | None
@@ -476,7 +503,23 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self._outbox.extend(self._ul.data_to_send())
         if not self._outbox:
             return
+        stream = self._stream
         try:
+            if (
+                type(stream) is _transport.AsyncioSocketStream
+                and not self._write_lock.locked()
+                and not self._transport_closed
+            ):
+                # Nobody is writing: small messages join the loop turn's other small writes
+                # (see AsyncioSocketStream.send_soon), which is one system call for the
+                # answers of many tasks woken by one read. Taken in full or not at all.
+                parts = self._outbox
+                if sum(map(len, parts)) <= _transport.COALESCE_LIMIT:
+                    data = parts[0] if len(parts) == 1 else b"".join(parts)
+                    self._outbox = []
+                    if await stream.send_soon(data):
+                        return
+                    self._outbox = [data, *self._outbox]
             async with self._write_lock:
                 parts, self._outbox = self._outbox, []
                 if parts and not self._transport_closed:
