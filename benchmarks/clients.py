@@ -41,7 +41,7 @@ from benchmarks.peers import (
     MAX_PDU,
     STUDY_ROOT_FIND,
     VERIFICATION,
-    raise_nofile,
+    set_up_process,
 )
 from benchmarks.runner import DCMTK_ENV, dcmtk_tool
 
@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> None:
     once per implementation rather than once per measurement.
     """
     argv = sys.argv[1:] if argv is None else argv
-    raise_nofile()
+    set_up_process()
     if argv[:1] != ["worker"]:
         run(argv)
         return

@@ -12,6 +12,7 @@ from dicomio import events as evt
 from dicomio._scp import stream_to_disk
 from dicomio._scu import ResponseStream
 from dicomio.ae import AE, AssociateRequest
+from dicomio.allocator import tune_allocator
 from dicomio.association import Association
 from dicomio.config import DEFAULT_MAX_PDU, Timeouts
 from dicomio.errors import (
@@ -58,4 +59,5 @@ __all__ = [
     "build_role",
     "evt",
     "stream_to_disk",
+    "tune_allocator",
 ]

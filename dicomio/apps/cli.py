@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from dicomio import __version__
+from dicomio import __version__, tune_allocator
 from dicomio.apps._common import (
     EXIT_USAGE,
     UsageError,
@@ -262,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
+    # A dicomio command is the whole process: keep freed buffers for the next instance.
+    tune_allocator()
     run: Command = args.run
     try:
         return anyio.run(run, args, backend=args.backend)
