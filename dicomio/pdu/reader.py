@@ -19,6 +19,15 @@ every fragment. When one lies inside a chunk, its two headers are read with one
 ``unpack_from`` and the value is built directly, without framing it first; when one
 straddles chunks, only its PDV data are joined (a ``bytes`` the DIMSE layer can keep as it
 is). Both paths apply exactly the checks of ``decode``; anything else takes the general path.
+
+``next_pdu_or_run`` goes one step further for the bulk of a data set: consecutive one-PDV
+P-DATA-TF PDUs inside the first chunk that carry data set fragments, none flagged last, on one
+presentation context, come back as one ``DataRun`` holding views of their fragments. Each of
+its PDUs passes the checks of the fast path above; the run stops before the first PDU that
+does not belong in it, which the next call returns (or refuses) exactly as ``next_pdu`` would.
+Full-size fragments all have the same 12 header bytes, so a PDU whose header is byte for byte
+the one of a PDU just accepted is accepted with one comparison (it passes the same checks,
+since they look at nothing else but whether it lies inside the chunk).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from dicomio.pdu.codec import (
     decode,
 )
 from dicomio.pdu.items import PresentationDataValue
-from dicomio.pdu.pdus import PDU, PDataTF
+from dicomio.pdu.pdus import PDU, DataRun, PDataTF
 
 __all__ = ["PDUReader"]
 
@@ -125,6 +134,87 @@ class PDUReader:
                     )
                     return _new_tuple(PDataTF, ((pdv,),))
         return self._next_pdu_general()
+
+    def next_pdu_or_run(self) -> PDU | DataRun | None:
+        """Like ``next_pdu``, but a run of data set fragments may come as one ``DataRun``.
+
+        Whatever is returned stands for the same PDUs, in the same order, with the same
+        errors, as calling ``next_pdu`` instead: ``DataRun.pdus()`` gives them.
+        """
+        pieces = self._pieces
+        if pieces:
+            first = pieces[0]
+            offset = self._offset
+            # A P-DATA-TF whose first PDV is a data set fragment that is not the last
+            # (message control header 00H) may start a run; the rest is checked there.
+            if len(first) - offset >= 12 and first[offset] == 0x04 and not first[offset + 11]:
+                run = self._data_run()
+                if run is not None:
+                    return run
+        return self.next_pdu()
+
+    def _data_run(self) -> DataRun | None:
+        """Take the run of data set fragments at the start of the buffer, if there is one.
+
+        The run goes on across chunks: a PDU that straddles two of them is taken as
+        ``_next_pdu_general`` takes it (its data joined once), if all of it is here.
+        """
+        pieces = self._pieces
+        limit = self._pdata_limit
+        run_context = -1
+        fragments: list[bytes | memoryview] = []
+        append = fragments.append
+        while pieces:
+            chunk = pieces[0]
+            position = offset = self._offset
+            end = len(chunk)
+            straddles = False
+            while end - position >= 12:
+                pdu_type, length, pdv_length, context_id, control = _unpack_pdata_headers(
+                    chunk, position
+                )
+                # The checks of next_pdu, and: a data set fragment, not the last, on the
+                # context of the run.
+                if not (
+                    pdu_type == 0x04
+                    and control == 0
+                    and pdv_length == length - 4
+                    and pdv_length >= 2
+                    and context_id & 1
+                    and length <= limit
+                    and (context_id == run_context or run_context < 0)
+                ):
+                    break
+                stop = position + 6 + length
+                if stop > end:
+                    straddles = True
+                    break
+                run_context = context_id
+                append(chunk[position + 12 : stop])
+                # The PDUs that follow with the same 12 header bytes pass the same checks.
+                header = chunk[position : position + 12]
+                step = stop - position
+                position = stop
+                while end - position >= step and chunk[position : position + 12] == header:
+                    append(chunk[position + 12 : position + step])
+                    position += step
+            if position == end:
+                pieces.popleft()
+                self._offset = 0
+            else:
+                self._offset = position
+            self._available -= position - offset
+            if position == end:
+                continue
+            if not straddles or self._available < 6 + length:
+                break
+            # A fragment of the run that straddles chunks, all of it buffered.
+            run_context = context_id
+            self._skip(_PDATA_HEADERS_LENGTH)
+            append(self._take(pdv_length - 2))
+        if not fragments:
+            return None
+        return _new_tuple(DataRun, (run_context, tuple(fragments)))
 
     def _next_pdu_general(self) -> PDU | None:
         self._check_alive()
