@@ -15,10 +15,12 @@ is therefore copied at most once, which matters because transports hand over rea
 fixed size (asyncio: 256 KiB) that large P-DATA-TF PDUs usually straddle.
 
 The hot path is a P-DATA-TF holding one PDV, which is how dicomio, pynetdicom and DCMTK send
-every fragment. When one lies inside a chunk, its two headers are read with one
-``unpack_from`` and the value is built directly, without framing it first; when one
-straddles chunks, only its PDV data are joined (a ``bytes`` the DIMSE layer can keep as it
-is). Both paths apply exactly the checks of ``decode``; anything else takes the general path.
+every fragment. When its headers lie inside the first chunk, they are read with one
+``unpack_from`` and checked exactly as ``decode`` would check them; then, if the PDU lies
+inside the chunk, the value is built directly, without framing it first; if it straddles
+chunks, only its PDV data are joined (a ``bytes`` the DIMSE layer can keep as it is), or,
+until all of it has arrived, the answer is None at once. Anything else takes the general
+path, which applies the same checks.
 
 ``next_pdu_or_run`` goes one step further for the bulk of a data set: consecutive one-PDV
 P-DATA-TF PDUs inside the first chunk that carry data set fragments, none flagged last, on one
@@ -103,8 +105,9 @@ class PDUReader:
         """Return the next complete PDU, or None if more bytes are needed."""
         pieces = self._pieces
         if pieces:  # never after an error: _die() empties it
-            # Fast path: a one-PDV P-DATA-TF inside the first chunk. The conditions are
-            # exactly what decode() would accept for it; anything else goes the long way.
+            # Fast path: a one-PDV P-DATA-TF whose headers lie in the first chunk. The
+            # conditions are exactly what decode() would accept for it (and imply what
+            # _check_header accepts); anything else goes the long way.
             first = pieces[0]
             offset = self._offset
             end = len(first)
@@ -112,27 +115,33 @@ class PDUReader:
                 pdu_type, length, pdv_length, context_id, control = _unpack_pdata_headers(
                     first, offset
                 )
-                stop = offset + 6 + length
                 if (
                     pdu_type == 0x04
                     and pdv_length == length - 4
-                    and stop <= end
                     and pdv_length >= 2
                     and context_id & 1
                     and length <= self._pdata_limit
                 ):
-                    self._available -= stop - offset
-                    if stop == end:
-                        pieces.popleft()
-                        self._offset = 0
-                    else:
-                        self._offset = stop
-                    is_command, is_last = _CONTROL_FLAGS[control]
-                    data = first[offset + 12 : stop]
-                    pdv = _new_tuple(
-                        PresentationDataValue, (context_id, is_command, is_last, data)
-                    )
-                    return _new_tuple(PDataTF, ((pdv,),))
+                    stop = offset + 6 + length
+                    if stop <= end:
+                        # Inside the chunk: its data is a view of it.
+                        self._available -= stop - offset
+                        if stop == end:
+                            pieces.popleft()
+                            self._offset = 0
+                        else:
+                            self._offset = stop
+                        is_command, is_last = _CONTROL_FLAGS[control]
+                        data = first[offset + 12 : stop]
+                        pdv = _new_tuple(
+                            PresentationDataValue, (context_id, is_command, is_last, data)
+                        )
+                        return _new_tuple(PDataTF, ((pdv,),))
+                    if stop - offset > self._available:
+                        return None  # straddles chunks, and the rest has not arrived
+                    # Straddles chunks, all here: its data is joined once.
+                    self._skip(_PDATA_HEADERS_LENGTH)
+                    return _pdata(context_id, control, self._take(pdv_length - 2))
         return self._next_pdu_general()
 
     def next_pdu_or_run(self) -> PDU | DataRun | None:
