@@ -198,7 +198,7 @@ def _split_everywhere(stream: bytes) -> Iterable[list[bytes]]:
         yield [stream[:cut], stream[cut:]]
 
 
-@pytest.mark.parametrize(
+FAST_PATH_CASES = pytest.mark.parametrize(
     ("name", "wire", "max_pdu_length", "outcome"),
     [
         ("good", encode(one_pdv(b"abcd")), 10, [one_pdv(b"abcd")]),
@@ -229,6 +229,9 @@ def _split_everywhere(stream: bytes) -> Iterable[list[bytes]]:
         ("two PDVs", encode(TWO_PDVS), 0, [TWO_PDVS]),
     ],
 )
+
+
+@FAST_PATH_CASES
 def test_one_pdv_fast_paths_check_what_decode_checks(
     name: str, wire: bytes, max_pdu_length: int, outcome: list[PDU] | AbortReason
 ) -> None:
@@ -626,6 +629,21 @@ def test_feed_eof_scans_headers_that_straddle_chunks() -> None:
 
 # ---------------------------------------------------------------------------------------
 # Runs of data set fragments (next_pdu_or_run)
+
+
+@FAST_PATH_CASES
+@pytest.mark.parametrize("context_id", [1, 3, 5])
+def test_a_run_ends_at_what_the_fast_paths_check(
+    name: str, wire: bytes, max_pdu_length: int, outcome: list[PDU] | AbortReason, context_id: int
+) -> None:
+    # The same cases behind data set fragments that start a run on a context (5 is the type
+    # byte of the A-RELEASE-RQ that ends the "PDU length 4" case), split at every byte.
+    prefix = encode(one_pdv(b"xy", context_id=context_id, control=0)) * 3
+    stream = prefix + wire + encode(ReleaseRQ())
+    for chunks in _split_everywhere(stream):
+        items, error = _drain(chunks, max_pdu_length, runs=True)
+        expected = _drain(chunks, max_pdu_length, runs=False)
+        assert (_expand(items), error) == expected, (name, chunks)
 
 
 def _drain(

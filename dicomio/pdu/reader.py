@@ -37,7 +37,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Literal, NoReturn, cast, overload
 
 from dicomio.errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from dicomio.pdu.codec import (
@@ -103,6 +103,23 @@ class PDUReader:
 
     def next_pdu(self) -> PDU | None:
         """Return the next complete PDU, or None if more bytes are needed."""
+        return self._next(runs=False)
+
+    def next_pdu_or_run(self) -> PDU | DataRun | None:
+        """Like ``next_pdu``, but a run of data set fragments may come as one ``DataRun``.
+
+        Whatever is returned stands for the same PDUs, in the same order, with the same
+        errors, as calling ``next_pdu`` instead: ``DataRun.pdus()`` gives them.
+        """
+        return self._next(runs=True)
+
+    @overload
+    def _next(self, *, runs: Literal[False]) -> PDU | None: ...
+
+    @overload
+    def _next(self, *, runs: Literal[True]) -> PDU | DataRun | None: ...
+
+    def _next(self, *, runs: bool) -> PDU | DataRun | None:
         pieces = self._pieces
         if pieces:  # never after an error: _die() empties it
             # Fast path: a one-PDV P-DATA-TF whose headers lie in the first chunk. The
@@ -123,6 +140,11 @@ class PDUReader:
                     and length <= self._pdata_limit
                 ):
                     stop = offset + 6 + length
+                    if stop - offset > self._available:
+                        return None  # straddles chunks, and the rest has not arrived
+                    if runs and not control:
+                        # A data set fragment that is not the last: the start of a run.
+                        return self._data_run(context_id)
                     if stop <= end:
                         # Inside the chunk: its data is a view of it.
                         self._available -= stop - offset
@@ -137,93 +159,69 @@ class PDUReader:
                             PresentationDataValue, (context_id, is_command, is_last, data)
                         )
                         return _new_tuple(PDataTF, ((pdv,),))
-                    if stop - offset > self._available:
-                        return None  # straddles chunks, and the rest has not arrived
                     # Straddles chunks, all here: its data is joined once.
                     self._skip(_PDATA_HEADERS_LENGTH)
                     return _pdata(context_id, control, self._take(pdv_length - 2))
         return self._next_pdu_general()
 
-    def next_pdu_or_run(self) -> PDU | DataRun | None:
-        """Like ``next_pdu``, but a run of data set fragments may come as one ``DataRun``.
+    def _data_run(self, context_id: int) -> DataRun:
+        """Take the run of data set fragments on ``context_id`` that starts the buffer.
 
-        Whatever is returned stands for the same PDUs, in the same order, with the same
-        errors, as calling ``next_pdu`` instead: ``DataRun.pdus()`` gives them.
-        """
-        pieces = self._pieces
-        if pieces:
-            first = pieces[0]
-            offset = self._offset
-            # A P-DATA-TF whose first PDV is a data set fragment that is not the last
-            # (message control header 00H) may start a run; the rest is checked there.
-            if len(first) - offset >= 12 and first[offset] == 0x04 and not first[offset + 11]:
-                run = self._data_run()
-                if run is not None:
-                    return run
-        return self.next_pdu()
-
-    def _data_run(self) -> DataRun | None:
-        """Take the run of data set fragments at the start of the buffer, if there is one.
-
-        The run goes on across chunks: a PDU that straddles two of them is taken as
-        ``_next_pdu_general`` takes it (its data joined once), if all of it is here.
+        The caller has checked the first PDU as the fast path of ``_next`` does, and that all
+        of it is here. The run goes on across chunks: a PDU that straddles two of them is
+        taken as the fast path takes it (its data joined once), if all of it is here.
         """
         pieces = self._pieces
         limit = self._pdata_limit
-        run_context = -1
         fragments: list[bytes | memoryview] = []
         append = fragments.append
         while pieces:
             chunk = pieces[0]
+            # Every chunk is a view of a whole bytes object (feed): its slices compare
+            # faster than the view's.
+            raw = cast(bytes, chunk.obj)
             position = offset = self._offset
             end = len(chunk)
             straddles = False
             while end - position >= 12:
-                pdu_type, length, pdv_length, context_id, control = _unpack_pdata_headers(
+                pdu_type, length, pdv_length, pdu_context, control = _unpack_pdata_headers(
                     chunk, position
                 )
-                # The checks of next_pdu, and: a data set fragment, not the last, on the
-                # context of the run.
+                # The checks of the fast path, and: a data set fragment that is not the
+                # last (message control header 00H), on the context of the run.
                 if not (
                     pdu_type == 0x04
                     and control == 0
+                    and pdu_context == context_id
                     and pdv_length == length - 4
                     and pdv_length >= 2
-                    and context_id & 1
                     and length <= limit
-                    and (context_id == run_context or run_context < 0)
                 ):
                     break
                 stop = position + 6 + length
                 if stop > end:
                     straddles = True
                     break
-                run_context = context_id
                 append(chunk[position + 12 : stop])
                 # The PDUs that follow with the same 12 header bytes pass the same checks.
-                header = chunk[position : position + 12]
+                header = raw[position : position + 12]
                 step = stop - position
                 position = stop
-                while end - position >= step and chunk[position : position + 12] == header:
+                while end - position >= step and raw[position : position + 12] == header:
                     append(chunk[position + 12 : position + step])
                     position += step
+            self._available -= position - offset
             if position == end:
                 pieces.popleft()
                 self._offset = 0
-            else:
-                self._offset = position
-            self._available -= position - offset
-            if position == end:
                 continue
+            self._offset = position
             if not straddles or self._available < 6 + length:
                 break
             # A fragment of the run that straddles chunks, all of it buffered.
-            run_context = context_id
             self._skip(_PDATA_HEADERS_LENGTH)
             append(self._take(pdv_length - 2))
-        if not fragments:
-            return None
-        return _new_tuple(DataRun, (run_context, tuple(fragments)))
+        return _new_tuple(DataRun, (context_id, tuple(fragments)))
 
     def _next_pdu_general(self) -> PDU | None:
         self._check_alive()
