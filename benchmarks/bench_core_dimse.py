@@ -6,9 +6,14 @@ delivered as a socket would deliver them, framed and decoded back into PDUs, and
 together into a command and one data set, all in this process:
 
 - dicomio: ``encode_command`` -> ``fragment_parts`` (the wire bytes: headers and views of the
-  data set) -> socket reads -> ``PDUReader`` -> ``MessageAssembler.receive``.
+  data set) -> socket reads -> ``PDUReader.next_pdu_or_run`` -> ``MessageAssembler.receive``:
+  the reader hands consecutive data set fragments over as one ``DataRun``, as it does for
+  an association (``ULConnection(data_runs=True)``).
 - dicomio (PDU values): the same, but the sender goes ``fragment`` -> ``encode_parts`` for
   each ``PDataTF``, the path ``ULConnection.send_pdata`` takes.
+- dicomio (via UL): the receiving side an association runs: each read goes to
+  ``ULConnection.receive_data`` (an acceptor in Sta6, ``data_runs=True``), whose events go to
+  ``MessageAssembler.receive``. This adds the PS3.8 state machine to the first figure.
 - pynetdicom: ``C_STORE`` primitive -> ``C_STORE_RQ.primitive_to_message`` ->
   ``encode_msg`` -> ``P_DATA_TF.from_primitive(...).encode()`` -> socket reads -> one
   ``bytes`` per PDU (pynetdicom reads each PDU from its socket into one buffer) ->
@@ -73,7 +78,8 @@ from dicomio.dimse import (
     fragment,
     fragment_parts,
 )
-from dicomio.pdu import PDUReader, encode_parts
+from dicomio.pdu import AssociateAC, AssociateRQ, DataRun, PDataTF, PDUReader, encode, encode_parts
+from dicomio.ul import Role, State, ULConnection
 
 DATA_SIZE = 512 * 1024
 MAX_PDU_LENGTHS = {"16 KB": 16 * 1024, "1 MB": 1024 * 1024}
@@ -150,7 +156,7 @@ def _receive(reads: list[bytes], max_pdu: int) -> bytes:
     events = []
     for chunk in reads:
         reader.feed(chunk)
-        while (pdu := reader.next_pdu()) is not None:
+        while (pdu := reader.next_pdu_or_run()) is not None:
             events += assembler.receive(pdu)  # type: ignore[arg-type]
     (event,) = events
     assert isinstance(event, MessageReceived) and event.dataset is not None
@@ -161,6 +167,35 @@ def _dicomio(data: bytes, max_pdu: int) -> Callable[[], bytes]:
     def round_trip() -> bytes:
         writes = fragment_parts(1, _command(), data, max_pdu)
         return _receive(socket_reads(writes), max_pdu)
+
+    return round_trip
+
+
+def _established_acceptor(max_pdu: int) -> ULConnection:
+    """An acceptor's Upper Layer in Sta6 (data transfer), as an association holds it."""
+    ul = ULConnection(Role.ACCEPTOR, max_pdu_length=max_pdu, data_runs=True)
+    ul.connection_made(now=0.0)
+    ul.receive_data(encode(AssociateRQ(called_ae_title="SCP", calling_ae_title="SCU")), now=0.0)
+    ul.send_associate_ac(AssociateAC(called_ae_title="SCP", calling_ae_title="SCU"), now=0.0)
+    ul.data_to_send()
+    assert ul.state is State.STA6
+    return ul
+
+
+def _dicomio_ul(data: bytes, max_pdu: int) -> Callable[[], bytes]:
+    ul = _established_acceptor(max_pdu)
+    assembler = MessageAssembler()
+
+    def round_trip() -> bytes:
+        writes = fragment_parts(1, _command(), data, max_pdu)
+        messages = []
+        for chunk in socket_reads(writes):
+            for event in ul.receive_data(chunk, now=0.0):
+                assert isinstance(event, (PDataTF, DataRun))
+                messages += assembler.receive(event)
+        (message,) = messages
+        assert isinstance(message, MessageReceived) and message.dataset is not None
+        return message.dataset
 
     return round_trip
 
@@ -257,6 +292,9 @@ def measure(quick: bool, heap: str) -> list[dict[str, Any]]:
         values = _dicomio_values(data, max_pdu)
         assert values() == data
         add("dicomio (PDU values)", values)
+        via_ul = _dicomio_ul(data, max_pdu)
+        assert via_ul() == data
+        add("dicomio (via UL)", via_ul)
         theirs = _pynetdicom(data, max_pdu)
         if theirs is not None:
             assert theirs() == data

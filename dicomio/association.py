@@ -59,6 +59,7 @@ from dicomio.pdu import (
     AssociateRJ,
     AssociateRQ,
     AsynchronousOperationsWindow,
+    DataRun,
     ImplementationClassUID,
     ImplementationVersionName,
     MaximumLength,
@@ -163,7 +164,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         #: The event loop's clock (what anyio.current_time reads, without finding the backend).
         self._now = _transport.clock()
         self.role = role
-        self._ul = ULConnection(role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0)
+        self._ul = ULConnection(
+            role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0, data_runs=True
+        )
         self._assembler = MessageAssembler(stream_if=self._stream_if)
         self.timeouts = timeouts
         self.local_ae_title = local_ae_title
@@ -294,9 +297,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         return _log.isEnabledFor(logging.DEBUG)
 
     def _on_ul_event(self, event: Any) -> None:
-        if type(event) is not PDataTF and self._debug:
+        if type(event) is not PDataTF and type(event) is not DataRun and self._debug:
             self.log.debug("received %s", _pdu_summary(event))
-        if isinstance(event, PDataTF):
+        if isinstance(event, (PDataTF, DataRun)):
             try:
                 items = self._assembler.receive(event)
             except errors.RemoteProtocolError as exc:

@@ -30,7 +30,7 @@ from dicomio.dimse.fragment import UNLIMITED_FRAGMENT_SIZE
 from dicomio.errors import LocalProtocolError, RemoteProtocolError
 from dicomio.pdu import PDUReader, encode, encode_parts
 from dicomio.pdu.items import PresentationDataValue
-from dicomio.pdu.pdus import PDataTF
+from dicomio.pdu.pdus import DataRun, PDataTF
 
 STORE = CStoreRQ(
     message_id=3,
@@ -387,3 +387,116 @@ def test_collecting_state_follows_the_message() -> None:
     # A stray non-last data fragment after the message ended is still refused.
     with pytest.raises(RemoteProtocolError, match="no command"):
         assembler.receive(pdv(1, False, False, b"ef"))
+
+
+# --------------------------------------------------------------------------------------
+# Runs of data set fragments (DataRun)
+
+
+def _group_runs(pdus: list[PDataTF], cuts: list[bool]) -> list[PDataTF | DataRun]:
+    """Put consecutive one-PDV, non-last data set fragments of one context into runs.
+
+    ``cuts`` decides where a run may also end early (cycled), as reads would cut them.
+    """
+    out: list[PDataTF | DataRun] = []
+    run: list[PresentationDataValue] = []
+
+    def flush() -> None:
+        if run:
+            out.append(DataRun(run[0].context_id, [item.data for item in run]))
+            run.clear()
+
+    for index, pdu in enumerate(pdus):
+        item = pdu.pdvs[0] if len(pdu.pdvs) == 1 else None
+        if item is None or item.is_command or item.is_last:
+            flush()
+            out.append(pdu)
+            continue
+        if run and (run[0].context_id != item.context_id or cuts[index % len(cuts)]):
+            flush()
+        run.append(item)
+    flush()
+    return out
+
+
+def _outcome(
+    assembler: MessageAssembler, items: Iterable[PDataTF | DataRun]
+) -> tuple[list[AssemblerEvent], str | None]:
+    events: list[AssemblerEvent] = []
+    try:
+        for item in items:
+            events += assembler.receive(item)
+    except RemoteProtocolError as exc:
+        return events, str(exc)
+    return events, None
+
+
+_MESSAGE_PIECES = st.sampled_from(
+    [
+        [pdv(1, True, True, STORE_COMMAND)],
+        [pdv(3, True, True, STORE_COMMAND)],
+        [pdv(1, True, False, STORE_COMMAND[:10]), pdv(1, True, True, STORE_COMMAND[10:])],
+        [pdv(1, True, True, encode_command(ECHO))],
+        [pdv(1, False, False, b"ab")],
+        [pdv(1, False, False, b"cdef")],
+        [pdv(3, False, False, b"gh")],
+        [pdv(1, False, True, b"ij")],
+        [pdv(3, False, True, b"kl")],
+        [
+            PDataTF(
+                pdvs=[
+                    PresentationDataValue(1, False, False, b"mn"),
+                    PresentationDataValue(3, False, False, b"op"),
+                ]
+            )
+        ],
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(_MESSAGE_PIECES, max_size=25),
+    cuts=st.lists(st.booleans(), min_size=1, max_size=5),
+    stream=st.sampled_from([None, True, False, "store"]),
+)
+def test_a_data_run_gives_what_its_pdus_give(
+    pieces: list[list[PDataTF]], cuts: list[bool], stream: bool | str | None
+) -> None:
+    pdus = [pdu for piece in pieces for pdu in piece]
+    items = _group_runs(pdus, cuts)
+
+    def stream_if(command: Message) -> bool:
+        return isinstance(command, CStoreRQ) if stream == "store" else bool(stream)
+
+    expected = _outcome(MessageAssembler(stream_if=None if stream is None else stream_if), pdus)
+    got = _outcome(MessageAssembler(stream_if=None if stream is None else stream_if), items)
+    assert got == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    max_pdu=st.integers(8, 5000),
+    size=st.integers(0, 30_000),
+    read_size=st.integers(1, 70_000),
+    stream=st.booleans(),
+)
+def test_reader_runs_reassemble_what_fragment_parts_sent(
+    max_pdu: int, size: int, read_size: int, stream: bool
+) -> None:
+    dataset = random.Random(size).randbytes(size)
+    wire = b"".join(fragment_parts(5, STORE_COMMAND, dataset, max_pdu))
+    reader = PDUReader(max_pdu)
+    assembler = MessageAssembler(stream_if=lambda command: stream)
+    events: list[AssemblerEvent] = []
+    for start in range(0, len(wire), read_size):
+        reader.feed(wire[start : start + read_size])
+        while (item := reader.next_pdu_or_run()) is not None:
+            assert isinstance(item, (PDataTF, DataRun))
+            events += assembler.receive(item)
+    if stream:
+        assert events[0] == CommandReceived(context_id=5, command=STORE)
+        assert streamed_bytes(events) == dataset
+    else:
+        assert events == [MessageReceived(context_id=5, command=STORE, dataset=dataset)]
+    assert not assembler.in_progress(5)

@@ -8,9 +8,12 @@ A-ABORT reason of PS3.8 Table 9-26.
 from __future__ import annotations
 
 import struct
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom import config
 from pydicom.config import IGNORE
 from pydicom.uid import UID
 
@@ -42,6 +45,7 @@ from dicomio.pdu import (
     encode_parts,
     single_pdv_header,
 )
+from dicomio.pdu.items import to_uid
 from tests.strategies import pdus
 
 INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
@@ -612,3 +616,73 @@ def test_encode_refuses_illegal_values(name: str, pdu: PDU) -> None:
         encode(pdu)
     with pytest.raises(LocalProtocolError):
         encode_parts(pdu)
+
+
+# ---------------------------------------------------------------------------------------
+# to_uid: valid UIDs are built directly, anything else still goes through pydicom
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1.2.840.10008.1.2",
+        "0",
+        "0.0.0",
+        "2.25.329800735698586629295641978511506172918",
+        "1." * 31 + "2",  # 64 characters, the most PS3.5 9.1 allows
+        "1.2.840.10008.1.2\x00",
+        "1.2.840.10008.1.2 ",
+        b"1.2.840.10008.1.2\x00",
+    ],
+)
+def test_to_uid_valid_is_built_directly(value: str | bytes) -> None:
+    text = value.decode() if isinstance(value, bytes) else value
+    uid = to_uid(value)
+    assert type(uid) is UID
+    assert uid == UID(text.rstrip("\x00 "))
+    assert uid.name == UID(text.rstrip("\x00 ")).name
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1.02",  # leading zero
+        "1..2",  # empty component
+        ".1.2",
+        "1.2.",
+        "1.2\n",  # "$" in pydicom's pattern would take the newline; fullmatch does not
+        " 1.2",
+        "1.2a",
+        "1.\u0663",  # ARABIC-INDIC DIGIT THREE: a digit, but not an ASCII one
+        "1." * 32 + "2",  # 66 characters
+    ],
+)
+@pytest.mark.parametrize("mode", [config.WARN, config.RAISE])
+def test_to_uid_invalid_keeps_pydicoms_behaviour(value: str, mode: int) -> None:
+    previous = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = mode
+    try:
+        if mode == config.RAISE:
+            with pytest.raises(ValueError):
+                to_uid(value)
+        else:
+            with pytest.warns(UserWarning):
+                uid = to_uid(value)
+            assert uid == value.strip()
+    finally:
+        config.settings.reading_validation_mode = previous
+
+
+@given(st.text(alphabet="0123456789.\x00 \n\ta", max_size=70))
+def test_to_uid_agrees_with_pydicom(value: str) -> None:
+    # Whatever the text: the same value and type as UID(), and a warning exactly when
+    # pydicom would warn (filterwarnings=error turns an unexpected one into a failure).
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        uid = to_uid(value)
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        expected = UID(value.rstrip("\x00 "))
+    assert type(uid) is UID
+    assert uid == expected
+    assert len(ours) == len(theirs)

@@ -23,6 +23,7 @@ from dicomio.pdu import (
     AssociateRJ,
     AssociateRQ,
     AsynchronousOperationsWindow,
+    DataRun,
     ImplementationClassUID,
     ImplementationVersionName,
     MaximumLength,
@@ -50,15 +51,29 @@ Outcome = tuple[list[PDU], AbortReason | None]
 
 
 def run_reader(
-    chunks: Iterable[bytes | bytearray | memoryview], max_pdu_length: int = 0
+    chunks: Iterable[bytes | bytearray | memoryview],
+    max_pdu_length: int = 0,
+    *,
+    runs: bool = False,
 ) -> Outcome:
-    """Feed chunks, draining after each; return the PDUs and the error reason, if any."""
+    """Feed chunks, draining after each; return the PDUs and the error reason, if any.
+
+    With ``runs``, drain with ``next_pdu_or_run`` and replace each ``DataRun`` with its PDUs.
+    """
     reader = PDUReader(max_pdu_length)
     received: list[PDU] = []
     try:
         for chunk in chunks:
             reader.feed(chunk)
-            received.extend(reader)
+            if not runs:
+                received.extend(reader)
+                continue
+            while (item := reader.next_pdu_or_run()) is not None:
+                if isinstance(item, DataRun):
+                    assert item.fragments, "a run holds at least one fragment"
+                    received += item.pdus()
+                else:
+                    received.append(item)
         reader.feed_eof()
     except RemoteProtocolError as exc:
         return received, exc.abort_reason
@@ -73,9 +88,11 @@ def check_invariant(data: bytes, max_pdu_length: int = 0) -> Outcome:
     try:
         whole = run_reader([data], max_pdu_length)
         bytewise = run_reader(byte_at_a_time(data), max_pdu_length)
+        whole_runs = run_reader([data], max_pdu_length, runs=True)
     except Exception as exc:  # pragma: no cover - the failure report
         pytest.fail(f"{type(exc).__name__}: {exc} escaped for input {data.hex()}")
     assert whole == bytewise, data.hex()
+    assert whole == whole_runs, data.hex()
     return whole
 
 
@@ -181,7 +198,7 @@ def _split_everywhere(stream: bytes) -> Iterable[list[bytes]]:
         yield [stream[:cut], stream[cut:]]
 
 
-@pytest.mark.parametrize(
+FAST_PATH_CASES = pytest.mark.parametrize(
     ("name", "wire", "max_pdu_length", "outcome"),
     [
         ("good", encode(one_pdv(b"abcd")), 10, [one_pdv(b"abcd")]),
@@ -195,6 +212,14 @@ def _split_everywhere(stream: bytes) -> Iterable[list[bytes]]:
         ("context 0", bytes.fromhex("04 00 00000008 00000004 0002 6162"), 0, INVALID),
         ("over our maximum", encode(one_pdv(b"abcdef")), 11, INVALID),
         ("PDU length 5", bytes.fromhex("04 00 00000005 00000001 01"), 0, INVALID),
+        # The 12 bytes read as headers take an odd context ID and a message control header
+        # 00H from the A-RELEASE-RQ that follows: still refused for its PDV length.
+        (
+            "PDU length 4",
+            bytes.fromhex("04 00 00000004 00000000") + encode(ReleaseRQ()),
+            0,
+            INVALID,
+        ),
         (
             "PDV short of the PDU",
             bytes.fromhex("04 00 0000000A 00000003 0102 61 000000"),
@@ -204,6 +229,9 @@ def _split_everywhere(stream: bytes) -> Iterable[list[bytes]]:
         ("two PDVs", encode(TWO_PDVS), 0, [TWO_PDVS]),
     ],
 )
+
+
+@FAST_PATH_CASES
 def test_one_pdv_fast_paths_check_what_decode_checks(
     name: str, wire: bytes, max_pdu_length: int, outcome: list[PDU] | AbortReason
 ) -> None:
@@ -211,11 +239,13 @@ def test_one_pdv_fast_paths_check_what_decode_checks(
     tail = encode(ReleaseRQ())
     for stream, expected_tail in ((wire, []), (wire + tail, [ReleaseRQ()])):
         for chunks in _split_everywhere(stream):
-            received, reason = run_reader(chunks, max_pdu_length)
-            if isinstance(outcome, AbortReason):
-                assert (received, reason) == ([], outcome), (name, chunks)
-            else:
-                assert (received, reason) == (outcome + expected_tail, None), (name, chunks)
+            for runs in (False, True):
+                received, reason = run_reader(chunks, max_pdu_length, runs=runs)
+                if isinstance(outcome, AbortReason):
+                    assert (received, reason) == ([], outcome), (name, chunks, runs)
+                else:
+                    expected = (outcome + expected_tail, None)
+                    assert (received, reason) == expected, (name, chunks, runs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -595,3 +625,150 @@ def test_feed_eof_scans_headers_that_straddle_chunks() -> None:
         reader.feed(piece)
     with pytest.raises(RemoteProtocolError):
         reader.feed_eof()
+
+
+# ---------------------------------------------------------------------------------------
+# Runs of data set fragments (next_pdu_or_run)
+
+
+@FAST_PATH_CASES
+@pytest.mark.parametrize("context_id", [1, 3, 5])
+def test_a_run_ends_at_what_the_fast_paths_check(
+    name: str, wire: bytes, max_pdu_length: int, outcome: list[PDU] | AbortReason, context_id: int
+) -> None:
+    # The same cases behind data set fragments that start a run on a context (5 is the type
+    # byte of the A-RELEASE-RQ that ends the "PDU length 4" case), split at every byte.
+    prefix = encode(one_pdv(b"xy", context_id=context_id, control=0)) * 3
+    stream = prefix + wire + encode(ReleaseRQ())
+    for chunks in _split_everywhere(stream):
+        items, error = _drain(chunks, max_pdu_length, runs=True)
+        expected = _drain(chunks, max_pdu_length, runs=False)
+        assert (_expand(items), error) == expected, (name, chunks)
+
+
+def _drain(
+    chunks: Iterable[bytes], max_pdu_length: int, *, runs: bool
+) -> tuple[list[PDU | DataRun], str | None]:
+    """What the reader returns, as returned (runs not expanded), and the error text, if any."""
+    reader = PDUReader(max_pdu_length)
+    out: list[PDU | DataRun] = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            next_item = reader.next_pdu_or_run if runs else reader.next_pdu
+            while (item := next_item()) is not None:
+                out.append(item)
+        reader.feed_eof()
+    except RemoteProtocolError as exc:
+        return out, f"{exc} {exc.abort_source} {exc.abort_reason}"
+    return out, None
+
+
+def _expand(items: list[PDU | DataRun]) -> list[PDU]:
+    return [
+        pdu for item in items for pdu in (item.pdus() if isinstance(item, DataRun) else [item])
+    ]
+
+
+# Mostly full-size data set fragments on one context, as a sender of a large data set makes
+# them, mixed with everything that must end a run: other sizes, another context, command and
+# last fragments, other PDUs, two PDVs in one PDU, and malformed or oversized P-DATA-TF PDUs.
+_RUN_PIECES = st.one_of(
+    st.just(encode(one_pdv(b"\x11" * 20, control=0))),
+    st.just(encode(one_pdv(b"\x11" * 20, control=0))),
+    st.just(encode(one_pdv(b"\x11" * 20, control=0))),
+    st.binary(max_size=24).map(lambda data: encode(one_pdv(data, control=0))),
+    st.binary(max_size=24).map(lambda data: encode(one_pdv(data, context_id=3, control=0))),
+    st.sampled_from([1, 2, 3]).map(lambda control: encode(one_pdv(b"ab", control=control))),
+    st.just(encode(ReleaseRQ())),
+    st.just(encode(TWO_PDVS)),
+    st.just(encode(one_pdv(b"\x22" * 40, control=0))),  # over a maximum of 32
+    st.sampled_from(
+        [
+            bytes.fromhex("04 00 00000006 00000001 0100"),  # PDV length 1
+            bytes.fromhex("04 00 00000008 00000004 0200 6162"),  # even context
+            bytes.fromhex("04 00 0000000A 00000003 0100 61 000000"),  # PDV short of the PDU
+            # PDU lengths 4 and 5: the 12 bytes read as headers run into what follows.
+            bytes.fromhex("04 00 00000004 00000000"),
+            bytes.fromhex("04 00 00000005 00000001 01"),
+        ]
+    ),
+    st.binary(min_size=1, max_size=8),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_RUN_PIECES, min_size=1, max_size=12),
+    st.lists(st.integers(1, 120), min_size=1, max_size=10),
+    st.sampled_from([0, 32, 1024]),
+)
+def test_runs_give_exactly_the_pdus_and_errors_of_next_pdu(
+    pieces: list[bytes], sizes: list[int], max_pdu_length: int
+) -> None:
+    stream = b"".join(pieces)
+    chunks = []
+    position = index = 0
+    while position < len(stream):
+        size = sizes[index % len(sizes)]
+        chunks.append(stream[position : position + size])
+        position += size
+        index += 1
+    for split in (chunks, [stream]):
+        one_by_one, error = _drain(split, max_pdu_length, runs=False)
+        items, run_error = _drain(split, max_pdu_length, runs=True)
+        assert _expand(items) == one_by_one
+        assert run_error == error
+        for item in items:
+            if isinstance(item, DataRun):
+                assert item.fragments
+                assert all(
+                    pdu.pdvs[0].data == item.fragments[i] for i, pdu in enumerate(item.pdus())
+                )
+
+
+def test_a_run_is_views_of_the_read_and_a_straddling_fragment_is_joined_once() -> None:
+    fragment = encode(one_pdv(b"\x01" * 100, control=0))  # 112 bytes
+    last = encode(one_pdv(b"\x02" * 10, control=0x02))
+    stream = fragment * 10 + last
+    reads = [stream[:500], stream[500:]]  # the fifth fragment straddles the two reads
+    reader = PDUReader(1000)
+    reader.feed(reads[0])
+    run = reader.next_pdu_or_run()
+    assert isinstance(run, DataRun) and run.context_id == 1 and len(run.fragments) == 4
+    assert all(isinstance(f, memoryview) and f.obj is reads[0] for f in run.fragments)
+    assert reader.next_pdu_or_run() is None  # the fifth is not all here yet
+    reader.feed(reads[1])
+    run = reader.next_pdu_or_run()
+    assert isinstance(run, DataRun) and len(run.fragments) == 6
+    assert type(run.fragments[0]) is bytes and run.fragments[0] == b"\x01" * 100
+    assert all(isinstance(f, memoryview) and f.obj is reads[1] for f in run.fragments[1:])
+    # The last fragment ends the run and comes as the P-DATA-TF it is.
+    assert reader.next_pdu_or_run() == one_pdv(b"\x02" * 10, control=0x02)
+    assert reader.next_pdu_or_run() is None
+
+
+def test_a_run_keeps_to_one_context() -> None:
+    stream = (
+        encode(one_pdv(b"ab", control=0)) * 3
+        + encode(one_pdv(b"cd", context_id=3, control=0)) * 2
+        + encode(one_pdv(b"abcd", control=0))
+    )
+    reader = PDUReader(0)
+    reader.feed(stream)
+    runs = [reader.next_pdu_or_run() for _ in range(3)]
+    assert runs == [
+        DataRun(1, [memoryview(b"ab")] * 3),
+        DataRun(3, [memoryview(b"cd")] * 2),
+        DataRun(1, [memoryview(b"abcd")]),
+    ]
+    assert reader.next_pdu_or_run() is None
+
+
+def test_data_run_is_a_value() -> None:
+    run = DataRun(1, [b"ab", b"cd"])
+    assert run == DataRun(1, (b"ab", b"cd"))
+    assert run != (1, (b"ab", b"cd"))
+    assert hash(run) == hash(DataRun(1, [b"ab", b"cd"]))
+    assert run.pdus() == [one_pdv(b"ab", control=0), one_pdv(b"cd", control=0)]
+    assert "DataRun(context_id=1" in repr(run)

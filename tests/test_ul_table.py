@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dicomio.errors import LocalProtocolError
 from dicomio.pdu.codec import encode
@@ -22,6 +24,7 @@ from dicomio.pdu.pdus import (
     AssociateAC,
     AssociateRJ,
     AssociateRQ,
+    DataRun,
     PDataTF,
     ReleaseRP,
     ReleaseRQ,
@@ -157,9 +160,9 @@ def feed(conn: ULConnection, pdu: PDU, now: float = 0.0) -> list[object]:
     return list(conn.receive_data(encode(pdu), now=now))
 
 
-def reach(state: int, role: Role) -> ULConnection:
+def reach(state: int, role: Role, *, data_runs: bool = False) -> ULConnection:
     """A connection of ``role`` brought into Sta``state`` through the public API only."""
-    conn = ULConnection(role, artim_timeout=ARTIM)
+    conn = ULConnection(role, artim_timeout=ARTIM, data_runs=data_runs)
     path = PATHS[role][state]
     for step in path:
         step(conn)
@@ -391,3 +394,88 @@ def test_ae_6_unacceptable_protocol_version() -> None:
     assert rj == AssociateRJ(result=1, source=2, reason=2)
     assert conn.state is State.STA13
     assert conn.next_deadline() == 0.0 + ARTIM
+
+
+# ---------------------------------------------------------------------------------------
+# data_runs: a DataRun event is Evt10 for each of its PDUs
+
+
+def _data_pdu(payload: bytes, *, context_id: int = 1, is_last: bool = False) -> bytes:
+    return encode(
+        PDataTF(
+            pdvs=[
+                PresentationDataValue(
+                    context_id=context_id, is_command=False, is_last=is_last, data=payload
+                )
+            ]
+        )
+    )
+
+
+_STREAM_PIECES = st.one_of(
+    st.just(_data_pdu(b"\x01" * 30)),
+    st.just(_data_pdu(b"\x01" * 30)),
+    st.binary(max_size=30).map(_data_pdu),
+    st.binary(max_size=30).map(lambda payload: _data_pdu(payload, context_id=3)),
+    st.just(_data_pdu(b"ab", is_last=True)),
+    st.sampled_from(
+        [
+            encode(PDATA),
+            encode(ReleaseRQ()),
+            encode(ReleaseRP()),
+            encode(Abort(source=0, reason=0)),
+            UNKNOWN_PDU,
+            bytes.fromhex("04 00 00000006 00000001 0100"),  # invalid PDV length
+        ]
+    ),
+)
+
+
+REACHABLE_WITH_TRANSPORT = [(state, role) for state, role in REACHABLE if state not in (1, 4)]
+
+
+def _expand(events: list[object]) -> list[object]:
+    return [
+        e for event in events for e in (event.pdus() if isinstance(event, DataRun) else [event])
+    ]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(_STREAM_PIECES, min_size=1, max_size=10),
+    size=st.integers(1, 200),
+)
+@pytest.mark.parametrize(("state", "role"), REACHABLE_WITH_TRANSPORT)
+def test_data_runs_are_the_same_as_one_pdu_at_a_time(
+    state: int, role: Role, pieces: list[bytes], size: int
+) -> None:
+    """Same reports (a run expanded into its PDUs), same PDUs queued, same state and timer."""
+    stream = b"".join(pieces)
+    chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+    outcomes = []
+    for data_runs in (False, True):
+        conn = reach(state, role, data_runs=data_runs)
+        events: list[object] = []
+        queued: list[PDU] = []
+        for chunk in chunks:
+            events += conn.receive_data(chunk, now=1.0)
+            queued += drain(conn)
+        if data_runs:
+            events = _expand(events)
+        outcomes.append((events, queued, conn.state, conn.next_deadline(), conn.should_close))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(("state", "role"), REACHABLE_WITH_TRANSPORT)
+def test_data_runs_reported_as_one_event_only_for_dt_2_and_ar_6(state: int, role: Role) -> None:
+    stream = _data_pdu(b"\x01" * 30) * 5 + _data_pdu(b"ab", is_last=True)
+    conn = reach(state, role, data_runs=True)
+    events = conn.receive_data(stream, now=1.0)
+    expected = reach(state, role).receive_data(stream, now=1.0)
+    if state in (6, 7):  # DT-2, AR-6
+        run = DataRun(1, [b"\x01" * 30] * 5)
+        assert events == [run, *expected[5:]]
+        assert expected[:5] == run.pdus()
+    else:
+        assert events == expected
+        assert not any(isinstance(event, DataRun) for event in events)

@@ -21,19 +21,21 @@ PDU reader makes of a PDV that straddled its reads) is kept as it is, with no co
 Streamed fragments are handed on as they are.
 
 The hot path is a P-DATA-TF holding one data set fragment that is not the last: it costs one
-dictionary lookup and one append, and returns no event.
+dictionary lookup and one append, and returns no event. A ``DataRun`` (many such PDUs, from
+``PDUReader.next_pdu_or_run``) costs one lookup and one extend for all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, TypeAlias
 
 import attrs
 
 from dicomio.dimse.commands import Message, decode_command
 from dicomio.errors import RemoteProtocolError
-from dicomio.pdu.pdus import PDataTF
+from dicomio.pdu.items import PresentationDataValue
+from dicomio.pdu.pdus import DataRun, PDataTF
 
 __all__ = [
     "DEFAULT_MAX_COMMAND_LENGTH",
@@ -78,6 +80,8 @@ class DataFragment:
 
 
 AssemblerEvent: TypeAlias = MessageReceived | CommandReceived | DataFragment
+
+_new_tuple = tuple.__new__
 
 
 class _Partial:
@@ -125,8 +129,22 @@ class MessageAssembler:
         partial = self._partial.get(context_id)
         return partial is not None and partial.command is not None
 
-    def receive(self, pdata: PDataTF) -> list[AssemblerEvent]:
-        """Take one P-DATA-TF; return the events its PDVs complete, in order."""
+    def receive(self, pdata: PDataTF | DataRun) -> list[AssemblerEvent]:
+        """Take one P-DATA-TF, or a run of them; return the events their PDVs complete, in order.
+
+        A ``DataRun`` gives exactly what its PDUs (``DataRun.pdus()``) would give one by one,
+        up to the first ``RemoteProtocolError``.
+        """
+        if isinstance(pdata, DataRun):
+            parts = self._collecting.get(pdata.context_id)
+            if parts is not None:
+                parts += pdata.fragments
+                return []
+            context_id = pdata.context_id
+            return self._receive_pdvs(
+                _new_tuple(PresentationDataValue, (context_id, False, False, fragment))
+                for fragment in pdata.fragments
+            )
         pdvs = pdata.pdvs
         if len(pdvs) == 1:
             pdv = pdvs[0]
@@ -135,6 +153,9 @@ class MessageAssembler:
                 if parts is not None:
                     parts.append(pdv.data)
                     return []
+        return self._receive_pdvs(pdvs)
+
+    def _receive_pdvs(self, pdvs: Iterable[PresentationDataValue]) -> list[AssemblerEvent]:
         events: list[AssemblerEvent] = []
         partials = self._partial
         for pdv in pdvs:

@@ -27,13 +27,11 @@ Theory of operation:
 from __future__ import annotations
 
 import enum
-import functools
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
-from pydicom import config
 from pydicom.uid import UID
 
 from dicomio.errors import LocalProtocolError, RemoteProtocolError
@@ -606,57 +604,17 @@ def encode_command(message: Message) -> bytes:
 # Decoding
 
 
-def _decode_us(element: int, raw: bytes) -> int | None:
-    if len(raw) == 2:
-        return int.from_bytes(raw, "little")
-    if not raw:
-        return None
-    raise RemoteProtocolError(
-        f"command element (0000,{element:04X}) is US but has {len(raw)} bytes, not 2"
-    )
-
-
-@functools.lru_cache(maxsize=512)
-def _wire_uid(text: str) -> UID:
-    # Not validated: a peer's malformed UID is its business until someone uses it, and
-    # pydicom would warn (or raise, depending on its global config) while we decode.
-    # Cached because the same few SOP class UIDs arrive in almost every message.
-    return UID(text, validation_mode=config.IGNORE)
-
-
-def _decode_uid(element: int, raw: bytes) -> UID | None:
-    text = raw.decode("latin-1").strip(" \x00")
-    return _wire_uid(text) if text else None
-
-
-def _decode_string(element: int, raw: bytes) -> str | None:
-    # latin-1 maps every byte to a character, so a peer's stray non-ASCII byte decodes
-    # instead of failing; trailing NUL or space padding (even when misused) is dropped.
-    return raw.decode("latin-1").strip(" \x00") or None
-
-
-def _decode_tags(element: int, raw: bytes) -> tuple[int, ...] | None:
-    if len(raw) % 4:
-        raise RemoteProtocolError(
-            f"command element (0000,{element:04X}) is AT but its {len(raw)} bytes "
-            "are not a multiple of 4"
-        )
-    return tuple((group << 16) | elem for group, elem in _TAG.iter_unpack(raw)) if raw else None
-
-
-_DECODERS_BY_VR: dict[str, Callable[[int, bytes], Any]] = {
-    "US": _decode_us,
-    "UI": _decode_uid,
-    "AE": _decode_string,
-    "LO": _decode_string,
-    "AT": _decode_tags,
-}
+# How decode_command reads each element's value, by VR (PS3.5 6.2; PS3.7 Table E.1-1).
+_US, _UI, _TEXT, _AT = range(4)
+_KIND_OF_VR = {"US": _US, "UI": _UI, "AE": _TEXT, "LO": _TEXT, "AT": _AT}
 
 # Command Group Length is not decoded: its value is redundant with the PDV framing, and
 # PS3.7 is silent on a wrong one, so trusting it could only reject otherwise good input.
-_DECODERS: dict[int, tuple[str, Callable[[int, bytes], Any]]] = {
-    element: (name, _DECODERS_BY_VR[vr]) for element, name, vr in COMMAND_ELEMENTS if vr != "UL"
+_ELEMENTS: dict[int, tuple[str, int]] = {
+    element: (name, _KIND_OF_VR[vr]) for element, name, vr in COMMAND_ELEMENTS if vr != "UL"
 }
+
+_new_str = str.__new__
 
 _FIELD_NAMES: dict[type[Message], frozenset[str]] = {
     cls: frozenset(field.name for field in attrs.fields(cls)) for cls in _ALL_CLASSES
@@ -689,6 +647,8 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     raw = bytes(data)
     size = len(raw)
     values: dict[str, Any] = {}
+    unpack_header = _HEADER.unpack_from
+    elements = _ELEMENTS
     offset = 0
     while offset < size:
         if size - offset < 8:
@@ -696,27 +656,56 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
                 f"command set truncated: {size - offset} bytes left where an element "
                 "header needs 8"
             )
-        group, element, length = _HEADER.unpack_from(raw, offset)
+        group, element, length = unpack_header(raw, offset)
         offset += 8
-        if group != 0:
-            raise RemoteProtocolError(
-                f"command set holds element ({group:04X},{element:04X}); PS3.7 6.3.1 "
-                "allows only group 0000"
-            )
-        if length > size - offset:
+        end = offset + length
+        if group or end > size:
+            if group:
+                raise RemoteProtocolError(
+                    f"command set holds element ({group:04X},{element:04X}); PS3.7 6.3.1 "
+                    "allows only group 0000"
+                )
             raise RemoteProtocolError(
                 f"command set truncated: element (0000,{element:04X}) has length "
                 f"{length} but only {size - offset} bytes remain"
             )
-        spec = _DECODERS.get(element)
+        spec = elements.get(element)
         if spec is not None:
-            name, decode = spec
-            value = decode(element, raw[offset : offset + length])
+            # Inline, one branch per VR: a dozen elements per message, every message.
+            name, kind = spec
+            value: Any = None  # an empty value is the same as an absent element
+            if kind == _US:
+                if length == 2:
+                    value = raw[offset] | raw[offset + 1] << 8
+                elif length:
+                    raise RemoteProtocolError(
+                        f"command element (0000,{element:04X}) is US but has {length} bytes, not 2"
+                    )
+            elif kind == _AT:
+                if length % 4:
+                    raise RemoteProtocolError(
+                        f"command element (0000,{element:04X}) is AT but its {length} "
+                        "bytes are not a multiple of 4"
+                    )
+                if length:
+                    value = tuple(
+                        (tag_group << 16) | tag_element
+                        for tag_group, tag_element in _TAG.iter_unpack(raw[offset:end])
+                    )
+            else:
+                # latin-1 maps every byte to a character, so a peer's stray non-ASCII byte
+                # decodes instead of failing; NUL or space padding (even misused) is dropped.
+                text = raw[offset:end].decode("latin-1").strip(" \x00")
+                if text:
+                    # A UID is not validated: a peer's malformed UID is its business until
+                    # someone uses it, and pydicom would warn (or raise, as configured) here.
+                    # What UID(text, validation_mode=IGNORE) returns, without the call.
+                    value = _new_str(UID, text.strip()) if kind == _UI else text
             if value is None:
                 values.pop(name, None)
             else:
                 values[name] = value
-        offset += length
+        offset = end
 
     command_field = values.pop("command_field", None)
     if command_field is None:
@@ -728,12 +717,12 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     if data_set_type is None:
         raise RemoteProtocolError(f"{cls.__name__} has no Command Data Set Type (0000,0800)")
     names = _FIELD_NAMES[cls]
-    kwargs = {name: value for name, value in values.items() if name in names}
-    missing = _REQUIRED[cls] - kwargs.keys()
-    if missing:
-        raise RemoteProtocolError(
-            f"{cls.__name__} lacks mandatory field(s) {', '.join(sorted(missing))}"
-        )
+    # Usually every element belongs to the message, and no copy is needed.
+    kwargs = values if values.keys() <= names else {k: v for k, v in values.items() if k in names}
+    required = _REQUIRED[cls]
+    if not kwargs.keys() >= required:
+        missing = ", ".join(sorted(required - kwargs.keys()))
+        raise RemoteProtocolError(f"{cls.__name__} lacks mandatory field(s) {missing}")
     kwargs["has_dataset"] = data_set_type != NO_DATA_SET
     try:
         return cls(**kwargs)

@@ -13,22 +13,46 @@ not that they be destroyed). Values only: the codec lives in ``dicomio.pdu.codec
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import attrs
 from pydicom.uid import UID
 
+#: Longest UID PS3.5 9.1 allows (also the maximum length of the UI VR, PS3.5 Table 6.2-1).
+MAX_UID_LENGTH: Final = 64
+
+# PS3.5 9.1: components of digits separated by periods, none empty, none with a leading
+# zero (a component that is zero is "0"). The same rule as pydicom's validator for UI, which
+# also uses ASCII digits only; fullmatch, unlike "$", does not accept a trailing newline.
+_is_valid_uid = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*").fullmatch
+
+_new_str = str.__new__
+
 
 def to_uid(value: str | bytes) -> UID:
-    """Convert friendly input to a pydicom UID; wire padding (NUL or space) is dropped."""
+    """Convert friendly input to a pydicom UID; wire padding (NUL or space) is dropped.
+
+    A valid UID (PS3.5 9.1) is built directly: pydicom's ``UID(value)`` would validate it
+    again, which costs twenty times as much as building it and is paid for every UID of every
+    message and association. Anything else goes through ``UID(value)``, so that pydicom's
+    configured validation (warn, raise or ignore) still decides what happens to it.
+    """
     if isinstance(value, UID) and not value.endswith("\x00"):
         # Already converted (pydicom strips spaces): the codec builds UIDs without pydicom's
         # validation, because a malformed UID from the peer must not warn or raise here.
         return value
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
-    return UID(value.rstrip("\x00 "))
+    # rstrip() returns an exact str even for a str subclass, so nothing it carries is lost
+    # here that UID(value) would have kept.
+    value = value.rstrip("\x00 ")
+    if len(value) <= MAX_UID_LENGTH and _is_valid_uid(value):
+        # What UID(value) returns for a valid value, which it would leave as it is (a valid
+        # UID has no whitespace to strip), without a warning in any validation mode.
+        return _new_str(UID, value)
+    return UID(value)
 
 
 def to_uids(values: Iterable[str | bytes]) -> tuple[UID, ...]:

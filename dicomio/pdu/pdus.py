@@ -154,6 +154,54 @@ class PDataTF(_PDataTFFields):
         return tuple.__hash__(self)
 
 
+class _DataRunFields(NamedTuple):
+    context_id: int
+    fragments: tuple[bytes | memoryview, ...]
+
+
+class DataRun(_DataRunFields):
+    """Consecutive P-DATA-TF PDUs, each holding one data set fragment that is not the last.
+
+    Not a PDU of PS3.8: it stands for ``len(fragments)`` PDUs received one after another,
+    each ``PDataTF([PresentationDataValue(context_id, False, False, fragment)])`` (message
+    control header 00H, PS3.8 E.2), and ``pdus()`` gives exactly those. It exists because
+    the bulk of a large data set arrives as such PDUs, dozens per transport read, and
+    building two values per fragment and passing each through the Upper Layer and the DIMSE
+    reassembly one at a time costs more than everything else done with them: a receiver that
+    asks for runs (``PDUReader.next_pdu_or_run``, ``ULConnection(data_runs=True)``) handles a
+    run with one call per layer. The fragments are what ``PresentationDataValue.data`` would
+    be: views of the received bytes, or ``bytes`` for a fragment that straddled two reads.
+
+    A named tuple like ``PDataTF``, with the same promises: immutable, a readable repr, and
+    equality only with another ``DataRun``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, context_id: int, fragments: Iterable[bytes | memoryview]) -> DataRun:
+        return tuple.__new__(cls, (context_id, tuple(fragments)))
+
+    def pdus(self) -> list[PDataTF]:
+        """The P-DATA-TF PDUs this run stands for, in the order they were received."""
+        context_id = self.context_id
+        return [
+            tuple.__new__(
+                PDataTF,
+                ((tuple.__new__(PresentationDataValue, (context_id, False, False, fragment)),),),
+            )
+            for fragment in self.fragments
+        ]
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(self)
+
+
 @attrs.frozen(kw_only=True)
 class ReleaseRQ:
     """A-RELEASE-RQ PDU (PS3.8 9.3.6)."""

@@ -15,10 +15,21 @@ is therefore copied at most once, which matters because transports hand over rea
 fixed size (asyncio: 256 KiB) that large P-DATA-TF PDUs usually straddle.
 
 The hot path is a P-DATA-TF holding one PDV, which is how dicomio, pynetdicom and DCMTK send
-every fragment. When one lies inside a chunk, its two headers are read with one
-``unpack_from`` and the value is built directly, without framing it first; when one
-straddles chunks, only its PDV data are joined (a ``bytes`` the DIMSE layer can keep as it
-is). Both paths apply exactly the checks of ``decode``; anything else takes the general path.
+every fragment. When its headers lie inside the first chunk, they are read with one
+``unpack_from`` and checked exactly as ``decode`` would check them; then, if the PDU lies
+inside the chunk, the value is built directly, without framing it first; if it straddles
+chunks, only its PDV data are joined (a ``bytes`` the DIMSE layer can keep as it is), or,
+until all of it has arrived, the answer is None at once. Anything else takes the general
+path, which applies the same checks.
+
+``next_pdu_or_run`` goes one step further for the bulk of a data set: consecutive one-PDV
+P-DATA-TF PDUs inside the first chunk that carry data set fragments, none flagged last, on one
+presentation context, come back as one ``DataRun`` holding views of their fragments. Each of
+its PDUs passes the checks of the fast path above; the run stops before the first PDU that
+does not belong in it, which the next call returns (or refuses) exactly as ``next_pdu`` would.
+Full-size fragments all have the same 12 header bytes, so a PDU whose header is byte for byte
+the one of a PDU just accepted is accepted with one comparison (it passes the same checks,
+since they look at nothing else but whether it lies inside the chunk).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Literal, NoReturn, cast, overload
 
 from dicomio.errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from dicomio.pdu.codec import (
@@ -37,7 +48,7 @@ from dicomio.pdu.codec import (
     decode,
 )
 from dicomio.pdu.items import PresentationDataValue
-from dicomio.pdu.pdus import PDU, PDataTF
+from dicomio.pdu.pdus import PDU, DataRun, PDataTF
 
 __all__ = ["PDUReader"]
 
@@ -92,10 +103,28 @@ class PDUReader:
 
     def next_pdu(self) -> PDU | None:
         """Return the next complete PDU, or None if more bytes are needed."""
+        return self._next(runs=False)
+
+    def next_pdu_or_run(self) -> PDU | DataRun | None:
+        """Like ``next_pdu``, but a run of data set fragments may come as one ``DataRun``.
+
+        Whatever is returned stands for the same PDUs, in the same order, with the same
+        errors, as calling ``next_pdu`` instead: ``DataRun.pdus()`` gives them.
+        """
+        return self._next(runs=True)
+
+    @overload
+    def _next(self, *, runs: Literal[False]) -> PDU | None: ...
+
+    @overload
+    def _next(self, *, runs: Literal[True]) -> PDU | DataRun | None: ...
+
+    def _next(self, *, runs: bool) -> PDU | DataRun | None:
         pieces = self._pieces
         if pieces:  # never after an error: _die() empties it
-            # Fast path: a one-PDV P-DATA-TF inside the first chunk. The conditions are
-            # exactly what decode() would accept for it; anything else goes the long way.
+            # Fast path: a one-PDV P-DATA-TF whose headers lie in the first chunk. The
+            # conditions are exactly what decode() would accept for it (and imply what
+            # _check_header accepts); anything else goes the long way.
             first = pieces[0]
             offset = self._offset
             end = len(first)
@@ -103,28 +132,96 @@ class PDUReader:
                 pdu_type, length, pdv_length, context_id, control = _unpack_pdata_headers(
                     first, offset
                 )
-                stop = offset + 6 + length
                 if (
                     pdu_type == 0x04
                     and pdv_length == length - 4
-                    and stop <= end
                     and pdv_length >= 2
                     and context_id & 1
                     and length <= self._pdata_limit
                 ):
-                    self._available -= stop - offset
-                    if stop == end:
-                        pieces.popleft()
-                        self._offset = 0
-                    else:
-                        self._offset = stop
-                    is_command, is_last = _CONTROL_FLAGS[control]
-                    data = first[offset + 12 : stop]
-                    pdv = _new_tuple(
-                        PresentationDataValue, (context_id, is_command, is_last, data)
-                    )
-                    return _new_tuple(PDataTF, ((pdv,),))
+                    stop = offset + 6 + length
+                    if stop - offset > self._available:
+                        return None  # straddles chunks, and the rest has not arrived
+                    if runs and not control:
+                        # A data set fragment that is not the last: the start of a run.
+                        return self._data_run(context_id)
+                    if stop <= end:
+                        # Inside the chunk: its data is a view of it.
+                        self._available -= stop - offset
+                        if stop == end:
+                            pieces.popleft()
+                            self._offset = 0
+                        else:
+                            self._offset = stop
+                        is_command, is_last = _CONTROL_FLAGS[control]
+                        data = first[offset + 12 : stop]
+                        pdv = _new_tuple(
+                            PresentationDataValue, (context_id, is_command, is_last, data)
+                        )
+                        return _new_tuple(PDataTF, ((pdv,),))
+                    # Straddles chunks, all here: its data is joined once.
+                    self._skip(_PDATA_HEADERS_LENGTH)
+                    return _pdata(context_id, control, self._take(pdv_length - 2))
         return self._next_pdu_general()
+
+    def _data_run(self, context_id: int) -> DataRun:
+        """Take the run of data set fragments on ``context_id`` that starts the buffer.
+
+        The caller has checked the first PDU as the fast path of ``_next`` does, and that all
+        of it is here. The run goes on across chunks: a PDU that straddles two of them is
+        taken as the fast path takes it (its data joined once), if all of it is here.
+        """
+        pieces = self._pieces
+        limit = self._pdata_limit
+        fragments: list[bytes | memoryview] = []
+        append = fragments.append
+        while pieces:
+            chunk = pieces[0]
+            # Every chunk is a view of a whole bytes object (feed): its slices compare
+            # faster than the view's.
+            raw = cast(bytes, chunk.obj)
+            position = offset = self._offset
+            end = len(chunk)
+            straddles = False
+            while end - position >= 12:
+                pdu_type, length, pdv_length, pdu_context, control = _unpack_pdata_headers(
+                    chunk, position
+                )
+                # The checks of the fast path, and: a data set fragment that is not the
+                # last (message control header 00H), on the context of the run.
+                if not (
+                    pdu_type == 0x04
+                    and control == 0
+                    and pdu_context == context_id
+                    and pdv_length == length - 4
+                    and pdv_length >= 2
+                    and length <= limit
+                ):
+                    break
+                stop = position + 6 + length
+                if stop > end:
+                    straddles = True
+                    break
+                append(chunk[position + 12 : stop])
+                # The PDUs that follow with the same 12 header bytes pass the same checks.
+                header = raw[position : position + 12]
+                step = stop - position
+                position = stop
+                while end - position >= step and raw[position : position + 12] == header:
+                    append(chunk[position + 12 : position + step])
+                    position += step
+            self._available -= position - offset
+            if position == end:
+                pieces.popleft()
+                self._offset = 0
+                continue
+            self._offset = position
+            if not straddles or self._available < 6 + length:
+                break
+            # A fragment of the run that straddles chunks, all of it buffered.
+            self._skip(_PDATA_HEADERS_LENGTH)
+            append(self._take(pdv_length - 2))
+        return _new_tuple(DataRun, (context_id, tuple(fragments)))
 
     def _next_pdu_general(self) -> PDU | None:
         self._check_alive()

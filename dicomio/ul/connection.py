@@ -47,6 +47,7 @@ from dicomio.pdu.pdus import (
     AssociateAC,
     AssociateRJ,
     AssociateRQ,
+    DataRun,
     PDataTF,
     RejectResult,
     RejectSource,
@@ -92,12 +93,22 @@ class ULConnection:
     we announce in our A-ASSOCIATE-RQ/AC (PS3.8 Annex D.1; 0 means no limit); a PDU
     announcing more is refused at its 6-byte header with an A-ABORT. ``artim_timeout`` is the
     ARTIM timer's duration in seconds (PS3.8 9.1.2, 9.2).
+
+    With ``data_runs``, consecutive P-DATA-TF PDUs that carry data set fragments (none the
+    last) on one presentation context may be reported as one ``DataRun`` event instead of
+    one ``PDataTF`` event each (see ``receive_data``).
     """
 
     def __init__(
-        self, role: Role, *, max_pdu_length: int = 65536, artim_timeout: float = 30.0
+        self,
+        role: Role,
+        *,
+        max_pdu_length: int = 65536,
+        artim_timeout: float = 30.0,
+        data_runs: bool = False,
     ) -> None:
         self._role = role
+        self._data_runs = data_runs
         self._state = State.IDLE
         self._reader = PDUReader(max_pdu_length)
         self._artim_timeout = artim_timeout
@@ -163,6 +174,12 @@ class ULConnection:
         13, 16; Evt19 if it is unrecognized or invalid). The peer's errors never raise: they
         are handled by the table, which queues the A-ABORT and reports ``ProviderAbort``.
         Raises ``LocalProtocolError`` only if there is no transport connection yet.
+
+        With ``data_runs``, a ``DataRun`` event is the P-DATA indications of all its PDUs:
+        each is still Evt10, but where Evt10 is DT-2 or AR-6 (Sta6, Sta7) the indication is
+        all that happens and the state does not change, so issuing them together is the same
+        as issuing them one by one. In any other state each PDU of the run is handled on its
+        own, exactly as without ``data_runs``.
         """
         if not data:
             return self._transport_closed(now)
@@ -174,13 +191,17 @@ class ULConnection:
         events: list[ULEvent] = []
         self._events = events
         reader = self._reader
+        next_pdu = reader.next_pdu_or_run if self._data_runs else reader.next_pdu
         try:
             reader.feed(data)
             while True:
-                pdu = reader.next_pdu()
+                pdu = next_pdu()
                 if pdu is None:
                     break
-                self._fire(_RECEIVED[type(pdu)], pdu, now)
+                if isinstance(pdu, DataRun):
+                    self._receive_run(pdu, now)
+                else:
+                    self._fire(_RECEIVED[type(pdu)], pdu, now)
                 if self._closed:
                     # Whatever follows on a transport we are closing has no meaning.
                     break
@@ -188,6 +209,18 @@ class ULConnection:
             self._framing_lost = True
             self._fire(Event.RECEIVE_INVALID_PDU, exc, now)
         return events
+
+    def _receive_run(self, run: DataRun, now: float) -> None:
+        """Evt10 for each P-DATA-TF of ``run``; one ``DataRun`` indication where that is exact."""
+        action, next_state = TRANSITIONS[self._state, Event.RECEIVE_P_DATA_TF]
+        if (action is Action.DT_2 or action is Action.AR_6) and next_state is self._state:
+            # Nothing but P-DATA indications, and the state stays: one for the whole run.
+            self._events.append(run)
+            return
+        for pdu in run.pdus():
+            self._fire(Event.RECEIVE_P_DATA_TF, pdu, now)
+            if self._closed:
+                return
 
     # -- timer -----------------------------------------------------------------------------
 

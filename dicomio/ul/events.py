@@ -7,6 +7,9 @@ or ``AssociateRJ`` the A-ASSOCIATE confirmation, a ``PDataTF`` the P-DATA indica
 A-RELEASE confirmation and an ``Abort`` the A-ABORT indication (or, with source 2, an
 A-P-ABORT raised by the peer's provider).
 
+A ``DataRun`` (only from a ``ULConnection`` created with ``data_runs=True``) is the P-DATA
+indications of several consecutive P-DATA-TF PDUs at once; ``DataRun.pdus()`` gives them.
+
 Two events have no PDU behind them and are defined here: ``ProviderAbort`` (our own provider
 aborted, PS3.8 7.4) and ``TransportClosed`` (the transport connection is gone, Evt17).
 """
@@ -20,6 +23,7 @@ from dicomio.pdu.pdus import (
     AssociateAC,
     AssociateRJ,
     AssociateRQ,
+    DataRun,
     PDataTF,
     ReleaseRP,
     ReleaseRQ,
@@ -58,6 +62,7 @@ ULEvent = (
     | AssociateAC
     | AssociateRJ
     | PDataTF
+    | DataRun
     | ReleaseRQ
     | ReleaseRP
     | Abort
