@@ -556,10 +556,16 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 raise anyio.BrokenResourceError
 
     async def _write(self, parts: list[bytes | memoryview]) -> None:
-        """Send queued parts: small ones joined into one write, large ones as they are."""
+        """Send queued parts: small ones joined into one write, large ones as they are.
+
+        The lean asyncio stream takes them all at once (one gathering system call, no join).
+        """
         stream = self._stream
         if len(parts) == 1:
             await stream.send(parts[0])  # type: ignore[arg-type]
+            return
+        if type(stream) is _transport.AsyncioSocketStream:
+            await stream.send_parts(parts)
             return
         if sum(len(p) for p in parts) <= FLUSH_THRESHOLD:
             await stream.send(b"".join(parts))
