@@ -511,7 +511,12 @@ async def test_a_follower_cancelled_while_waiting_is_passed_over() -> None:
 async def test_a_follower_cancelled_as_it_is_picked_passes_the_turn_on(followers: int) -> None:
     """b is woken to read and its cancel scope is cancelled before it runs: c (and the
     others behind it) must not be stranded. c's response comes only after that, so someone
-    has to read it."""
+    has to read it.
+
+    (Neither backend delivers an anyio cancellation to a task whose wait has already been
+    answered: b leaves its wait normally, starts reading, and is cancelled there; the read
+    gate's release hands the turn on. The plain Task.cancel() that lands inside the wait is
+    the next test.)"""
 
     async def test(s: Scripted) -> None:
         await s.start("a", leader=True)
@@ -613,7 +618,11 @@ async def test_a_picked_follower_that_times_out_passes_the_turn_on() -> None:
     after its answer): when b runs its deadline has passed and it raises DIMSETimeout,
     which is right. But nobody reads for c any more: c's response, sent afterwards, sits in
     the socket and c waits for ever (with the default 30 s DIMSE timeout it would wait 30 s
-    and then fail although its response had come)."""
+    and then fail although its response had come).
+
+    The stall only makes the race certain: without it, b's deadline timer firing in the
+    loop iteration that wakes the reader with data does the same (the reader then picks b,
+    whose Signal is not set by the timer, and b sees its deadline passed)."""
 
     async def test(s: Scripted) -> None:
         await s.start("a", leader=True)
