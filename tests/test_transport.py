@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dicomio._transport import (
+    COALESCE_LIMIT,
     READ_HIGH_WATER,
     SENDS_PER_CHECKPOINT,
     AsyncioSocketStream,
@@ -843,3 +844,295 @@ async def test_concurrent_receive_before_deadlines(anyio_backend: str) -> None:
             assert outcomes.get("late", "missing") in ("busy", None), outcomes
             if outcomes.get("late", "missing") is None:
                 assert returned_at["late"] >= deadlines["late"] - 0.01, "ended before its deadline"
+
+
+# ---------------------------------------------------------------------------------------
+# send_soon (the lean stream's coalesced small writes)
+
+
+def record_writes(stream: anyio.abc.SocketStream) -> list[bytes]:
+    """Every ``transport.write`` of the lean stream from now on, as the bytes it was given."""
+    assert isinstance(stream, AsyncioSocketStream)
+    writes: list[bytes] = []
+    write = stream._transport.write
+
+    def recording(data: Any) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    stream._transport.write = recording  # type: ignore[method-assign]
+    return writes
+
+
+def nothing_else_ready() -> bool:
+    """Whether the loop has no other callback ready in this turn (send_soon then writes)."""
+    return not asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
+
+
+def make_another_callback_ready() -> None:
+    """Something else is ready in this turn: send_soon queues instead of writing."""
+    asyncio.get_running_loop().call_soon(lambda: None)
+
+
+async def raw_read_to_eof(sock: socket.socket) -> bytes:
+    received = bytearray()
+    while True:
+        await anyio.wait_readable(sock)
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return bytes(received)
+        received += chunk
+
+
+@asyncio_only
+async def test_send_soon_from_many_tasks_of_one_turn_is_one_write(anyio_backend: str) -> None:
+    """Tasks woken together each queue a small write: all leave in one ``transport.write``,
+    in the order the tasks ran, once the turn's other callbacks have run."""
+    count = 3 * SENDS_PER_CHECKPOINT + 1  # some of them also yield: the turn still holds
+    chunks = [pattern(50 + number, number) for number in range(count)]
+    expected = b"".join(chunks)
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            writes = record_writes(ours)
+            taken: list[bool] = []
+
+            async def sender(number: int) -> None:
+                taken.append(await ours.send_soon(chunks[number]))
+
+            async with anyio.create_task_group() as tg:
+                for number in range(count):
+                    tg.start_soon(sender, number)
+            assert taken == [True] * count
+            assert writes == [expected]
+            assert not ours._soon and ours._soon_size == 0
+            assert await read_exactly(peer, len(expected)) == expected
+
+
+@asyncio_only
+async def test_send_soon_alone_writes_at_once(anyio_backend: str) -> None:
+    """Nothing else ready: the bytes go to the transport before ``send_soon`` returns, with
+    no extra turn of the loop."""
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            writes = record_writes(ours)
+            while not nothing_else_ready():
+                await anyio.lowlevel.checkpoint()
+            assert await ours.send_soon(b"alone")
+            assert writes == [b"alone"]
+            assert not ours._soon and not ours._soon_scheduled
+            assert nothing_else_ready()  # no write scheduled for later either
+            assert await ours.send_soon(memoryview(b"-view"))  # a memoryview is fine
+            assert writes == [b"alone", b"-view"]
+            assert await read_exactly(peer, 10) == b"alone-view"
+
+
+@asyncio_only
+async def test_send_soon_queues_while_other_callbacks_are_ready(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            writes = record_writes(ours)
+            make_another_callback_ready()
+            assert await ours.send_soon(b"one,")
+            assert await ours.send_soon(b"two,")
+            assert writes == []
+            assert ours._soon_size == 8 and ours._soon_scheduled
+            await anyio.lowlevel.checkpoint()  # the turn ends: the queue is written
+            assert writes == [b"one,two,"]
+            assert not ours._soon and not ours._soon_scheduled
+            # The next turn starts afresh: alone again, so written at once.
+            while not nothing_else_ready():
+                await anyio.lowlevel.checkpoint()
+            assert await ours.send_soon(b"three")
+            assert writes == [b"one,two,", b"three"]
+            assert await read_exactly(peer, 13) == b"one,two,three"
+
+
+@asyncio_only
+async def test_send_soon_refuses_while_the_transport_holds_unsent_bytes(
+    anyio_backend: str,
+) -> None:
+    """A send waiting for the kernel, then the bytes it left in the transport when it was
+    cancelled: either way ``send_soon`` takes nothing (False), queues nothing and is no
+    checkpoint. Once the peer has read everything it takes bytes again."""
+    data = pattern(BLOCKING_SIZE, 7)
+    with anyio.fail_after(10):
+        async with connected("raw") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            protocol = ours._protocol
+            scope = anyio.CancelScope()
+
+            async def sender() -> None:
+                with scope:
+                    await ours.send(data)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sender)
+                await anyio.wait_all_tasks_blocked()
+                assert ours._sending and protocol.write_paused
+                writes = record_writes(ours)
+                with anyio.CancelScope() as probe:
+                    probe.cancel()
+                    for _ in range(2 * SENDS_PER_CHECKPOINT):
+                        assert not await ours.send_soon(b"refused")
+                assert not probe.cancelled_caught
+                assert not ours._soon and ours._soon_size == 0
+                scope.cancel()
+            assert scope.cancelled_caught
+            assert not ours._sending
+            assert protocol.write_paused  # the rest of data is still in the transport
+            with anyio.CancelScope() as probe:
+                probe.cancel()
+                make_another_callback_ready()  # would queue, if it took anything
+                for _ in range(2 * SENDS_PER_CHECKPOINT):
+                    assert not await ours.send_soon(b"refused")
+            assert not probe.cancelled_caught
+            assert not ours._soon and not ours._soon_scheduled
+            assert writes == []
+            assert await raw_read_exactly(peer, len(data)) == data
+            assert not protocol.write_paused
+            assert await ours.send_soon(b"taken")
+            await ours.send_eof()
+            assert await raw_read_to_eof(peer) == b"taken"
+
+
+@asyncio_only
+async def test_send_soon_refuses_beyond_the_coalesce_limit(anyio_backend: str) -> None:
+    first = pattern(COALESCE_LIMIT - 10, 8)
+    with anyio.fail_after(5):
+        async with connected("raw") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            writes = record_writes(ours)
+            make_another_callback_ready()
+            assert await ours.send_soon(first)
+            assert await ours.send_soon(b"0123456789")  # exactly at the limit: taken
+            assert ours._soon_size == COALESCE_LIMIT
+            with anyio.CancelScope() as probe:
+                probe.cancel()
+                assert not await ours.send_soon(b"x")  # one byte over: refused
+            assert not probe.cancelled_caught
+            assert ours._soon_size == COALESCE_LIMIT
+            assert writes == []
+            await anyio.lowlevel.checkpoint()
+            assert writes == [first + b"0123456789"]
+            # Alone, a single write over the limit is refused too: it needs flow control.
+            while not nothing_else_ready():
+                await anyio.lowlevel.checkpoint()
+            assert not await ours.send_soon(pattern(COALESCE_LIMIT + 1, 9))
+            assert len(writes) == 1 and not ours._soon
+            await ours.send(b"tail")
+            await ours.send_eof()
+            assert await raw_read_to_eof(peer) == first + b"0123456789tail"
+
+
+@asyncio_only
+async def test_send_soon_then_send_keeps_the_order(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            writes = record_writes(ours)
+            make_another_callback_ready()
+            assert await ours.send_soon(b"first,")
+            assert await ours.send_soon(b"second,")
+            await ours.send(b"third")  # writes the queue first
+            assert writes == [b"first,second,", b"third"]
+            assert not ours._soon
+            await anyio.lowlevel.checkpoint()  # the scheduled write finds nothing left
+            assert writes == [b"first,second,", b"third"]
+            # And send_eof writes what is queued before the FIN.
+            make_another_callback_ready()
+            assert await ours.send_soon(b",last")
+            await ours.send_eof()
+            assert writes[-1] == b",last"
+            assert await read_to_eof(peer) == b"first,second,third,last"
+
+
+@asyncio_only
+async def test_send_soon_then_a_large_send_keeps_the_order(anyio_backend: str) -> None:
+    """The queue goes out before a send that must wait for the kernel."""
+    big = pattern(BLOCKING_SIZE // 4, 10)
+    with anyio.fail_after(10):
+        async with connected("raw") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            make_another_callback_ready()
+            assert await ours.send_soon(b"small")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ours.send, big)
+                received = await raw_read_exactly(peer, 5 + len(big))
+            assert received == b"small" + big
+
+
+@asyncio_only
+async def test_aclose_right_after_send_soon_still_sends_the_queue(anyio_backend: str) -> None:
+    data = pattern(3000, 11)
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            make_another_callback_ready()
+            assert await ours.send_soon(data[:1000])
+            assert await ours.send_soon(data[1000:])
+            assert ours._soon
+            await ours.aclose()
+            assert not ours._soon
+            assert await read_to_eof(peer) == data
+            with pytest.raises(anyio.ClosedResourceError):
+                await ours.send_soon(b"x")
+
+
+@asyncio_only
+async def test_send_soon_after_aclose_raises_closed(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, _):
+            assert isinstance(ours, AsyncioSocketStream)
+            await ours.aclose()
+            for _ in range(2):
+                with pytest.raises(anyio.ClosedResourceError):
+                    await ours.send_soon(b"x")
+            assert not ours._soon
+
+
+@asyncio_only
+async def test_send_soon_after_a_peer_reset_raises_broken(anyio_backend: str) -> None:
+    with anyio.fail_after(5):
+        async with connected("raw") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            reset_on_close(peer)
+            peer.close()
+            # The first writes may still be taken by the kernel, queued or not.
+            with pytest.raises(anyio.BrokenResourceError):
+                for number in range(100):
+                    if number % 2:
+                        make_another_callback_ready()
+                    await ours.send_soon(b"x" * 1000)
+                    await anyio.lowlevel.checkpoint()
+            with pytest.raises(anyio.BrokenResourceError):
+                await ours.send_soon(b"x")
+
+
+@asyncio_only
+@pytest.mark.parametrize("queued", [False, True], ids=["alone", "queued"])
+async def test_a_send_soon_loop_lets_other_tasks_run(anyio_backend: str, queued: bool) -> None:
+    """Like send: one call in SENDS_PER_CHECKPOINT yields, written at once or queued."""
+    total = 0
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            for _ in range(3):  # also after the counter has been reset by a yield
+                other_ran = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(set_event, other_ran)
+                    calls = 0
+                    while not other_ran.is_set():
+                        assert calls < SENDS_PER_CHECKPOINT, "send_soon starved the loop"
+                        if queued:
+                            make_another_callback_ready()
+                        assert await ours.send_soon(b"x" * 100)
+                        calls += 1
+                    total += calls
+            await ours.send_eof()
+            assert await read_to_eof(peer) == b"x" * 100 * total
