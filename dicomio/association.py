@@ -436,6 +436,10 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 async with self._read_lock:
                     await self._lead_read(op, deadline, timeout)
             if not op.responses and self._now() >= limit:
+                if not self._read_lock.locked():
+                    # We may have been picked to read next (our deadline passing before we
+                    # ran): we raise instead, so the turn goes to the next follower.
+                    self._wake_follower()
                 self._dimse_timeout(op, timeout)
         response = op.responses.popleft()
         if op.final and not op.responses:

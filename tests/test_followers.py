@@ -607,18 +607,13 @@ async def test_a_dimse_timeout_on_a_follower() -> None:
     await scripted(test)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a follower woken to read whose DIMSE deadline has passed by the time it runs "
-    "raises DIMSETimeout without passing the turn on: the other followers are stranded",
-)
 async def test_a_picked_follower_that_times_out_passes_the_turn_on() -> None:
     """a reads; b (DIMSE timeout 0.3 s) and c (none) follow. a's response comes and b is
     woken to read next, but a's task then keeps the loop busy for 0.4 s (CPU work right
     after its answer): when b runs its deadline has passed and it raises DIMSETimeout,
     which is right. But nobody reads for c any more: c's response, sent afterwards, sits in
     the socket and c waits for ever (with the default 30 s DIMSE timeout it would wait 30 s
-    and then fail although its response had come).
+    and then fail although its response had come). Found by this test; fixed in _follow.
 
     The stall only makes the race certain: without it, b's deadline timer firing in the
     loop iteration that wakes the reader with data does the same (the reader then picks b,
