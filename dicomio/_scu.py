@@ -24,7 +24,14 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomio import errors
 from dicomio._locks import Gate
-from dicomio.dataset import UNCOMPRESSED, decode_dataset, encode_dataset, load_file
+from dicomio.dataset import (
+    UNCOMPRESSED,
+    decode_dataset,
+    encode_dataset,
+    file_info,
+    load_file,
+    read_if_cached,
+)
 from dicomio.dimse import (
     CCancelRQ,
     CEchoRQ,
@@ -260,8 +267,13 @@ class ServiceUserMixin:
     async def _store_payload_from_file(
         self, path: Path
     ) -> tuple[PresentationContext, Any, UID, UID]:
-        # One thread hop: the meta group is parsed, and a small file read whole, at once.
-        loaded = await anyio.to_thread.run_sync(load_file, path, WHOLE_FILE_LIMIT)
+        # A small file the page cache holds whole is read here, without waiting for a disk;
+        # otherwise one thread hop reads it (or, if large, its head) and the meta group.
+        cached = read_if_cached(path, WHOLE_FILE_LIMIT)
+        if cached is not None:
+            loaded = file_info(path, cached, len(cached))
+        else:
+            loaded = await anyio.to_thread.run_sync(load_file, path, WHOLE_FILE_LIMIT)
         if loaded is None:
             ds = await anyio.to_thread.run_sync(dcmread, path)
             return self._store_payload_from_dataset(ds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,52 @@ def test_pixels_survive_any_uncompressed_conversion(corpus: Corpus, target: str)
         converted.file_meta = FileMetaDataset()  # not a copy: Dataset.copy() is shallow
         converted.file_meta.TransferSyntaxUID = target
         assert (converted.pixel_array == expected).all(), instance.path.name
+
+
+# -- read_if_cached: reading a small file on the event loop without waiting for a disk ----
+
+
+def test_read_if_cached_gives_the_whole_file(tmp_path: Path) -> None:
+    from dicomio import dataset as dataset_module
+
+    if dataset_module._RWF_NOWAIT is None:
+        pytest.skip("os.preadv with RWF_NOWAIT is not available here")
+    path = tmp_path / "f.bin"
+    content = bytes(range(256)) * 1000
+    path.write_bytes(content)
+    path.read_bytes()  # in the page cache now
+    assert dataset_module.read_if_cached(path, len(content)) == content
+    assert dataset_module.read_if_cached(path, len(content) - 1) is None  # over the limit
+    assert dataset_module.read_if_cached(tmp_path / "missing", 1 << 20) is None
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert dataset_module.read_if_cached(empty, 10) == b""
+
+
+def test_read_if_cached_declines_what_is_not_in_memory(tmp_path: Path) -> None:
+    from dicomio import dataset as dataset_module
+
+    if dataset_module._RWF_NOWAIT is None or not hasattr(os, "posix_fadvise"):
+        pytest.skip("os.preadv with RWF_NOWAIT or posix_fadvise is not available here")
+    path = tmp_path / "cold.bin"
+    path.write_bytes(os.urandom(1 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    result = dataset_module.read_if_cached(path, 1 << 21)
+    if result is not None:
+        pytest.skip("this file system kept the file in memory (tmpfs?)")
+    # The thread path still reads it in full.
+    assert dataset_module.load_file(path, 1 << 21) is None  # not Part 10: no FileInfo
+
+
+def test_read_if_cached_without_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomio import dataset as dataset_module
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100)
+    monkeypatch.setattr(dataset_module, "_RWF_NOWAIT", None)
+    assert dataset_module.read_if_cached(path, 1000) is None
