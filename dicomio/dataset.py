@@ -15,6 +15,7 @@ import array
 import errno
 import functools
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterable
@@ -716,12 +717,15 @@ def read_if_cached(path: Path, limit: int) -> bytearray | None:
     if flag is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (reads of a regular file
+        # ignore the flag); anything but a regular file is left to the thread path.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:
-        size = os.fstat(fd).st_size
-        if size > limit:
+        status = os.fstat(fd)
+        size = status.st_size
+        if size > limit or not stat.S_ISREG(status.st_mode):
             return None
         data = bytearray(size)
         view = memoryview(data)

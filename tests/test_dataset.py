@@ -94,6 +94,18 @@ def test_read_if_cached_declines_what_is_not_in_memory(tmp_path: Path) -> None:
     assert dataset_module.load_file(path, 1 << 21) is None  # not Part 10: no FileInfo
 
 
+@pytest.mark.timeout(10)
+def test_read_if_cached_leaves_a_fifo_to_the_thread_path(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: on the event loop it must not."""
+    from dicomio import dataset as dataset_module
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert dataset_module.read_if_cached(fifo, 1 << 20) is None  # returns, does not block
+
+
 def test_read_if_cached_without_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dicomio import dataset as dataset_module
 
