@@ -40,11 +40,12 @@ from dicomio.dimse import (
     DataFragment,
     MessageAssembler,
     MessageReceived,
+    data_parts,
     encode_command,
     fragment,
+    fragment_parts,
     max_fragment_size,
 )
-from dicomio.dimse import data_pdu as _data_pdu
 from dicomio.events import (
     EVT_ABORTED,
     EVT_CONN_CLOSE,
@@ -601,26 +602,41 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             raise self._failure
         if self._debug:
             self.log.debug("sending %s ctx=%d", summary(command), context_id)
-        ul = self._ul
+        ul, max_pdu = self._ul, self.remote_max_pdu
         async with self._send_lock:
-            if isinstance(dataset, (bytes, bytearray, memoryview)) or dataset is None:
-                queued = 0
-                for pdata in fragment(
-                    context_id, encode_command(command), dataset, self.remote_max_pdu
-                ):
-                    ul.send_pdata(pdata, now=self._now())
-                    queued += len(pdata.pdvs[0].data)
-                    if queued >= FLUSH_THRESHOLD:
+            encoded = encode_command(command)
+            if dataset is None or isinstance(dataset, (bytes, bytearray, memoryview)):
+                if dataset is None or len(dataset) <= FLUSH_THRESHOLD:
+                    ul.send_pdata_parts(
+                        fragment_parts(context_id, encoded, dataset, max_pdu), now=self._now()
+                    )
+                else:
+                    # Queued and written a batch at a time: whole fragments, views of the
+                    # data set, never more than FLUSH_THRESHOLD bytes waiting in user space.
+                    ul.send_pdata_parts(
+                        fragment_parts(context_id, encoded, None, max_pdu), now=self._now()
+                    )
+                    size = max_fragment_size(max_pdu)
+                    batch = max(size, FLUSH_THRESHOLD - FLUSH_THRESHOLD % size)
+                    view = memoryview(dataset).cast("B")
+                    for start in range(0, len(view), batch):
                         await self._flush()
-                        queued = 0
+                        ul.send_pdata_parts(
+                            data_parts(
+                                context_id,
+                                view[start : start + batch],
+                                max_pdu,
+                                is_last=start + batch >= len(view),
+                            ),
+                            now=self._now(),
+                        )
                 await self._flush()
             else:
-                for pdata in fragment(
-                    context_id, encode_command(command), None, self.remote_max_pdu
-                ):
-                    ul.send_pdata(pdata, now=self._now())
+                ul.send_pdata_parts(
+                    fragment_parts(context_id, encoded, None, max_pdu), now=self._now()
+                )
                 await self._flush()
-                size = max_fragment_size(self.remote_max_pdu)
+                size = max_fragment_size(max_pdu)
                 pending = b""
                 async for chunk in dataset:
                     buf = memoryview(pending + chunk if pending else chunk)
@@ -628,17 +644,16 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                     # Keep at least one byte back so that the last PDV carries the last flag.
                     if end == len(buf):
                         end -= size
-                    for start in range(0, end, size):
-                        ul.send_pdata(
-                            _data_pdu(context_id, buf[start : start + size], False),
+                    if end > 0:
+                        ul.send_pdata_parts(
+                            data_parts(context_id, buf[:end], max_pdu, is_last=False),
                             now=self._now(),
                         )
                     pending = bytes(buf[end:])
                     await self._flush()
-                while len(pending) > size:
-                    ul.send_pdata(_data_pdu(context_id, pending[:size], False), now=self._now())
-                    pending = pending[size:]
-                ul.send_pdata(_data_pdu(context_id, pending, True), now=self._now())
+                ul.send_pdata_parts(
+                    data_parts(context_id, pending, max_pdu, is_last=True), now=self._now()
+                )
                 await self._flush()
         if self._deferred:
             await self._send_deferred()
@@ -661,8 +676,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             for command, encoded, dataset in messages:
                 if debug:
                     self.log.debug("sending %s ctx=%d", summary(command), context_id)
-                for pdata in fragment(context_id, encoded, dataset, self.remote_max_pdu):
-                    ul.send_pdata(pdata, now=now)
+                ul.send_pdata_parts(
+                    fragment_parts(context_id, encoded, dataset, self.remote_max_pdu), now=now
+                )
                 queued += len(encoded) + (len(dataset) if dataset is not None else 0)
                 if queued >= FLUSH_THRESHOLD:
                     await self._flush()
