@@ -791,21 +791,6 @@ def read_file_info(path: str | Path) -> FileInfo | None:
         body = fp.read(group_length)
         if len(body) != group_length:
             return None
-    fp2 = BytesIO(head[132:] + body)
-    meta = read_dataset(fp2, is_implicit_VR=False, is_little_endian=True)
-    try:
-        sop_class = UID(str(meta.MediaStorageSOPClassUID))
-        sop_instance = UID(str(meta.MediaStorageSOPInstanceUID))
-        ts = UID(str(meta.TransferSyntaxUID))
-    except AttributeError:
-        return None
-    offset = 144 + group_length
-    size = path.stat().st_size
-    return FileInfo(
-        path=path,
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        transfer_syntax=ts,
-        dataset_offset=offset,
-        dataset_length=size - offset,
-    )
+        size = os.fstat(fp.fileno()).st_size
+    loaded = file_info(path, head + body, size, whole=False)
+    return None if loaded is None else loaded[0]
