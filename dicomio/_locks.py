@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import anyio
 
+from dicomio._transport import set_if_pending as _set_if_pending
+
 __all__ = ["Gate", "Signal"]
 
 
@@ -133,7 +135,3 @@ class Signal:
             if timer is not None:
                 timer.cancel()
 
-
-def _set_if_pending(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

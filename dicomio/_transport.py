@@ -43,6 +43,7 @@ __all__ = [
     "clock",
     "connect_tcp",
     "running_asyncio_loop",
+    "set_if_pending",
     "wrap_accepted_socket",
 ]
 
@@ -122,14 +123,12 @@ class _Protocol(asyncio.Protocol):
         self._wake_writer()
 
     def _wake_reader(self) -> None:
-        waiter = self.read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.read_waiter is not None:
+            set_if_pending(self.read_waiter)
 
     def _wake_writer(self) -> None:
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.drain_waiter is not None:
+            set_if_pending(self.drain_waiter)
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
@@ -222,7 +221,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 return None
             waiter = loop.create_future()
             protocol.read_waiter = waiter
-            timer = loop.call_at(deadline, _set_if_pending, waiter)
+            timer = loop.call_at(deadline, set_if_pending, waiter)
             self._receiving = True
             try:
                 await waiter
@@ -243,11 +242,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         so bytes leave in the order they were given. Like ``send``, one call in
         ``SENDS_PER_CHECKPOINT`` yields to the loop, after the bytes are queued.
         """
+        self._check_open()
         protocol = self._protocol
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if protocol.lost or self._transport.is_closing():
-            raise anyio.BrokenResourceError from protocol.exception
         size = self._soon_size + len(item)
         if self._sending or protocol.write_paused or size > COALESCE_LIMIT:
             return False
@@ -322,15 +318,21 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             transport.write(part)
         await self._after_write()
 
+    def _check_open(self) -> None:
+        """Raise if closed here (ClosedResourceError) or lost (BrokenResourceError)."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        protocol = self._protocol
+        if protocol.lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.exception
+
     def _check_writable(self) -> None:
         """Raise as ``send`` does when it cannot write; write what ``send_soon`` queued."""
         if self._closed:
             raise anyio.ClosedResourceError
         if self._sending:
             raise anyio.BusyResourceError("writing to")
-        protocol = self._protocol
-        if protocol.lost or self._transport.is_closing():
-            raise anyio.BrokenResourceError from protocol.exception
+        self._check_open()
         if self._soon:
             self._write_soon()
 
@@ -382,7 +384,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         await anyio.lowlevel.checkpoint()
 
 
-def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+def set_if_pending(waiter: asyncio.Future[None]) -> None:
+    """Wake whoever awaits ``waiter``, unless it is already done (cancelled, or set)."""
     if not waiter.done():
         waiter.set_result(None)
 
