@@ -203,6 +203,19 @@ UserInformationSubItem = (
 )
 
 
+def same_type_eq(self: tuple[object, ...], other: object) -> bool:
+    """``==`` for the named-tuple values: equal only to a value of the same type.
+
+    A plain named tuple equals any tuple with the same items, so a ``PresentationDataValue``
+    would equal ``(1, True, True, b"")``, and a ``PDataTF`` would equal a ``DataRun``.
+    """
+    return type(other) is type(self) and tuple.__eq__(self, other)
+
+
+def same_type_ne(self: tuple[object, ...], other: object) -> bool:
+    return not same_type_eq(self, other)
+
+
 class PresentationDataValue(NamedTuple):
     """One PDV item of a P-DATA-TF PDU (PS3.8 9.3.5.1, Annex E.2).
 
@@ -222,10 +235,10 @@ class PresentationDataValue(NamedTuple):
     data: bytes | memoryview
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and tuple.__eq__(self, other)
+        return same_type_eq(self, other)
 
     def __ne__(self, other: object) -> bool:
-        return not self == other
+        return same_type_ne(self, other)
 
     def __hash__(self) -> int:
         return tuple.__hash__(self)

@@ -19,6 +19,8 @@ from dicomio.pdu.items import (
     PresentationContextRQ,
     PresentationDataValue,
     UserInformationSubItem,
+    same_type_eq,
+    same_type_ne,
     to_uid,
 )
 
@@ -144,14 +146,9 @@ class PDataTF(_PDataTFFields):
     def __new__(cls, pdvs: Iterable[PresentationDataValue]) -> PDataTF:
         return tuple.__new__(cls, (tuple(pdvs),))
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return tuple.__hash__(self)
+    __eq__ = same_type_eq
+    __ne__ = same_type_ne
+    __hash__ = tuple.__hash__
 
 
 class _DataRunFields(NamedTuple):
@@ -192,14 +189,9 @@ class DataRun(_DataRunFields):
             for fragment in self.fragments
         ]
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return tuple.__hash__(self)
+    __eq__ = same_type_eq
+    __ne__ = same_type_ne
+    __hash__ = tuple.__hash__
 
 
 @attrs.frozen(kw_only=True)
