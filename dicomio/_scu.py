@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from pydicom import dcmread
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
 
@@ -47,7 +46,7 @@ from dicomio.dimse import (
     NGetRQ,
     NSetRQ,
 )
-from dicomio.status import status_dataset
+from dicomio.status import copy_status, raw_but_status, status_dataset
 from dicomio.ul import Role
 
 if TYPE_CHECKING:
@@ -497,38 +496,6 @@ class ServiceUserMixin:
         return status
 
 
-_STATUS_TAG = 0x00000900
-#: A Dataset's mutable instance attributes (its element dict, private blocks ...).
-_MUTABLE_STATE = [k for k, v in Dataset().__dict__.items() if isinstance(v, (dict, list, set))]
-
-
-def _copyable(status: Dataset) -> bool:
-    """Whether ``_copy_status`` copies ``status`` whole: other elements are raw (immutable)."""
-    return all(
-        tag == _STATUS_TAG or isinstance(elem, RawDataElement)
-        for tag, elem in status._dict.items()
-    )
-
-
-def _copy_status(status: Dataset) -> Dataset:
-    """A copy of a status Dataset that shares nothing mutable with it.
-
-    What ``response_status`` would build again for the same command, for about a quarter
-    of the cost: a C-FIND client gets one per match.
-    """
-    state = status.__dict__.copy()
-    for key in _MUTABLE_STATE:
-        state[key] = state[key].copy()
-    elements = state["_dict"]
-    original = elements[_STATUS_TAG]
-    copied = DataElement.__new__(DataElement)
-    copied.__dict__.update(original.__dict__)  # its value is an int: nothing else to copy
-    elements[_STATUS_TAG] = copied
-    ds = Dataset.__new__(Dataset)
-    ds.__dict__.update(state)
-    return ds
-
-
 def _shorter(a: float, b: float | None) -> float:
     return a if b is None else min(a, b)
 
@@ -608,12 +575,12 @@ class ResponseStream:
             await self._cancel(wait=True)
             raise
         if command == self._last_command and self._last_status is not None:
-            status = _copy_status(self._last_status)
+            status = copy_status(self._last_status)
         else:
             status = response_status(command)
-            if isinstance(command, CFindRSP) and not _is_final(command) and _copyable(status):
+            if isinstance(command, CFindRSP) and not _is_final(command) and raw_but_status(status):
                 self._last_command, self._last_status = command, status
-                status = _copy_status(status)
+                status = copy_status(status)
         identifier = None
         if data is not None:
             ts = self._context.transfer_syntax

@@ -60,7 +60,9 @@ __all__ = [
     "IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS",
     "UNRECOGNIZED_OPERATION",
     "category",
+    "copy_status",
     "describe",
+    "raw_but_status",
     "status_dataset",
 ]
 
@@ -298,6 +300,33 @@ def _blank_dataset() -> Dataset:
     attributes.update(_PROTOTYPE)
     for key in _MUTABLE:
         attributes[key] = _PROTOTYPE[key].copy()
+    return ds
+
+
+def raw_but_status(status: Dataset) -> bool:
+    """Whether every element but Status is still raw (immutable): ``copy_status`` copies
+    such a Dataset whole."""
+    return all(
+        tag == _STATUS_TAG or isinstance(elem, RawDataElement)
+        for tag, elem in status._dict.items()
+    )
+
+
+def copy_status(status: Dataset) -> Dataset:
+    """A copy of a status Dataset (see ``raw_but_status``) that shares nothing mutable.
+
+    What ``status_dataset`` would build again for the same values, for about a quarter of
+    the cost: a C-FIND client gets one per match.
+    """
+    state = status.__dict__.copy()
+    for key in _MUTABLE:
+        state[key] = state[key].copy()
+    elements = state["_dict"]
+    copied = DataElement.__new__(DataElement)
+    copied.__dict__.update(elements[_STATUS_TAG].__dict__)  # its value is an int
+    elements[_STATUS_TAG] = copied
+    ds = Dataset.__new__(Dataset)
+    ds.__dict__.update(state)
     return ds
 
 
