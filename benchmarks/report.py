@@ -104,7 +104,7 @@ def fmt_ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
 
 
-# -- targets (issue #6) --------------------------------------------------------------------
+# -- targets (issues #6, #2) ----------------------------------------------------------------
 
 
 def targets(rows: list[Row]) -> list[dict[str, str]]:
@@ -210,6 +210,50 @@ def targets(rows: list[Row]) -> list[dict[str, str]]:
                 "wall time one after another / all at once, one dicomio client process"
                 + (f"; {ceiling}" if ceiling else ""),
             )
+    out += core_targets(rows)
+    return out
+
+
+def core_targets(rows: list[Row]) -> list[dict[str, str]]:
+    """Issue #2's targets for the in-process core benchmarks, from the warm-heap rows."""
+    out: list[dict[str, str]] = []
+
+    def median(variant: str, impl: str) -> float | None:
+        row = find(rows, "CORE", variant, impl, "in-process")
+        return row.median if row is not None else None
+
+    def add(target: str, value: float | None, met: bool | None, how: str) -> None:
+        status = "not evaluated" if met is None else "met" if met else "missed"
+        out.append({"target": target, "measured": fmt_ratio(value), "status": status, "how": how})
+
+    for row in rows:
+        if row.scenario != "CORE" or row.client != DICOMIO:
+            continue
+        if row.variant.endswith("default heap"):
+            continue  # the warm-heap rows are the code's own work; see bench_core_dimse
+        ours = row.median
+        theirs = median(row.variant, PYNETDICOM)
+        ratio = theirs / ours if theirs and ours else None
+        add(
+            f"core ≥ 5x pynetdicom: {row.variant}",
+            ratio,
+            None if ratio is None else ratio >= 5,
+            "pynetdicom's median / dicomio's, same process",
+        )
+        copy = median(row.variant, "bytes copy")
+        if copy is None:
+            continue
+        ratio = ours / copy if ours else None
+        floor = median(row.variant, "floor (no checks)")
+        how = "dicomio's median / bytes(bytearray(data))'s"
+        if floor is not None:
+            how += f"; a receiver that checks nothing (floor row) takes {fmt_ratio(floor / copy)}"
+        add(
+            f"core within 3x of a bytes copy: {row.variant}",
+            ratio,
+            None if ratio is None else ratio <= 3,
+            how,
+        )
     return out
 
 
@@ -329,7 +373,7 @@ def markdown(meta: dict[str, Any], rows: list[Row], goals: list[dict[str, str]])
         f"{env['DCMTK']} | {env['anyio']} | {env['cores']} ({env['cpu']}) | "
         f"{env['memory GB']} GB | {env['kernel']} |",
         "",
-        "## Targets (issue #6)",
+        "## Targets (issues #6 and #2)",
         "",
         "| target | measured | status | how |",
         "|---|---|---|---|",
