@@ -134,4 +134,3 @@ class Signal:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
-

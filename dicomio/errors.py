@@ -82,9 +82,7 @@ class AssociationRejected(DicomioError):
     """The acceptor answered A-ASSOCIATE-RJ (PS3.8 Table 9-21)."""
 
     def __init__(self, result: int, source: int, reason: int) -> None:
-        super().__init__(
-            f"association rejected: result={result} source={source} reason={reason}"
-        )
+        super().__init__(f"association rejected: result={result} source={source} reason={reason}")
         self.result = result
         self.source = source
         self.reason = reason
@@ -125,4 +123,3 @@ class ConnectionRefused(DicomioError, builtins.ConnectionRefusedError):
     Also a builtin ``ConnectionRefusedError`` (so an ``OSError``), as a plain socket
     would raise.
     """
-

@@ -153,4 +153,3 @@ class Event:
             str(ts),
             source_ae_title=self.assoc.remote_ae_title if self.assoc else None,
         )
-

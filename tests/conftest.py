@@ -56,7 +56,9 @@ def require_dcmtk(*names: str) -> dict[str, str]:
     return {name: path for name, path in tools.items() if path is not None}
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10.0
+) -> None:
     """Wait until something listens on ``port`` (bounded; fails the test otherwise)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,9 +103,26 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     # The tool's output goes to a file: a pipe nobody reads can fill and block the peer.
     with open(tmp_path / "storescp.log", "wb") as log:
         proc = subprocess.Popen(
-            [tools["storescp"], "-aet", "STORESCP", "+xa", "-pm", "-dhl", "-ta", "30", "-td",
-             "60", "-od", str(out), "-fe", ".dcm", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=DCMTK_ENV,
+            [
+                tools["storescp"],
+                "-aet",
+                "STORESCP",
+                "+xa",
+                "-pm",
+                "-dhl",
+                "-ta",
+                "30",
+                "-td",
+                "60",
+                "-od",
+                str(out),
+                "-fe",
+                ".dcm",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=DCMTK_ENV,
         )
         try:
             wait_for_port(port, proc)
@@ -115,7 +134,9 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 # -- added for the SCP interop and robustness tests ------------------------------------------
 
 
-async def run_tool(argv: list[str], *, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+async def run_tool(
+    argv: list[str], *, timeout: float = 60.0
+) -> subprocess.CompletedProcess[bytes]:
     """Run a peer tool as a subprocess without blocking the event loop the SCP runs on.
 
     Bounded by ``timeout``; returns the completed process (exit code and output) whatever

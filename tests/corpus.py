@@ -101,7 +101,7 @@ def make_dataset(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) + image * 7 + series * 3)
+    pixels = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) + image * 7 + series * 3
     ds.PixelData = pixels.tobytes()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -131,18 +131,29 @@ def make_corpus(root: Path) -> Corpus:
                         ts = TRANSFER_SYNTAXES[n % len(TRANSFER_SYNTAXES)]
                         n += 1
                         ds = make_dataset(
-                            patient=patient, study=study, series=series, image=image,
-                            modality=modality, transfer_syntax=ts,
+                            patient=patient,
+                            study=study,
+                            series=series,
+                            image=image,
+                            modality=modality,
+                            transfer_syntax=ts,
                         )
                         path = root / f"{modality}{patient}{study}{series}{image}.dcm"
                         ds.save_as(path, enforce_file_format=True)
-                        corpus.instances.append(Instance(
-                            path=path, patient_id=str(ds.PatientID),
-                            patient_name=str(ds.PatientName), study_uid=str(ds.StudyInstanceUID),
-                            series_uid=str(ds.SeriesInstanceUID), sop_uid=str(ds.SOPInstanceUID),
-                            sop_class=str(ds.SOPClassUID), modality=modality,
-                            transfer_syntax=str(ts), study_date=str(ds.StudyDate),
-                        ))
+                        corpus.instances.append(
+                            Instance(
+                                path=path,
+                                patient_id=str(ds.PatientID),
+                                patient_name=str(ds.PatientName),
+                                study_uid=str(ds.StudyInstanceUID),
+                                series_uid=str(ds.SeriesInstanceUID),
+                                sop_uid=str(ds.SOPInstanceUID),
+                                sop_class=str(ds.SOPClassUID),
+                                modality=modality,
+                                transfer_syntax=str(ts),
+                                study_date=str(ds.StudyDate),
+                            )
+                        )
     return corpus
 
 
@@ -152,4 +163,4 @@ def dataset_bytes(path: Path) -> bytes:
 
     info = read_file_info(path)
     assert info is not None
-    return path.read_bytes()[info.dataset_offset:]
+    return path.read_bytes()[info.dataset_offset :]
