@@ -94,8 +94,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 
 @pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """DCMTK storescp on a free loopback port; yields (port, output folder)."""
+def dcmtk_storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp, accepting every transfer syntax, on a free loopback port; yields
+    (port, output folder)."""
     tools = require_dcmtk("storescp")
     out = tmp_path / "storescp-out"
     out.mkdir()

@@ -138,41 +138,6 @@ def qrscp(
         server.stop()
 
 
-@pytest.fixture
-def dcmtk_storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """DCMTK storescp accepting every transfer syntax; yields (port, output folder)."""
-    tools = require_dcmtk("storescp")
-    out = tmp_path / "storescp-out"
-    out.mkdir()
-    port = free_port()
-    server = Process(
-        [
-            tools["storescp"],
-            "-aet",
-            "STORESCP",
-            "+xa",
-            "-pm",
-            "-dhl",
-            "-ta",
-            "30",
-            "-td",
-            "60",
-            "-od",
-            str(out),
-            "-fe",
-            ".dcm",
-            str(port),
-        ],
-        port,
-        tmp_path / "storescp.log",
-    )
-    server.start()
-    try:
-        yield port, out
-    finally:
-        server.stop()
-
-
 def series_without_rle(corpus: Corpus) -> str:
     for uid in corpus.series_uids:
         if all(i.transfer_syntax != RLE for i in corpus.by(series_uid=uid)):

@@ -8,8 +8,7 @@ were sent in; Q/R answers come from ``tests.qr_index`` over the shared corpus.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,7 @@ from tests.conftest import (
     free_port,
     require_dcmtk,
     run_tool,
-    stop,
     tool_output,
-    wait_for_port,
 )
 from tests.corpus import TRANSFER_SYNTAXES, Corpus, dataset_bytes
 from tests.qr_index import QRIndex, find_handler, get_handler, move_handler
@@ -107,46 +104,6 @@ def scp_ae() -> AE:
 async def serving(ae: AE, handlers: Sequence[Any] = ()) -> AsyncIterator[Server]:
     async with ae.start_server((LOOPBACK, 0), evt_handlers=list(handlers)) as server:
         yield server
-
-
-@pytest.fixture
-def dcmtk_storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """DCMTK storescp on a free loopback port: (port, output folder).
-
-    Like conftest's ``storescp``, but its output goes to a file rather than a pipe nobody
-    reads (a pipe can fill up and stall the tool, and an unclosed one warns at teardown).
-    """
-    tools = require_dcmtk("storescp")
-    out = tmp_path / "storescp-out"
-    out.mkdir()
-    port = free_port()
-    with open(tmp_path / "storescp.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                tools["storescp"],
-                "-aet",
-                "STORESCP",
-                "+xa",
-                "-pm",
-                "-dhl",
-                "-ta",
-                "30",
-                "-td",
-                "60",
-                "-od",
-                str(out),
-                "-fe",
-                ".dcm",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, proc)
-            yield port, out
-        finally:
-            stop(proc)
 
 
 def stored_matches(stored: Path, original: Path, *, written_by_dcmtk: bool = False) -> None:
