@@ -195,6 +195,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                     protocol.read_waiter = None
         finally:
             self._receiving = False
+        return self._take_chunk(max_bytes)
+
+    def _take_chunk(self, max_bytes: int) -> bytes:
+        """The first buffered chunk, cut to ``max_bytes``; resumes reading below the mark."""
+        protocol = self._protocol
         chunk = protocol.chunks.popleft()
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
@@ -223,13 +228,18 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             protocol.read_waiter = waiter
             timer = loop.call_at(deadline, set_if_pending, waiter)
             self._receiving = True
+            self._unyielded_sends = 0  # the loop runs other tasks while we wait
             try:
                 await waiter
             finally:
                 self._receiving = False
                 protocol.read_waiter = None
                 timer.cancel()
-            if not protocol.chunks and not (self._closed or protocol.eof or protocol.lost):
+            if protocol.chunks and not self._closed:
+                # This call has waited, so it was a checkpoint already: no second trip
+                # through the loop before the caller sees the bytes.
+                return self._take_chunk(max_bytes)
+            if not (self._closed or protocol.eof or protocol.lost):
                 return None
         return await self.receive(max_bytes)
 

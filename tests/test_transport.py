@@ -768,6 +768,29 @@ async def test_receive_before_at_eof_and_after_close(anyio_backend: str) -> None
 
 
 @asyncio_only
+async def test_receive_before_woken_by_eof(anyio_backend: str) -> None:
+    # The wait ends with no data: the end of the stream raises, as receive() would.
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            outcomes: list[str] = []
+            async with anyio.create_task_group() as tg:
+
+                async def reader(*, task_status: TaskStatus[None] = STARTED) -> None:
+                    task_status.started()
+                    try:
+                        await ours.receive_before(1024, now() + 10)
+                    except anyio.EndOfStream:
+                        outcomes.append("eof")
+
+                await tg.start(reader)
+                await peer.send_eof()
+            assert outcomes == ["eof"]
+            assert ours._protocol.read_waiter is None
+
+
+@asyncio_only
 async def test_receive_before_can_be_cancelled(anyio_backend: str) -> None:
     with anyio.fail_after(5):
         async with connected("anyio") as (ours, peer):
