@@ -17,6 +17,7 @@ import enum
 import struct
 from typing import Any
 
+from pydicom import config as _config
 from pydicom import datadict as _datadict
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -303,6 +304,34 @@ def _blank_dataset() -> Dataset:
     return ds
 
 
+#: Status elements pydicom built, by (code, validation mode): templates for ``_status_element``.
+_STATUS_ELEMENTS: dict[tuple[int, int], DataElement] = {}
+_STATUS_ELEMENTS_CAP = 256
+
+
+def _status_element(code: int) -> DataElement:
+    """``DataElement(Status, "US", code)``, as a copy of one pydicom built for that code.
+
+    A response's status is one of a few codes, and pydicom's constructor converts and
+    validates the value each time (most of the cost of a status Dataset). The copy shares
+    nothing mutable: an element's attributes are its tag, VR, settings and an int value.
+    """
+    mode = _config.settings.reading_validation_mode
+    template = _STATUS_ELEMENTS.get((code, mode))
+    if template is None:
+        template = DataElement(_STATUS_TAG, "US", code)
+        if len(_STATUS_ELEMENTS) < _STATUS_ELEMENTS_CAP:
+            _STATUS_ELEMENTS[code, mode] = template
+    return _copy_element(template)
+
+
+def _copy_element(element: DataElement) -> DataElement:
+    """A copy of a DataElement whose value is immutable (an int, a str), without __init__."""
+    copied = DataElement.__new__(DataElement)
+    copied.__dict__.update(element.__dict__)
+    return copied
+
+
 def raw_but_status(status: Dataset) -> bool:
     """Whether every element but Status is still raw (immutable): ``copy_status`` copies
     such a Dataset whole."""
@@ -322,9 +351,7 @@ def copy_status(status: Dataset) -> Dataset:
     for key in _MUTABLE:
         state[key] = state[key].copy()
     elements = state["_dict"]
-    copied = DataElement.__new__(DataElement)
-    copied.__dict__.update(elements[_STATUS_TAG].__dict__)  # its value is an int
-    elements[_STATUS_TAG] = copied
+    elements[_STATUS_TAG] = _copy_element(elements[_STATUS_TAG])  # its value is an int
     ds = Dataset.__new__(Dataset)
     ds.__dict__.update(state)
     return ds
@@ -359,7 +386,7 @@ def status_dataset(code: int, **elements: Any) -> Dataset:
         raise ValueError(f"a status is an unsigned 16-bit value (US): {code}")
     ds = _blank_dataset()
     elements_by_tag = ds._dict
-    elements_by_tag[_STATUS_TAG] = DataElement(_STATUS_TAG, "US", code)
+    elements_by_tag[_STATUS_TAG] = _status_element(code)
     for keyword, value in elements.items():
         entry = _COMMAND_ELEMENTS.get(keyword)
         if entry is None:

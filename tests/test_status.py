@@ -191,3 +191,28 @@ def test_status_dataset_behaves_like_a_plain_dataset() -> None:
     assert "PatientID" not in status_dataset(0)
     assert pickle.loads(pickle.dumps(a)) == a
     assert a.to_json_dict() == {**b.to_json_dict(), "00100020": {"vr": "LO", "Value": ["X"]}}
+
+
+@given(code=st.integers(0, 0xFFFF))
+def test_status_elements_are_never_shared(code: int) -> None:
+    """The Status element is copied from a cached one: each Dataset has its own."""
+    from pydicom.dataelem import DataElement
+
+    a, b = status_dataset(code), status_dataset(code)
+    assert a["Status"] is not b["Status"]
+    assert a["Status"] == DataElement(0x00000900, "US", code)
+    a.Status = code ^ 1
+    assert b.Status == code and status_dataset(code).Status == code
+    assert len(status._STATUS_ELEMENTS) <= status._STATUS_ELEMENTS_CAP
+
+
+def test_status_element_follows_the_validation_mode() -> None:
+    from pydicom import config
+
+    before = config.settings.reading_validation_mode
+    try:
+        for mode in (config.IGNORE, config.WARN, config.RAISE):
+            config.settings.reading_validation_mode = mode
+            assert status_dataset(0)["Status"].validation_mode == mode
+    finally:
+        config.settings.reading_validation_mode = before
