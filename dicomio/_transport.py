@@ -158,7 +158,10 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         # The loop's queue of ready callbacks (a private attribute of asyncio's own loops):
         # send_soon writes at once when it is empty. A loop without it (uvloop) is taken as
         # always busy, which only means one more turn of the loop before small writes leave.
-        self._ready: Sized = getattr(asyncio.get_running_loop(), "_ready", (None,))
+        # The stream's loop, looked up once: asyncio.get_running_loop() costs a getpid()
+        # system call each time (it guards against a fork).
+        self._loop = loop = asyncio.get_running_loop()
+        self._ready: Sized = getattr(loop, "_ready", (None,))
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -186,7 +189,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                     if protocol.exception is not None:
                         raise anyio.BrokenResourceError from protocol.exception
                     raise anyio.EndOfStream
-                waiter = asyncio.get_running_loop().create_future()
+                waiter = self._loop.create_future()
                 protocol.read_waiter = waiter
                 self._unyielded_sends = 0  # the loop runs other tasks while we wait
                 try:
@@ -221,7 +224,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
         if not protocol.chunks and not (self._closed or protocol.eof or protocol.lost):
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             if loop.time() >= deadline:
                 return None
             waiter = loop.create_future()
@@ -265,7 +268,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             self._soon_size = size
             if not self._soon_scheduled:
                 self._soon_scheduled = True
-                asyncio.get_running_loop().call_soon(self._write_soon)
+                self._loop.call_soon(self._write_soon)
         self._unyielded_sends += 1
         if self._unyielded_sends >= SENDS_PER_CHECKPOINT:
             self._unyielded_sends = 0
@@ -362,7 +365,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._sending = True
         try:
             while protocol.write_paused:
-                waiter = asyncio.get_running_loop().create_future()
+                waiter = self._loop.create_future()
                 protocol.drain_waiter = waiter
                 try:
                     await waiter
