@@ -11,12 +11,13 @@ import contextlib
 import errno
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 from anyio.streams.tls import TLSStream
 from pydicom.uid import UID
 
@@ -74,8 +75,8 @@ class AE:
         self.implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME
         self.maximum_pdu_size = maximum_pdu_size
         self.timeouts = timeouts or Timeouts()
-        self.requested_contexts: list[PresentationContext] = []
-        self.supported_contexts: list[PresentationContext] = []
+        self._requested_contexts: list[PresentationContext] = []
+        self._supported_contexts: list[PresentationContext] = []
         #: As requestor: the window to propose, (invoked, performed); None proposes nothing
         #: (which means 1, 1). As acceptor: the most we will grant.
         self.async_ops_window: tuple[int, int] | None = None
@@ -132,6 +133,34 @@ class AE:
 
     # -- contexts --------------------------------------------------------------------------
 
+    @property
+    def requested_contexts(self) -> list[PresentationContext]:
+        """The contexts ``associate`` proposes, in order (at most 128, PS3.8 9.3.2.2)."""
+        return self._requested_contexts
+
+    @requested_contexts.setter
+    def requested_contexts(self, contexts: Iterable[PresentationContext]) -> None:
+        # A copy: the AE's own list, which add_ and remove_requested_context change, never a
+        # preset list or tuple of dicomio.sop that others share.
+        contexts = list(contexts)
+        if len(contexts) > 128:
+            raise ValueError("at most 128 presentation contexts can be requested (PS3.8 9.3.2.2)")
+        self._requested_contexts = contexts
+
+    @property
+    def supported_contexts(self) -> list[PresentationContext]:
+        """The contexts a server of this AE accepts, one per abstract syntax."""
+        return self._supported_contexts
+
+    @supported_contexts.setter
+    def supported_contexts(self, contexts: Iterable[PresentationContext]) -> None:
+        # Each is added as add_supported_context adds it: one context per abstract syntax.
+        self._supported_contexts = []
+        for cx in contexts:
+            self.add_supported_context(
+                cx.abstract_syntax, cx.transfer_syntaxes, cx.scu_role, cx.scp_role
+            )
+
     def add_requested_context(
         self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
     ) -> None:
@@ -147,19 +176,50 @@ class AE:
         scu_role: bool | None = None,
         scp_role: bool | None = None,
     ) -> None:
-        """Accept ``abstract_syntax``; ``scu_role``/``scp_role`` answer role selection."""
+        """Accept ``abstract_syntax``; ``scu_role``/``scp_role`` answer role selection.
+
+        As in pynetdicom, adding an abstract syntax that is already supported adds the new
+        transfer syntaxes to its context (after those it has) and sets its roles to these.
+        """
         cx = build_context(abstract_syntax, _syntaxes(transfer_syntax))
-        self.supported_contexts = [
-            c for c in self.supported_contexts if c.abstract_syntax != cx.abstract_syntax
-        ]
-        self.supported_contexts.append(
+        contexts = self._supported_contexts
+        position = next(
+            (i for i, c in enumerate(contexts) if c.abstract_syntax == cx.abstract_syntax),
+            len(contexts),
+        )
+        syntaxes = cx.transfer_syntaxes
+        if position < len(contexts):
+            syntaxes = tuple(dict.fromkeys((*contexts[position].transfer_syntaxes, *syntaxes)))
+        contexts[position : position + 1] = [
             PresentationContext(
                 context_id=None,
                 abstract_syntax=cx.abstract_syntax,
-                transfer_syntaxes=cx.transfer_syntaxes,
+                transfer_syntaxes=syntaxes,
                 scu_role=scu_role,
                 scp_role=scp_role,
             )
+        ]
+
+    def remove_supported_context(
+        self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
+    ) -> None:
+        """Stop accepting ``abstract_syntax``, or only these transfer syntaxes of it.
+
+        A context left without a transfer syntax goes; removing what is not there does
+        nothing (as in pynetdicom).
+        """
+        self._supported_contexts = _without(
+            self._supported_contexts, abstract_syntax, transfer_syntax
+        )
+
+    def remove_requested_context(
+        self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
+    ) -> None:
+        """Stop proposing ``abstract_syntax``, or only these transfer syntaxes of it, in every
+        requested context that has it. A context left without a transfer syntax goes;
+        removing what is not there does nothing (as in pynetdicom)."""
+        self._requested_contexts = _without(
+            self._requested_contexts, abstract_syntax, transfer_syntax
         )
 
     # -- requestor ---------------------------------------------------------------------------
@@ -446,6 +506,38 @@ def _is_refusal(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+_ANY_SYNTAX = "1.2.840.10008.1.2"  # a placeholder: only the abstract syntax is wanted
+
+
+def _without(
+    contexts: Sequence[PresentationContext],
+    abstract_syntax: str,
+    transfer_syntax: str | Sequence[str] | None,
+) -> list[PresentationContext]:
+    """``contexts`` less ``transfer_syntax`` (all of them if None) of ``abstract_syntax``."""
+    # UIDs normalized as build_context normalizes what the contexts hold.
+    abstract = build_context(abstract_syntax, _ANY_SYNTAX).abstract_syntax
+    dropped: set[UID] | None = None
+    if transfer_syntax is not None:
+        if isinstance(transfer_syntax, str):
+            transfer_syntax = (transfer_syntax,)
+        if not transfer_syntax:
+            return list(contexts)
+        dropped = set(build_context(abstract, transfer_syntax).transfer_syntaxes)
+    kept: list[PresentationContext] = []
+    for cx in contexts:
+        if cx.abstract_syntax == abstract:
+            if dropped is None:
+                continue
+            syntaxes = tuple(ts for ts in cx.transfer_syntaxes if ts not in dropped)
+            if not syntaxes:
+                continue
+            if len(syntaxes) != len(cx.transfer_syntaxes):
+                cx = attrs.evolve(cx, transfer_syntaxes=syntaxes)
+        kept.append(cx)
+    return kept
 
 
 def _syntaxes(transfer_syntax: str | Sequence[str] | None) -> list[UID] | None:

@@ -1,0 +1,142 @@
+"""``AE``'s presentation context lists, managed as pynetdicom users expect.
+
+Each scenario is run on a dicomio ``AE`` and on a pynetdicom ``AE`` side by side (pynetdicom
+is a test-only peer); the contexts each ends with must name the same abstract and transfer
+syntaxes and roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dicomio import AE
+from dicomio.sop import StoragePresentationContexts
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+IMPLICIT, EXPLICIT, BIG, DEFLATED = (
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+)
+
+Step = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+syntax_lists = st.lists(
+    st.sampled_from([IMPLICIT, EXPLICIT, BIG, DEFLATED]), min_size=1, max_size=3
+)
+roles = st.sampled_from([None, True, False])
+steps: st.SearchStrategy[list[Step]] = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add_supported_context"),
+            st.tuples(st.sampled_from([CT, MR]), syntax_lists),
+            st.fixed_dictionaries({"scu_role": roles, "scp_role": roles}),
+        ),
+        st.tuples(
+            st.just("remove_supported_context"),
+            st.tuples(st.sampled_from([CT, MR]), st.one_of(st.none(), syntax_lists)),
+            st.just({}),
+        ),
+        st.tuples(
+            st.just("add_requested_context"),
+            st.tuples(st.sampled_from([CT, MR]), syntax_lists),
+            st.just({}),
+        ),
+        st.tuples(
+            st.just("remove_requested_context"),
+            st.tuples(st.sampled_from([CT, MR]), st.one_of(st.none(), syntax_lists)),
+            st.just({}),
+        ),
+    ),
+    max_size=12,
+)
+
+
+# Requested contexts in order (it is the order they are proposed in); supported ones sorted,
+# as pynetdicom lists them (an acceptor finds them by abstract syntax, so order means nothing).
+
+
+def _ours(ae: AE) -> tuple[list[Any], list[Any]]:
+    return (
+        [(c.abstract_syntax, list(c.transfer_syntaxes)) for c in ae.requested_contexts],
+        sorted(
+            (c.abstract_syntax, list(c.transfer_syntaxes), c.scu_role, c.scp_role)
+            for c in ae.supported_contexts
+        ),
+    )
+
+
+def _theirs(ae: Any) -> tuple[list[Any], list[Any]]:
+    return (
+        [(c.abstract_syntax, list(c.transfer_syntax)) for c in ae.requested_contexts],
+        sorted(
+            (c.abstract_syntax, list(c.transfer_syntax), c.scu_role, c.scp_role)
+            for c in ae.supported_contexts
+        ),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=steps)
+def test_context_lists_change_as_in_pynetdicom(steps: list[Step]) -> None:
+    pynetdicom = pytest.importorskip("pynetdicom", reason="pynetdicom is the reference here")
+    ours, theirs = AE(), pynetdicom.AE()
+    for name, args, kwargs in steps:
+        getattr(ours, name)(*args, **kwargs)
+        getattr(theirs, name)(*args, **kwargs)
+    assert _ours(ours) == _theirs(theirs)
+
+
+def test_supported_context_merges_syntaxes_and_takes_the_new_roles() -> None:
+    ae = AE()
+    ae.add_supported_context(CT, IMPLICIT, scu_role=True, scp_role=False)
+    ae.add_supported_context(CT, [EXPLICIT, IMPLICIT])
+    (cx,) = ae.supported_contexts
+    assert list(cx.transfer_syntaxes) == [IMPLICIT, EXPLICIT]
+    assert (cx.scu_role, cx.scp_role) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "remove",
+    [
+        lambda ae: ae.remove_supported_context("1.2.3"),
+        lambda ae: ae.remove_supported_context(CT, BIG),
+        lambda ae: ae.remove_supported_context(CT, []),
+        lambda ae: ae.remove_requested_context("1.2.3"),
+        lambda ae: ae.remove_requested_context(CT, BIG),
+    ],
+)
+def test_removing_what_is_not_there_changes_nothing(remove: Callable[[AE], None]) -> None:
+    ae = AE()
+    ae.add_supported_context(CT, [IMPLICIT, EXPLICIT])
+    ae.add_requested_context(CT, [IMPLICIT, EXPLICIT])
+    before = _ours(ae)
+    remove(ae)
+    assert _ours(ae) == before
+
+
+def test_context_lists_are_the_aes_own() -> None:
+    # A preset tuple can be assigned and then added to; the preset itself never changes.
+    preset = StoragePresentationContexts
+    ae = AE()
+    assert len(preset) == 120
+    ae.requested_contexts = preset
+    for _ in range(8):
+        ae.add_requested_context(CT)
+    assert len(ae.requested_contexts) == 128 and len(preset) == 120
+    with pytest.raises(ValueError):
+        ae.add_requested_context(MR)
+    with pytest.raises(ValueError):
+        ae.requested_contexts = list(preset) * 2
+    ae.supported_contexts = preset
+    ae.add_supported_context("1.2.840.10008.1.1")
+    ae.remove_supported_context(preset[0].abstract_syntax)
+    assert len(ae.supported_contexts) == len(preset)
+    assert preset[0] in StoragePresentationContexts
