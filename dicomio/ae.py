@@ -11,6 +11,7 @@ import contextlib
 import errno
 import socket
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -96,6 +97,21 @@ class AE:
         self.sop_class_common_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = (
             None
         )
+        # Every association this AE requested or accepted that is still referenced.
+        self._associations: weakref.WeakSet[Association] = weakref.WeakSet()
+
+    @property
+    def active_associations(self) -> list[Association]:
+        """The AE's established associations, requested and accepted (pynetdicom's name).
+
+        An association is in the list from the moment it is established until it is
+        released or aborted; one still being negotiated is not.
+        """
+        return [
+            assoc
+            for assoc in list(self._associations)
+            if assoc.is_established and not (assoc.is_released or assoc.is_aborted)
+        ]
 
     # -- pynetdicom-style timeout attributes ------------------------------------------------
 
@@ -304,6 +320,7 @@ class AE:
             max_pdu=max_pdu,
             handlers=request.evt_handlers or (),
         )
+        self._associations.add(assoc)
         try:
             await assoc._notify(EVT_CONN_OPEN)
             await self._negotiate(assoc, request, max_pdu)

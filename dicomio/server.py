@@ -263,6 +263,7 @@ class Server:
             handlers=self.handlers,
         )
         self.associations.add(assoc)
+        ae._associations.add(assoc)
         try:
             await assoc._notify(EVT_CONN_OPEN)
             # The ARTIM timer (PS3.8 9.1.5) bounds the wait for the A-ASSOCIATE-RQ. It starts

@@ -1,8 +1,8 @@
-"""``AE``'s presentation context lists, managed as pynetdicom users expect.
+"""``AE``'s presentation context lists and ``active_associations``, as pynetdicom users expect.
 
-Each scenario is run on a dicomio ``AE`` and on a pynetdicom ``AE`` side by side (pynetdicom
-is a test-only peer); the contexts each ends with must name the same abstract and transfer
-syntaxes and roles.
+The context scenarios are run on a dicomio ``AE`` and on a pynetdicom ``AE`` side by side
+(pynetdicom is a test-only peer); the contexts each ends with must name the same abstract and
+transfer syntaxes and roles.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dicomio import AE
 from dicomio.sop import StoragePresentationContexts
+from tests.conftest import LOOPBACK
 
+VERIFICATION = "1.2.840.10008.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 IMPLICIT, EXPLICIT, BIG, DEFLATED = (
@@ -140,3 +143,34 @@ def test_context_lists_are_the_aes_own() -> None:
     ae.remove_supported_context(preset[0].abstract_syntax)
     assert len(ae.supported_contexts) == len(preset)
     assert preset[0] in StoragePresentationContexts
+
+
+# -- active_associations ----------------------------------------------------------------------
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_active_associations_lists_the_established_ones() -> None:
+    scp, scu = AE("SCP"), AE("SCU")
+    scp.add_supported_context(VERIFICATION)
+    scu.add_requested_context(VERIFICATION)
+    async with scp.start_server((LOOPBACK, 0)) as server:
+        assert scu.active_associations == [] and scp.active_associations == []
+        first = await scu.associate(LOOPBACK, server.port, ae_title="SCP")
+        async with scu.associate(LOOPBACK, server.port, ae_title="SCP") as second:
+            assert set(scu.active_associations) == {first, second}
+            await _until(lambda: len(scp.active_associations) == 2)
+            await first.release()
+            assert scu.active_associations == [second]
+            await _until(lambda: len(scp.active_associations) == 1)
+        assert scu.active_associations == []
+        await _until(lambda: scp.active_associations == [])
+        aborted = await scu.associate(LOOPBACK, server.port, ae_title="SCP")
+        await aborted.abort()
+        assert scu.active_associations == []
+        await _until(lambda: scp.active_associations == [])
