@@ -121,7 +121,7 @@ class AE:
 
     @acse_timeout.setter
     def acse_timeout(self, value: float | None) -> None:
-        self.timeouts = _evolve(self.timeouts, acse=value)
+        self.timeouts = attrs.evolve(self.timeouts, acse=value)
 
     @property
     def dimse_timeout(self) -> float | None:
@@ -129,7 +129,7 @@ class AE:
 
     @dimse_timeout.setter
     def dimse_timeout(self, value: float | None) -> None:
-        self.timeouts = _evolve(self.timeouts, dimse=value)
+        self.timeouts = attrs.evolve(self.timeouts, dimse=value)
 
     @property
     def network_timeout(self) -> float | None:
@@ -137,7 +137,7 @@ class AE:
 
     @network_timeout.setter
     def network_timeout(self, value: float | None) -> None:
-        self.timeouts = _evolve(self.timeouts, network=value)
+        self.timeouts = attrs.evolve(self.timeouts, network=value)
 
     @property
     def connection_timeout(self) -> float | None:
@@ -145,7 +145,7 @@ class AE:
 
     @connection_timeout.setter
     def connection_timeout(self, value: float | None) -> None:
-        self.timeouts = _evolve(self.timeouts, connect=value)
+        self.timeouts = attrs.evolve(self.timeouts, connect=value)
 
     # -- contexts --------------------------------------------------------------------------
 
@@ -575,9 +575,3 @@ def _item_type(item: Any) -> int:
         "UserIdentityRQ": 0x58,
     }
     return order.get(type(item).__name__, 0xFF)
-
-
-def _evolve(timeouts: Timeouts, **changes: Any) -> Timeouts:
-    import attrs
-
-    return attrs.evolve(timeouts, **changes)

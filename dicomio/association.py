@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.abc
+import attrs
 from pydicom.uid import UID
 
 from dicomio import _transport, errors
@@ -139,13 +140,28 @@ class _Operation:
             self.wakeup.set()
 
 
+@attrs.frozen
+class ServiceUser:
+    """One side of an association, as pynetdicom's ``assoc.requestor`` and ``assoc.acceptor``
+    show it: who it is, where, and what it negotiated for itself."""
+
+    ae_title: str
+    address: str
+    port: int
+    #: The largest P-DATA-TF PDU this side receives (0: no limit), PS3.8 D.1.
+    maximum_length: int
+    implementation_class_uid: UID | None
+    implementation_version_name: str | None
+
+
 class Association(ServiceUserMixin, ServiceProviderMixin):
     """An association, as requestor (made by ``AE.associate``) or acceptor (by the server).
 
     Attributes follow pynetdicom where a pynetdicom user would look: ``accepted_contexts``,
     ``rejected_contexts``, ``is_established``, ``is_released``, ``is_aborted``,
-    ``acceptor``/``requestor`` facts as plain attributes (``remote_ae_title``,
-    ``remote_max_pdu``, ``remote_implementation_class_uid`` ...).
+    ``requestor`` and ``acceptor`` (``ServiceUser``), ``local`` and ``remote``, ``mode``,
+    the timeouts; and as plain attributes, ``remote_ae_title``, ``remote_max_pdu``,
+    ``remote_implementation_class_uid`` ...
     """
 
     def __init__(
@@ -218,7 +234,97 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self.log = _PeerLogger(_log, {"peer": f"{remote_address[0]}:{remote_address[1]}"})
         ServiceProviderMixin.__init__(self)
 
+    # -- who is who (pynetdicom's names) ----------------------------------------------------
+
+    @property
+    def is_requestor(self) -> bool:
+        return self.role is Role.REQUESTOR
+
+    @property
+    def is_acceptor(self) -> bool:
+        return self.role is Role.ACCEPTOR
+
+    @property
+    def mode(self) -> str:
+        """``"requestor"`` or ``"acceptor"``: our side of the association."""
+        return "requestor" if self.role is Role.REQUESTOR else "acceptor"
+
+    def _local_side(self) -> ServiceUser:
+        host, port = "", 0
+        with contextlib.suppress(Exception):  # no socket (an in-memory stream)
+            local = self._stream.extra(anyio.abc.SocketAttribute.local_address)
+            if isinstance(local, tuple):
+                host, port = str(local[0]), int(local[1])
+        return ServiceUser(
+            ae_title=self.local_ae_title,
+            address=host,
+            port=port,
+            maximum_length=self.local_max_pdu,
+            implementation_class_uid=UID(self.ae.implementation_class_uid),
+            implementation_version_name=self.ae.implementation_version_name,
+        )
+
+    def _remote_side(self) -> ServiceUser:
+        return ServiceUser(
+            ae_title=self.remote_ae_title,
+            address=self.remote_address[0],
+            port=self.remote_address[1],
+            maximum_length=self.remote_max_pdu,
+            implementation_class_uid=self.remote_implementation_class_uid,
+            implementation_version_name=self.remote_implementation_version_name,
+        )
+
+    @property
+    def requestor(self) -> ServiceUser:
+        """The side that requested the association."""
+        return self._local_side() if self.role is Role.REQUESTOR else self._remote_side()
+
+    @property
+    def acceptor(self) -> ServiceUser:
+        """The side that accepted (or is asked to accept) the association."""
+        return self._remote_side() if self.role is Role.REQUESTOR else self._local_side()
+
+    @property
+    def local(self) -> dict[str, Any]:
+        """Our side as pynetdicom's ``assoc.local`` dict: address, port, ae_title, pdv_size."""
+        return _as_dict(self._local_side())
+
+    @property
+    def remote(self) -> dict[str, Any]:
+        """The peer's side as pynetdicom's ``assoc.remote`` dict."""
+        return _as_dict(self._remote_side())
+
+    # -- timeouts (pynetdicom's names; they read and change this association's Timeouts) ----
+
+    @property
+    def acse_timeout(self) -> float | None:
+        return self.timeouts.acse
+
+    @acse_timeout.setter
+    def acse_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, acse=value)
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        return self.timeouts.dimse
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, dimse=value)
+
+    @property
+    def network_timeout(self) -> float | None:
+        return self.timeouts.network
+
+    @network_timeout.setter
+    def network_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, network=value)
+
     # -- handlers ---------------------------------------------------------------------------
+
+    def get_events(self) -> list[EventType]:
+        """The events that have handlers bound (pynetdicom's ``get_events``)."""
+        return [event for event, handlers in self._handlers.items() if handlers]
 
     def bind(self, event: EventType, handler: Any, args: Sequence[Any] = ()) -> None:
         """Bind ``handler`` to ``event`` (pynetdicom's ``Association.bind``)."""
@@ -805,3 +911,12 @@ def _pdu_summary(pdu: Any) -> str:
     if isinstance(pdu, (AssociateRJ, Abort)):
         return repr(pdu)
     return type(pdu).__name__
+
+
+def _as_dict(side: ServiceUser) -> dict[str, Any]:
+    return {
+        "address": side.address,
+        "port": side.port,
+        "ae_title": side.ae_title,
+        "pdv_size": side.maximum_length,
+    }

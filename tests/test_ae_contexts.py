@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicomio import AE
+from dicomio import AE, evt
 from dicomio.sop import StoragePresentationContexts
 from tests.conftest import LOOPBACK
 
@@ -174,3 +174,50 @@ async def test_active_associations_lists_the_established_ones() -> None:
         await aborted.abort()
         assert scu.active_associations == []
         await _until(lambda: scp.active_associations == [])
+
+
+@pytest.mark.anyio
+async def test_association_sides_as_pynetdicom_names_them() -> None:
+    scp, scu = AE("SCP"), AE("SCU")
+    scp.add_supported_context(VERIFICATION)
+    scu.add_requested_context(VERIFICATION)
+    seen: list[Any] = []
+
+    async def on_echo(event: Any) -> int:
+        assoc = event.assoc
+        seen.append((assoc.mode, assoc.is_acceptor, assoc.requestor, assoc.acceptor))
+        return 0
+
+    async with (
+        scp.start_server((LOOPBACK, 0), evt_handlers=[(evt.EVT_C_ECHO, on_echo)]) as server,
+        scu.associate(LOOPBACK, server.port, ae_title="SCP", max_pdu=32768) as assoc,
+    ):
+        assert (assoc.mode, assoc.is_requestor, assoc.is_acceptor) == ("requestor", True, False)
+        assert (await assoc.send_c_echo()).Status == 0
+        requestor, acceptor = assoc.requestor, assoc.acceptor
+        assert (requestor.ae_title, requestor.address, requestor.maximum_length) == (
+            "SCU",
+            LOOPBACK,
+            32768,
+        )
+        assert (acceptor.ae_title, acceptor.address, acceptor.port) == (
+            "SCP",
+            LOOPBACK,
+            server.port,
+        )
+        assert acceptor.implementation_class_uid == scp.implementation_class_uid
+        assert assoc.local == {
+            "address": LOOPBACK,
+            "port": requestor.port,
+            "ae_title": "SCU",
+            "pdv_size": 32768,
+        }
+        assert assoc.remote["port"] == server.port
+        assoc.dimse_timeout = 7.5
+        assert assoc.timeouts.dimse == 7.5 and assoc.dimse_timeout == 7.5
+    ((mode, is_acceptor, their_requestor, their_acceptor),) = seen
+    assert (mode, is_acceptor) == ("acceptor", True)
+    # Both sides agree on who is who.
+    assert their_requestor == requestor
+    assert (their_acceptor.ae_title, their_acceptor.port) == ("SCP", server.port)
+    assert their_acceptor.maximum_length == scp.maximum_pdu_size
