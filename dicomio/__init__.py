@@ -13,7 +13,7 @@ from dicomio._scp import stream_to_disk
 from dicomio._scu import ResponseStream
 from dicomio.ae import AE, AssociateRequest
 from dicomio.allocator import tune_allocator
-from dicomio.association import Association
+from dicomio.association import Association, ServiceUser
 from dicomio.config import DEFAULT_MAX_PDU, Timeouts
 from dicomio.errors import (
     AssociationAborted,
@@ -53,6 +53,7 @@ __all__ = [
     "RemoteProtocolError",
     "ResponseStream",
     "Server",
+    "ServiceUser",
     "TimeoutError",
     "Timeouts",
     "build_context",
