@@ -299,6 +299,29 @@ class ServiceUserMixin:
 
     # -- C-FIND / C-GET / C-MOVE -----------------------------------------------------------
 
+    async def send_c_cancel(
+        self,
+        msg_id: int,
+        context_id: int | None = None,
+        query_model: str | None = None,
+    ) -> None:
+        """C-CANCEL (PS3.7 9.3.2.3) the C-FIND, C-GET or C-MOVE whose Message ID is ``msg_id``.
+
+        pynetdicom's call: the presentation context is ``context_id``, else the accepted
+        one for ``query_model``. Iterating the operation's ``ResponseStream`` goes on to its
+        final response; ``ResponseStream.cancel()`` does the same without naming anything,
+        and leaving the ``async for`` early cancels and drops the rest.
+        """
+        if not 0 <= msg_id <= 0xFFFF:
+            raise ValueError(f"a Message ID is an unsigned 16-bit value (US): {msg_id}")
+        if context_id is None:
+            if query_model is None:
+                raise ValueError("send_c_cancel needs context_id or query_model")
+            context_id = self._context_as_scu(query_model).context_id
+        elif not any(cx.context_id == context_id for cx in self.accepted_contexts):
+            raise ValueError(f"presentation context {context_id} was not accepted")
+        await self.send_message(context_id or 0, CCancelRQ(message_id_being_responded_to=msg_id))
+
     def send_c_find(
         self, identifier: Dataset, query_model: str, *, priority: int = 2
     ) -> ResponseStream:
@@ -535,6 +558,24 @@ class ResponseStream:
 
     def __aiter__(self) -> ResponseStream:
         return self
+
+    @property
+    def message_id(self) -> int | None:
+        """The request's Message ID once it has been sent (the first ``__anext__``)."""
+        return None if self._op is None else self._op.message_id
+
+    async def cancel(self) -> None:
+        """Send a C-CANCEL (PS3.7 9.3.2.3) and go on iterating: the responses the peer sends
+        before it stops, then its final response (usually status FE00H, Cancel), still come.
+
+        Nothing is sent if the request has not gone out yet or its final response came.
+        """
+        op = self._op
+        if self._done or op is None or op.final:
+            return
+        await self._assoc.send_message(
+            self._context.context_id or 0, CCancelRQ(message_id_being_responded_to=op.message_id)
+        )
 
     async def __aenter__(self) -> ResponseStream:
         return self

@@ -156,6 +156,53 @@ async def test_find_as_context_manager_waits_for_final_cancel_status() -> None:
                 assert (await assoc.send_c_echo()).Status == 0
 
 
+@pytest.mark.parametrize("how", ["stream", "association"])
+async def test_explicit_cancel_lets_the_caller_see_the_final_cancel_status(how: str) -> None:
+    # pynetdicom's way: C-CANCEL by Message ID and go on reading to the final response.
+    rec = Recorder()
+    async with scp_ae().start_server(("127.0.0.1", 0), evt_handlers=handlers(rec)) as server:
+        with anyio.fail_after(20):
+            async with scu_ae().associate("127.0.0.1", server.port, ae_title="SCP") as assoc:
+                query = Dataset()
+                query.QueryRetrieveLevel = "PATIENT"
+                results = assoc.send_c_find(query, FIND)
+                assert results.message_id is None
+                statuses: list[int] = []
+                async for status, _identifier in results:
+                    statuses.append(status.Status)
+                    if len(statuses) == 2:
+                        assert results.message_id is not None
+                        if how == "stream":
+                            await results.cancel()
+                        else:
+                            await assoc.send_c_cancel(results.message_id, query_model=FIND)
+                assert statuses[-1] == 0xFE00  # Cancel, seen by the caller
+                assert set(statuses[:-1]) == {0xFF00}
+                assert rec.find_cancelled.is_set() and rec.find_sent < FIND_MATCHES
+                assert not assoc._ops
+                await results.cancel()  # after the final response: nothing is sent
+                assert (await assoc.send_c_echo()).Status == 0
+
+
+async def test_send_c_cancel_checks_its_arguments() -> None:
+    rec = Recorder()
+    async with scp_ae().start_server(("127.0.0.1", 0), evt_handlers=handlers(rec)) as server:
+        with anyio.fail_after(20):
+            async with scu_ae().associate("127.0.0.1", server.port, ae_title="SCP") as assoc:
+                with pytest.raises(ValueError):
+                    await assoc.send_c_cancel(1)
+                with pytest.raises(ValueError):
+                    await assoc.send_c_cancel(0x10000, query_model=FIND)
+                with pytest.raises(ValueError):
+                    await assoc.send_c_cancel(1, context_id=255)
+                # A C-CANCEL for nothing outstanding is harmless: the SCP ignores it.
+                (find_context,) = [
+                    cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == FIND
+                ]
+                await assoc.send_c_cancel(7, context_id=find_context)
+                assert (await assoc.send_c_echo()).Status == 0
+
+
 async def test_cancelling_the_scope_mid_get_leaves_no_task_and_no_socket() -> None:
     rec = Recorder()
     received: list[str] = []
