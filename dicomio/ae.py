@@ -170,12 +170,7 @@ class AE:
 
     @supported_contexts.setter
     def supported_contexts(self, contexts: Iterable[PresentationContext]) -> None:
-        # Each is added as add_supported_context adds it: one context per abstract syntax.
-        self._supported_contexts = []
-        for cx in contexts:
-            self.add_supported_context(
-                cx.abstract_syntax, cx.transfer_syntaxes, cx.scu_role, cx.scp_role
-            )
+        self._supported_contexts = _supported(contexts)
 
     def add_requested_context(
         self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
@@ -197,24 +192,9 @@ class AE:
         As in pynetdicom, adding an abstract syntax that is already supported adds the new
         transfer syntaxes to its context (after those it has) and sets its roles to these.
         """
-        cx = build_context(abstract_syntax, _syntaxes(transfer_syntax))
-        contexts = self._supported_contexts
-        position = next(
-            (i for i, c in enumerate(contexts) if c.abstract_syntax == cx.abstract_syntax),
-            len(contexts),
+        _add_supported(
+            self._supported_contexts, abstract_syntax, transfer_syntax, scu_role, scp_role
         )
-        syntaxes = cx.transfer_syntaxes
-        if position < len(contexts):
-            syntaxes = tuple(dict.fromkeys((*contexts[position].transfer_syntaxes, *syntaxes)))
-        contexts[position : position + 1] = [
-            PresentationContext(
-                context_id=None,
-                abstract_syntax=cx.abstract_syntax,
-                transfer_syntaxes=syntaxes,
-                scu_role=scu_role,
-                scp_role=scp_role,
-            )
-        ]
 
     def remove_supported_context(
         self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
@@ -438,12 +418,16 @@ class AE:
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 4096,
         shutdown_timeout: float = 10.0,
+        ae_title: str | None = None,
+        contexts: Sequence[PresentationContext] | None = None,
     ) -> Any:
         """A server accepting associations on ``address``; use as ``async with ... as server``.
 
         ``backlog`` is the listen queue; the kernel caps it at ``net.core.somaxconn``. A small
         one drops connections when many clients arrive at once (pynetdicom's 5 fails from
-        about 50 simultaneous clients).
+        about 50 simultaneous clients). ``ae_title`` and ``contexts`` (pynetdicom's names)
+        give this server its own AE title and supported contexts instead of the AE's, so
+        that one AE can serve several titles.
         """
         from dicomio.server import Server
 
@@ -454,6 +438,8 @@ class AE:
             ssl_context=ssl_context,
             backlog=backlog,
             shutdown_timeout=shutdown_timeout,
+            ae_title=ae_title,
+            contexts=None if contexts is None else _supported(contexts),
         )
 
 
@@ -523,6 +509,41 @@ def _is_refusal(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def _supported(contexts: Iterable[PresentationContext]) -> list[PresentationContext]:
+    """``contexts`` as supported contexts: one per abstract syntax (see ``_add_supported``)."""
+    kept: list[PresentationContext] = []
+    for cx in contexts:
+        _add_supported(kept, cx.abstract_syntax, cx.transfer_syntaxes, cx.scu_role, cx.scp_role)
+    return kept
+
+
+def _add_supported(
+    contexts: list[PresentationContext],
+    abstract_syntax: str,
+    transfer_syntax: str | Sequence[str] | None,
+    scu_role: bool | None,
+    scp_role: bool | None,
+) -> None:
+    """Add a supported context to ``contexts``, merging one for the same abstract syntax."""
+    cx = build_context(abstract_syntax, _syntaxes(transfer_syntax))
+    position = next(
+        (i for i, c in enumerate(contexts) if c.abstract_syntax == cx.abstract_syntax),
+        len(contexts),
+    )
+    syntaxes = cx.transfer_syntaxes
+    if position < len(contexts):
+        syntaxes = tuple(dict.fromkeys((*contexts[position].transfer_syntaxes, *syntaxes)))
+    contexts[position : position + 1] = [
+        PresentationContext(
+            context_id=None,
+            abstract_syntax=cx.abstract_syntax,
+            transfer_syntaxes=syntaxes,
+            scu_role=scu_role,
+            scp_role=scp_role,
+        )
+    ]
 
 
 _ANY_SYNTAX = "1.2.840.10008.1.2"  # a placeholder: only the abstract syntax is wanted

@@ -24,6 +24,7 @@ import logging
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,7 @@ from dicomio.pdu import (
     UserIdentityAC,
     UserIdentityRQ,
 )
-from dicomio.presentation import negotiate_as_acceptor
+from dicomio.presentation import PresentationContext, negotiate_as_acceptor
 from dicomio.ul import Role
 
 if TYPE_CHECKING:
@@ -96,8 +97,14 @@ class Server:
         ssl_context: ssl.SSLContext | None,
         backlog: int,
         shutdown_timeout: float,
+        ae_title: str | None = None,
+        contexts: Sequence[PresentationContext] | None = None,
     ) -> None:
         self.ae = ae
+        #: This server's AE title and supported contexts; None means the AE's, read when
+        #: each association is negotiated.
+        self.ae_title = ae_title
+        self.contexts = contexts
         self.host, self.requested_port = address
         self.handlers = evt_handlers
         self.ssl_context = ssl_context
@@ -256,7 +263,7 @@ class Server:
             ae,
             stream,
             role=Role.ACCEPTOR,
-            local_ae_title=ae.ae_title,
+            local_ae_title=self.ae_title or ae.ae_title,
             remote_address=remote,
             timeouts=ae.timeouts,
             max_pdu=ae.maximum_pdu_size,
@@ -320,7 +327,7 @@ class Server:
             return await self._reject(assoc, 1, 2, 2)
         if rq.application_context != DICOM_APPLICATION_CONTEXT:
             return await self._reject(assoc, 1, 1, 2)
-        if ae.require_called_aet and rq.called_ae_title != ae.ae_title:
+        if ae.require_called_aet and rq.called_ae_title != (self.ae_title or ae.ae_title):
             return await self._reject(assoc, 1, 1, 7)
         if ae.require_calling_aet and rq.calling_ae_title not in ae.require_calling_aet:
             return await self._reject(assoc, 1, 1, 3)
@@ -374,7 +381,7 @@ class Server:
         role_requests = [i for i in rq.user_information if isinstance(i, RoleSelection)]
         results, role_replies, contexts = negotiate_as_acceptor(
             rq.presentation_contexts,
-            ae.supported_contexts,
+            ae.supported_contexts if self.contexts is None else self.contexts,
             role_requests,
             accept_any_storage=ae.accept_any_storage,
         )

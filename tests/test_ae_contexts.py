@@ -221,3 +221,34 @@ async def test_association_sides_as_pynetdicom_names_them() -> None:
     assert their_requestor == requestor
     assert (their_acceptor.ae_title, their_acceptor.port) == ("SCP", server.port)
     assert their_acceptor.maximum_length == scp.maximum_pdu_size
+
+
+@pytest.mark.anyio
+async def test_one_ae_serves_two_titles_with_their_own_contexts() -> None:
+    # pynetdicom's start_server(ae_title=, contexts=): the AE's own stay as they are.
+    from dicomio import AssociationRejected, NoPresentationContext, build_context
+
+    scp = AE("MAIN")
+    scp.require_called_aet = True
+    scp.add_supported_context(VERIFICATION)
+    scu = AE("SCU")
+    scu.add_requested_context(VERIFICATION)
+    scu.add_requested_context(CT)
+    ct_only = [build_context(CT, IMPLICIT), build_context(CT, EXPLICIT)]
+    async with (
+        scp.start_server((LOOPBACK, 0)) as main,
+        scp.start_server((LOOPBACK, 0), ae_title="STORE", contexts=ct_only) as store,
+    ):
+        async with scu.associate(LOOPBACK, store.port, ae_title="STORE") as assoc:
+            assert [cx.abstract_syntax for cx in assoc.accepted_contexts] == [CT]
+            assert assoc.acceptor.ae_title == "STORE"
+            with pytest.raises(NoPresentationContext):
+                await assoc.send_c_echo()
+        with pytest.raises(AssociationRejected):
+            await scu.associate(LOOPBACK, store.port, ae_title="MAIN")
+        async with scu.associate(LOOPBACK, main.port, ae_title="MAIN") as assoc:
+            assert [cx.abstract_syntax for cx in assoc.accepted_contexts] == [VERIFICATION]
+            assert (await assoc.send_c_echo()).Status == 0
+    assert [cx.abstract_syntax for cx in scp.supported_contexts] == [VERIFICATION]
+    (merged,) = store.contexts  # one context per abstract syntax, as the AE keeps them
+    assert list(merged.transfer_syntaxes) == [IMPLICIT, EXPLICIT]
