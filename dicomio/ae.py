@@ -26,7 +26,7 @@ from dicomio import _transport, errors
 from dicomio.association import Association
 from dicomio.config import DEFAULT_MAX_PDU, Timeouts
 from dicomio.dataset import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_REJECTED, HandlerList
+from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_ESTABLISHED, HandlerList
 from dicomio.pdu import (
     AssociateAC,
     AssociateRJ,
@@ -372,8 +372,7 @@ class AE:
             raise errors.TimeoutError("no A-ASSOCIATE response within the ACSE timeout") from None
         reply = assoc._reply
         if isinstance(reply, AssociateRJ):
-            await assoc._notify(EVT_REJECTED)
-            await assoc._close_transport()
+            await assoc._close_transport()  # EVT_REJECTED, then EVT_CONN_CLOSE
             raise errors.AssociationRejected(reply.result, reply.source, reply.reason)
         if not isinstance(reply, AssociateAC):
             raise errors.RemoteProtocolError("unexpected reply to A-ASSOCIATE-RQ")
@@ -400,6 +399,7 @@ class AE:
         else:
             assoc.set_window(1, 1)
         assoc.is_established = True
+        assoc._was_established = True
         assoc.log.info(
             "association accepted by %s: %d of %d contexts",
             request.ae_title,
@@ -407,6 +407,7 @@ class AE:
             len(contexts),
         )
         await assoc._notify(EVT_ACCEPTED)
+        await assoc._notify(EVT_ESTABLISHED)
 
     # -- acceptor ------------------------------------------------------------------------------
 

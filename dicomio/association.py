@@ -50,6 +50,7 @@ from dicomio.dimse import (
 from dicomio.events import (
     EVT_ABORTED,
     EVT_CONN_CLOSE,
+    EVT_REJECTED,
     EVT_RELEASED,
     Event,
     EventType,
@@ -210,6 +211,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self.is_established = False
         self.is_released = False
         self.is_aborted = False
+        # Whether it was ever established, and whether EVT_RELEASED/EVT_ABORTED has fired.
+        self._was_established = False
+        self._end_notified = False
         self._reply: AssociateAC | AssociateRJ | AssociateRQ | None = None
         self._failure: errors.DicomioError | None = None
         #: Set once the association is over (released, aborted or disconnected).
@@ -451,7 +455,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             self.log.warning("provider abort: %s", event.message)
             self.is_aborted = True
             self._fail(errors.AssociationAborted(2, event.reason, event.message))
-        elif isinstance(event, TransportClosed) and not self.is_released:
+        elif isinstance(event, TransportClosed) and not (
+            self.is_released or isinstance(self._failure, errors.AssociationReleased)
+        ):
             self.is_aborted = self.is_established or self.is_aborted
             self.is_established = False
             self._fail(errors.ConnectionClosed("the peer closed the connection"))
@@ -840,7 +846,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
             return
         self.is_established = False
         await self._close_transport()
-        await self._notify(EVT_RELEASED)
+        await self._notify_ended()
 
     async def abort(self, source: int = 0, reason: int = 0) -> None:
         """Abort the association (A-ABORT, PS3.8 7.3); never waits longer than a moment."""
@@ -851,13 +857,11 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
                 with anyio.move_on_after(1.0):
                     with contextlib.suppress(errors.DicomioError):
                         await self._flush()
-            was_aborted = self.is_aborted
             self.is_aborted = True
             self.is_established = False
             self._fail(errors.AssociationAborted(source, reason, "aborted locally"))
             await self._close_transport()
-            if not was_aborted:
-                await self._notify(EVT_ABORTED)
+            await self._notify_ended()
 
     async def _close_transport(self) -> None:
         self.is_established = False
@@ -869,7 +873,30 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         self._close_streams()
         if self._failure is None:
             self._fail(errors.ConnectionClosed("the connection is closed"))
+        await self._notify_ended()
         await self._notify(EVT_CONN_CLOSE)
+
+    async def _notify_ended(self) -> None:
+        """EVT_RELEASED or EVT_ABORTED, once, on either side, however the association ended.
+
+        Released: we released it, or the peer did (its A-RELEASE-RQ answered). Aborted:
+        either side aborted, the provider did, or the connection was lost once established.
+        Rejected, for the requestor: the acceptor's A-ASSOCIATE-RJ (the server fires the
+        acceptor's EVT_REJECTED as it sends one). An association lost while negotiating
+        ends unnoticed here.
+        """
+        if self._end_notified:
+            return
+        if self.role is Role.REQUESTOR and isinstance(self._reply, AssociateRJ):
+            event = EVT_REJECTED  # the peer closes after rejecting: before EVT_CONN_CLOSE
+        elif self.is_released or isinstance(self._failure, errors.AssociationReleased):
+            event = EVT_RELEASED
+        elif self.is_aborted or self._was_established:
+            event = EVT_ABORTED
+        else:
+            return
+        self._end_notified = True
+        await self._notify(event)
 
     def __repr__(self) -> str:
         state = (

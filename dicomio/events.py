@@ -30,6 +30,7 @@ __all__ = [
     "EVT_C_GET",
     "EVT_C_MOVE",
     "EVT_C_STORE",
+    "EVT_ESTABLISHED",
     "EVT_N_ACTION",
     "EVT_N_CREATE",
     "EVT_N_DELETE",
@@ -71,6 +72,8 @@ EVT_CONN_OPEN = EventType("EVT_CONN_OPEN", False)
 EVT_CONN_CLOSE = EventType("EVT_CONN_CLOSE", False)
 EVT_REQUESTED = EventType("EVT_REQUESTED", False)
 EVT_ACCEPTED = EventType("EVT_ACCEPTED", False)
+#: The association is established, on either side (just after EVT_ACCEPTED, as in pynetdicom).
+EVT_ESTABLISHED = EventType("EVT_ESTABLISHED", False)
 EVT_REJECTED = EventType("EVT_REJECTED", False)
 EVT_RELEASED = EventType("EVT_RELEASED", False)
 EVT_ABORTED = EventType("EVT_ABORTED", False)

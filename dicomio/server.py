@@ -36,7 +36,14 @@ from anyio.streams.tls import TLSStream
 
 from dicomio import _transport, errors
 from dicomio.association import Association
-from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_REJECTED, EVT_REQUESTED, HandlerList
+from dicomio.events import (
+    EVT_ACCEPTED,
+    EVT_CONN_OPEN,
+    EVT_ESTABLISHED,
+    EVT_REJECTED,
+    EVT_REQUESTED,
+    HandlerList,
+)
 from dicomio.pdu import (
     DICOM_APPLICATION_CONTEXT,
     AssociateAC,
@@ -422,6 +429,7 @@ class Server:
         assoc._ul.send_associate_ac(ac, now=anyio.current_time())
         await assoc._flush()
         assoc.is_established = True
+        assoc._was_established = True
         assoc.log.info(
             "accepted association from %s: %d of %d contexts",
             rq.calling_ae_title,
@@ -429,6 +437,7 @@ class Server:
             len(rq.presentation_contexts),
         )
         await assoc._notify(EVT_ACCEPTED)
+        await assoc._notify(EVT_ESTABLISHED)
 
 
 def _listening_sockets(listener: anyio.abc.Listener[Any]) -> list[socket.socket]:
