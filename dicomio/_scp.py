@@ -273,6 +273,8 @@ class ServiceProviderMixin:
 
     def __init__(self) -> None:
         self._running: dict[int, anyio.CancelScope] = {}
+        #: Message IDs of running requests a C-CANCEL has asked to stop (Event.is_cancelled).
+        self._cancel_requested: set[int] = set()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
@@ -361,6 +363,7 @@ class ServiceProviderMixin:
         scope = self._running.get(command.message_id_being_responded_to)
         if scope is not None:
             self.log.debug("C-CANCEL for message %s", command.message_id_being_responded_to)
+            self._cancel_requested.add(command.message_id_being_responded_to)
             scope.cancel()
 
     # -- streaming C-STORE data sets to disk ---------------------------------------------------
@@ -436,6 +439,7 @@ class ServiceProviderMixin:
                         await self._dispatch(context, command, raw, path)
                     finally:
                         self._running.pop(command.message_id, None)
+                        self._cancel_requested.discard(command.message_id)
             finally:
                 if performing is not None:
                     performing.release()

@@ -7,14 +7,17 @@ are fired by the association's own task between protocol steps, never while deco
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag, Tag
 
-from dicomio.dataset import decode_dataset, file_meta_for
+from dicomio.dataset import decode_dataset, file_meta_for, part10_header, read_file_info
 
 if TYPE_CHECKING:
     from dicomio.association import Association
@@ -89,10 +92,14 @@ class Event:
     ``dataset`` (alias ``identifier``, ``attribute_list``, ``action_information``,
     ``event_information``) is decoded from the received bytes on first access. A C-STORE
     handler that only stores the instance should use ``raw`` (the encoded data set) with
-    ``file_meta``, or ``dataset_path`` when the association streams data sets to disk.
+    ``file_meta``, or ``encoded_dataset()``, or ``dataset_path`` when the association streams
+    data sets to disk. pynetdicom's names for request fields are here too: ``action_type``,
+    ``event_type``, ``attribute_identifiers``, ``modification_list``, ``move_destination``,
+    ``is_cancelled``, ``timestamp``.
     """
 
     __slots__ = (
+        "_created",
         "_dataset",
         "assoc",
         "context",
@@ -119,6 +126,7 @@ class Event:
         self.raw = raw
         self.dataset_path = dataset_path
         self._dataset: Dataset | None = None
+        self._created = time.time()
 
     @property
     def message_id(self) -> int | None:
@@ -144,6 +152,71 @@ class Event:
     attribute_list = dataset
     action_information = dataset
     event_information = dataset
+    modification_list = dataset
+
+    # -- pynetdicom's names for request fields -----------------------------------------------
+
+    @property
+    def timestamp(self) -> datetime.datetime:
+        """When the event was created (local time, as pynetdicom's ``event.timestamp``)."""
+        return datetime.datetime.fromtimestamp(self._created)
+
+    @property
+    def action_type(self) -> int | None:
+        """N-ACTION: the Action Type ID (0000,1008)."""
+        return getattr(self.request, "action_type_id", None)
+
+    @property
+    def event_type(self) -> int | None:
+        """N-EVENT-REPORT: the Event Type ID (0000,1002)."""
+        return getattr(self.request, "event_type_id", None)
+
+    @property
+    def attribute_identifiers(self) -> list[BaseTag]:
+        """N-GET: the Attribute Identifier List (0000,1005) as tags; empty means all."""
+        return [Tag(tag) for tag in getattr(self.request, "attribute_identifier_list", None) or ()]
+
+    @property
+    def move_destination(self) -> str | None:
+        """C-MOVE: the Move Destination (0000,0600), the AE title to send the matches to."""
+        return getattr(self.request, "move_destination", None)
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether a C-CANCEL (PS3.7 9.3.2.3) has asked this C-FIND, C-GET or C-MOVE to stop.
+
+        In dicomio the C-CANCEL also cancels the handler's task, at its next await; this is
+        for a handler that wants to look before then, as pynetdicom's handlers do.
+        """
+        mid = self.message_id
+        return mid is not None and mid in getattr(self.assoc, "_cancel_requested", ())
+
+    def encoded_dataset(self, include_meta: bool = True) -> bytes:
+        """The received data set as encoded bytes; with ``include_meta``, a whole Part 10
+        file (preamble, ``DICM``, file meta information) ready to be written as it is.
+
+        For a C-STORE request (the file meta information names its SOP class and instance):
+        what a storage SCP writes, with no decoding at all.
+        """
+        if self.dataset_path is not None:
+            data = self.dataset_path.read_bytes()  # a Part 10 file, as stream_to_disk writes
+            if include_meta:
+                return data
+            info = read_file_info(self.dataset_path)
+            if info is None:
+                raise ValueError(f"{self.dataset_path} is not a DICOM Part 10 file")
+            return data[info.dataset_offset :]
+        if self.raw is None:
+            raise ValueError(f"{self.event.name} carried no data set")
+        if not include_meta:
+            return bytes(self.raw)
+        meta = self.file_meta
+        return part10_header(
+            str(meta.MediaStorageSOPClassUID),
+            str(meta.MediaStorageSOPInstanceUID),
+            str(meta.TransferSyntaxUID),
+            source_ae_title=meta.get("SourceApplicationEntityTitle"),
+        ) + bytes(self.raw)
 
     @property
     def file_meta(self) -> FileMetaDataset:

@@ -1,0 +1,147 @@
+"""What a handler finds on ``event``, under pynetdicom's names, dicomio to dicomio."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from io import BytesIO
+from typing import Any
+
+import anyio
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomio import AE, evt
+from dicomio.sop import (
+    CTImageStorage,
+    ModalityPerformedProcedureStep,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+)
+from tests.conftest import LOOPBACK
+
+pytestmark = pytest.mark.anyio
+
+FIND = PatientRootQueryRetrieveInformationModelFind
+MOVE = PatientRootQueryRetrieveInformationModelMove
+CONTEXTS = [CTImageStorage, ModalityPerformedProcedureStep, StorageCommitmentPushModel, FIND, MOVE]
+
+
+def _pair() -> tuple[AE, AE]:
+    scp, scu = AE("SCP"), AE("SCU")
+    for uid in CONTEXTS:
+        scp.add_supported_context(uid, ExplicitVRLittleEndian)
+        scu.add_requested_context(uid, ExplicitVRLittleEndian)
+    return scp, scu
+
+
+async def test_request_fields_by_pynetdicom_names() -> None:
+    seen: dict[str, Any] = {}
+
+    async def on_store(event: evt.Event) -> int:
+        seen["timestamp"] = event.timestamp
+        seen["file"] = event.encoded_dataset()
+        seen["bare"] = event.encoded_dataset(include_meta=False)
+        return 0
+
+    async def on_action(event: evt.Event) -> tuple[int, None]:
+        seen["action_type"] = event.action_type
+        return 0, None
+
+    async def on_report(event: evt.Event) -> tuple[int, None]:
+        seen["event_type"] = event.event_type
+        return 0, None
+
+    async def on_get(event: evt.Event) -> tuple[int, Dataset]:
+        seen["attribute_identifiers"] = event.attribute_identifiers
+        return 0, Dataset()
+
+    async def on_set(event: evt.Event) -> tuple[int, Dataset]:
+        seen["modification_list"] = event.modification_list.PerformedProcedureStepStatus
+        return 0, event.modification_list
+
+    async def on_move(event: evt.Event) -> AsyncIterator[Any]:
+        seen["move_destination"] = event.move_destination
+        yield (LOOPBACK, 1)  # never used: no matches
+        yield 0
+
+    handlers = [
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_N_ACTION, on_action),
+        (evt.EVT_N_EVENT_REPORT, on_report),
+        (evt.EVT_N_GET, on_get),
+        (evt.EVT_N_SET, on_set),
+        (evt.EVT_C_MOVE, on_move),
+    ]
+    ct = Dataset()
+    ct.SOPClassUID = CTImageStorage
+    ct.SOPInstanceUID = "1.2.3.4.5"
+    ct.PatientName = "Fields^Test"
+    mpps = Dataset()
+    mpps.PerformedProcedureStepStatus = "COMPLETED"
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    scp, scu = _pair()
+    before = datetime.datetime.now()
+    with anyio.fail_after(10):
+        async with (
+            scp.start_server((LOOPBACK, 0), evt_handlers=handlers) as server,
+            scu.associate(LOOPBACK, server.port, ae_title="SCP") as assoc,
+        ):
+            assert (await assoc.send_c_store(ct)).Status == 0
+            uid = "1.2.840.10008.1.20.1.1"
+            await assoc.send_n_action(Dataset(), 7, StorageCommitmentPushModel, uid)
+            await assoc.send_n_event_report(Dataset(), 3, StorageCommitmentPushModel, uid)
+            tags = [Tag("PatientName"), Tag("PatientID")]
+            await assoc.send_n_get(tags, ModalityPerformedProcedureStep, "1.2.3")
+            await assoc.send_n_set(mpps, ModalityPerformedProcedureStep, "1.2.3")
+            async for _ in assoc.send_c_move(query, "ELSEWHERE", MOVE):
+                pass
+    assert before <= seen["timestamp"] <= datetime.datetime.now()
+    stored = dcmread(BytesIO(seen["file"]))
+    assert stored.PatientName == "Fields^Test"
+    assert stored.file_meta.MediaStorageSOPInstanceUID == "1.2.3.4.5"
+    assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert stored.file_meta.SourceApplicationEntityTitle == "SCU"
+    assert seen["file"].endswith(seen["bare"]) and seen["file"][128:132] == b"DICM"
+    assert seen["action_type"] == 7 and seen["event_type"] == 3
+    assert seen["attribute_identifiers"] == [Tag("PatientName"), Tag("PatientID")]
+    assert seen["modification_list"] == "COMPLETED"
+    assert seen["move_destination"] == "ELSEWHERE"
+
+
+async def test_a_find_handler_sees_is_cancelled() -> None:
+    looked: list[bool] = []
+    cancel_arrived = anyio.Event()
+
+    async def on_find(event: evt.Event) -> AsyncIterator[tuple[int, Dataset]]:
+        try:
+            for i in range(10_000):
+                looked.append(event.is_cancelled)
+                ds = Dataset()
+                ds.PatientID = str(i)
+                yield 0xFF00, ds
+                await anyio.sleep(0.005)
+        finally:
+            looked.append(event.is_cancelled)
+            cancel_arrived.set()
+
+    scp, scu = _pair()
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    with anyio.fail_after(10):
+        async with (
+            scp.start_server((LOOPBACK, 0), evt_handlers=[(evt.EVT_C_FIND, on_find)]) as server,
+            scu.associate(LOOPBACK, server.port, ae_title="SCP") as assoc,
+        ):
+            results = assoc.send_c_find(query, FIND)
+            async for status, _ in results:
+                if status.Status == 0xFF00 and not cancel_arrived.is_set():
+                    await results.cancel()
+                    await cancel_arrived.wait()
+    assert looked[0] is False  # before the C-CANCEL
+    assert looked[-1] is True  # the handler, stopped, can tell why
