@@ -42,6 +42,7 @@ __all__ = [
     "EVT_N_SET",
     "EVT_REJECTED",
     "EVT_RELEASED",
+    "EVT_USER_ID",
     "EVT_REQUESTED",
     "Event",
     "EventType",
@@ -70,6 +71,10 @@ EVT_N_SET = EventType("EVT_N_SET", True)
 EVT_N_ACTION = EventType("EVT_N_ACTION", True)
 EVT_N_CREATE = EventType("EVT_N_CREATE", True)
 EVT_N_DELETE = EventType("EVT_N_DELETE", True)
+#: User Identity negotiation (PS3.7 D.3.3.7), pynetdicom's handler signature:
+#: ``handler(event, user_id_type, primary_field, secondary_field)`` returning
+#: ``(is_verified, server_response)``; it may be ``async def`` or a plain function.
+EVT_USER_ID = EventType("EVT_USER_ID", True)
 
 EVT_CONN_OPEN = EventType("EVT_CONN_OPEN", False)
 EVT_CONN_CLOSE = EventType("EVT_CONN_CLOSE", False)

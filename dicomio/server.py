@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import logging
 import socket
 import ssl
@@ -42,6 +43,8 @@ from dicomio.events import (
     EVT_ESTABLISHED,
     EVT_REJECTED,
     EVT_REQUESTED,
+    EVT_USER_ID,
+    Event,
     HandlerList,
 )
 from dicomio.pdu import (
@@ -356,17 +359,14 @@ class Server:
         ]
         replies: list[Any] = []
         identity = next((i for i in rq.user_information if isinstance(i, UserIdentityRQ)), None)
-        if identity is not None and ae.user_identity_verifier is not None:
-            try:
-                verdict = await ae.user_identity_verifier(assoc, identity)
-            except Exception:
-                assoc.log.exception("user identity verifier raised")
-                verdict = False
-            accepted, response = verdict if isinstance(verdict, tuple) else (verdict, None)
-            if not accepted:
-                return await self._reject(assoc, 1, 1, 1)
-            if identity.positive_response_requested and response is not None:
-                replies.append(UserIdentityAC(server_response=response))
+        if identity is not None:
+            verdict = await _verify_identity(assoc, identity)
+            if verdict is not None:
+                accepted, response = verdict
+                if not accepted:
+                    return await self._reject(assoc, 1, 1, 1)
+                if identity.positive_response_requested and response is not None:
+                    replies.append(UserIdentityAC(server_response=response))
 
         window = next(
             (i for i in rq.user_information if isinstance(i, AsynchronousOperationsWindow)), None
@@ -438,6 +438,40 @@ class Server:
         )
         await assoc._notify(EVT_ACCEPTED)
         await assoc._notify(EVT_ESTABLISHED)
+
+
+async def _verify_identity(
+    assoc: Association, identity: UserIdentityRQ
+) -> tuple[bool, bytes | None] | None:
+    """(accepted, server response) for a User Identity request, or None if nobody checks.
+
+    An EVT_USER_ID handler (pynetdicom's) is asked first, else ``ae.user_identity_verifier``;
+    either raising counts as a refusal.
+    """
+    found = assoc.get_handlers(EVT_USER_ID)
+    try:
+        if found:
+            handler, args = found[-1]
+            verdict = handler(
+                Event(EVT_USER_ID, assoc),
+                identity.user_identity_type,
+                identity.primary_field,
+                identity.secondary_field or None,
+                *args,
+            )
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        elif assoc.ae.user_identity_verifier is not None:
+            verdict = await assoc.ae.user_identity_verifier(assoc, identity)
+        else:
+            return None
+    except Exception:
+        assoc.log.exception("user identity check raised")
+        return False, None
+    if isinstance(verdict, tuple):
+        accepted, response = verdict
+        return bool(accepted), response
+    return bool(verdict), None
 
 
 def _listening_sockets(listener: anyio.abc.Listener[Any]) -> list[socket.socket]:

@@ -145,3 +145,45 @@ async def test_a_find_handler_sees_is_cancelled() -> None:
                     await cancel_arrived.wait()
     assert looked[0] is False  # before the C-CANCEL
     assert looked[-1] is True  # the handler, stopped, can tell why
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("password", [b"secret", b"wrong", b"raise"])
+async def test_evt_user_id_handler_as_in_pynetdicom(kind: str, password: bytes) -> None:
+    from dicomio import AssociationRejected
+    from dicomio.pdu import UserIdentityRQ
+
+    seen: list[tuple[int, bytes, bytes | None]] = []
+
+    def check(event: evt.Event, kind_: int, primary: bytes, secondary: bytes | None) -> Any:
+        seen.append((kind_, primary, secondary))
+        if secondary == b"raise":
+            raise RuntimeError("directory unreachable")
+        return secondary == b"secret", b"token-for-" + primary
+
+    async def check_async(event: evt.Event, *fields: Any) -> Any:
+        return check(event, *fields)
+
+    scp, scu = _pair()
+    handler = check if kind == "sync" else check_async
+    identity = UserIdentityRQ(
+        user_identity_type=2,
+        positive_response_requested=True,
+        primary_field=b"alice",
+        secondary_field=password,
+    )
+    with anyio.fail_after(10):
+        async with scp.start_server(
+            (LOOPBACK, 0), evt_handlers=[(evt.EVT_USER_ID, handler)]
+        ) as server:
+            if password == b"secret":
+                async with scu.associate(
+                    LOOPBACK, server.port, ae_title="SCP", ext_neg=[identity]
+                ) as assoc:
+                    assert assoc.user_identity_response == b"token-for-alice"
+            else:
+                with pytest.raises(AssociationRejected) as raised:
+                    await scu.associate(LOOPBACK, server.port, ae_title="SCP", ext_neg=[identity])
+                # Rejected permanently by the service user, no reason given (PS3.8 9.3.4).
+                assert (raised.value.result, raised.value.source, raised.value.reason) == (1, 1, 1)
+    assert seen == [(2, b"alice", password)]
