@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVT_ABORTED",
     "EVT_ACCEPTED",
+    "EVT_ASYNC_OPS",
     "EVT_CONN_CLOSE",
     "EVT_CONN_OPEN",
     "EVT_C_ECHO",
@@ -42,6 +43,8 @@ __all__ = [
     "EVT_N_SET",
     "EVT_REJECTED",
     "EVT_RELEASED",
+    "EVT_SOP_COMMON",
+    "EVT_SOP_EXTENDED",
     "EVT_USER_ID",
     "EVT_REQUESTED",
     "Event",
@@ -75,6 +78,17 @@ EVT_N_DELETE = EventType("EVT_N_DELETE", True)
 #: ``handler(event, user_id_type, primary_field, secondary_field)`` returning
 #: ``(is_verified, server_response)``; it may be ``async def`` or a plain function.
 EVT_USER_ID = EventType("EVT_USER_ID", True)
+#: Asynchronous Operations Window negotiation (PS3.7 D.3.3.3):
+#: ``handler(event, max_invoked, max_performed)`` (the requestor's proposal) returning the
+#: ``(max_invoked, max_performed)`` to answer; without a handler ``ae.async_ops_window`` rules.
+EVT_ASYNC_OPS = EventType("EVT_ASYNC_OPS", True)
+#: SOP Class Extended Negotiation (PS3.7 D.3.3.5): ``handler(event, app_info)`` with
+#: ``{sop_class_uid: application_information}`` returning the same shape (or None) to answer.
+EVT_SOP_EXTENDED = EventType("EVT_SOP_EXTENDED", True)
+#: SOP Class Common Extended Negotiation (PS3.7 D.3.3.6): ``handler(event, items)`` with
+#: ``{sop_class_uid: SOPClassCommonExtendedNegotiation}``; what it returns is kept as the
+#: accepted items, but PS3.7 has the acceptor send no reply for them.
+EVT_SOP_COMMON = EventType("EVT_SOP_COMMON", True)
 
 EVT_CONN_OPEN = EventType("EVT_CONN_OPEN", False)
 EVT_CONN_CLOSE = EventType("EVT_CONN_CLOSE", False)

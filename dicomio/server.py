@@ -39,12 +39,16 @@ from dicomio import _transport, errors
 from dicomio.association import Association
 from dicomio.events import (
     EVT_ACCEPTED,
+    EVT_ASYNC_OPS,
     EVT_CONN_OPEN,
     EVT_ESTABLISHED,
     EVT_REJECTED,
     EVT_REQUESTED,
+    EVT_SOP_COMMON,
+    EVT_SOP_EXTENDED,
     EVT_USER_ID,
     Event,
+    EventType,
     HandlerList,
 )
 from dicomio.pdu import (
@@ -372,9 +376,23 @@ class Server:
             (i for i in rq.user_information if isinstance(i, AsynchronousOperationsWindow)), None
         )
         if window is not None:
-            most_invoked, most_performed = ae.async_ops_window or (1, 1)
-            invoked = _min_window(window.maximum_number_operations_performed, most_invoked)
-            performed = _min_window(window.maximum_number_operations_invoked, most_performed)
+            answer = await _ask(
+                assoc,
+                EVT_ASYNC_OPS,
+                window.maximum_number_operations_invoked,
+                window.maximum_number_operations_performed,
+            )
+            if _is_window(answer):
+                # The handler's answer, bounded as the standard bounds it: never more than
+                # proposed (0 means unlimited, PS3.7 D.3.3.3).
+                invoked = _min_window(window.maximum_number_operations_performed, answer[0])
+                performed = _min_window(window.maximum_number_operations_invoked, answer[1])
+            else:
+                if answer is not None:
+                    assoc.log.warning("EVT_ASYNC_OPS handler gave %r, not (int, int)", answer)
+                most_invoked, most_performed = ae.async_ops_window or (1, 1)
+                invoked = _min_window(window.maximum_number_operations_performed, most_invoked)
+                performed = _min_window(window.maximum_number_operations_invoked, most_performed)
             replies.append(
                 AsynchronousOperationsWindow(
                     maximum_number_operations_invoked=invoked,
@@ -394,13 +412,30 @@ class Server:
         )
         replies.extend(role_replies)
         ext = [i for i in rq.user_information if isinstance(i, SOPClassExtendedNegotiation)]
-        if ext and ae.sop_class_extended_handler is not None:
+        if ext and assoc.get_handlers(EVT_SOP_EXTENDED):
+            app_info = {
+                item.sop_class_uid: item.service_class_application_information for item in ext
+            }
+            answer = await _ask(assoc, EVT_SOP_EXTENDED, app_info)
+            try:
+                replies += [
+                    SOPClassExtendedNegotiation(
+                        sop_class_uid=uid, service_class_application_information=info
+                    )
+                    for uid, info in (answer or {}).items()
+                    if uid in app_info  # PS3.7 D.3.3.5: only for classes that were proposed
+                ]
+            except (AttributeError, TypeError, ValueError):
+                assoc.log.warning("EVT_SOP_EXTENDED handler gave %r: no reply sent", answer)
+        elif ext and ae.sop_class_extended_handler is not None:
             replies.extend(ae.sop_class_extended_handler(ext))
         common = [
             i for i in rq.user_information if isinstance(i, SOPClassCommonExtendedNegotiation)
         ]
-        if common and ae.sop_class_common_extended_handler is not None:
-            # PS3.7 D.3.3.6: the acceptor does not reply to 57H; the hook only observes.
+        # PS3.7 D.3.3.6: the acceptor does not reply to 57H; the hooks only observe.
+        if common and assoc.get_handlers(EVT_SOP_COMMON):
+            await _ask(assoc, EVT_SOP_COMMON, {item.sop_class_uid: item for item in common})
+        elif common and ae.sop_class_common_extended_handler is not None:
             ae.sop_class_common_extended_handler(common)
         if ae.implementation_version_name:
             replies.append(
@@ -438,6 +473,31 @@ class Server:
         )
         await assoc._notify(EVT_ACCEPTED)
         await assoc._notify(EVT_ESTABLISHED)
+
+
+def _is_window(answer: Any) -> bool:
+    return (
+        isinstance(answer, tuple)
+        and len(answer) == 2
+        and all(isinstance(n, int) and 0 <= n <= 0xFFFF for n in answer)
+    )
+
+
+async def _ask(assoc: Association, event: EventType, *fields: Any) -> Any:
+    """The answer of the association's last handler for a negotiation ``event``, or None
+    if none is bound or it raised (logged): the negotiation then goes on without it."""
+    found = assoc.get_handlers(event)
+    if not found:
+        return None
+    handler, args = found[-1]
+    try:
+        answer = handler(Event(event, assoc), *fields, *args)
+        if inspect.isawaitable(answer):
+            answer = await answer
+    except Exception:
+        assoc.log.exception("%s handler raised", event.name)
+        return None
+    return answer
 
 
 async def _verify_identity(

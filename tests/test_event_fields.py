@@ -187,3 +187,67 @@ async def test_evt_user_id_handler_as_in_pynetdicom(kind: str, password: bytes) 
                 # Rejected permanently by the service user, no reason given (PS3.8 9.3.4).
                 assert (raised.value.result, raised.value.source, raised.value.reason) == (1, 1, 1)
     assert seen == [(2, b"alice", password)]
+
+
+async def test_negotiation_events_as_in_pynetdicom() -> None:
+    from dicomio.pdu import (
+        AsynchronousOperationsWindow,
+        SOPClassCommonExtendedNegotiation,
+        SOPClassExtendedNegotiation,
+    )
+
+    seen: dict[str, Any] = {}
+
+    def async_ops(event: evt.Event, invoked: int, performed: int) -> tuple[int, int]:
+        seen["async_ops"] = (invoked, performed)
+        return 4, 2
+
+    async def sop_extended(event: evt.Event, app_info: dict[str, bytes]) -> dict[str, bytes]:
+        seen["sop_extended"] = app_info
+        # A reply for a class that was not proposed is not sent (PS3.7 D.3.3.5).
+        return {CTImageStorage: b"\x01\x00", "1.2.3.4": b"\x01\x00"}
+
+    def sop_common(event: evt.Event, items: dict[str, Any]) -> dict[str, Any]:
+        seen["sop_common"] = sorted(items)
+        return items
+
+    handlers: list[tuple[evt.EventType, Any]] = [
+        (evt.EVT_ASYNC_OPS, async_ops),
+        (evt.EVT_SOP_EXTENDED, sop_extended),
+        (evt.EVT_SOP_COMMON, sop_common),
+    ]
+    scp, scu = _pair()
+    scu.async_ops_window = (8, 8)
+    ext_neg = [
+        SOPClassExtendedNegotiation(
+            sop_class_uid=CTImageStorage, service_class_application_information=b"\x01\x01"
+        ),
+        SOPClassCommonExtendedNegotiation(
+            sop_class_uid=CTImageStorage, service_class_uid="1.2.840.10008.4.2"
+        ),
+    ]
+    with anyio.fail_after(10):
+        async with (
+            scp.start_server((LOOPBACK, 0), evt_handlers=handlers) as server,
+            scu.associate(LOOPBACK, server.port, ae_title="SCP", ext_neg=ext_neg) as assoc,
+        ):
+            assert assoc.associate_ac is not None
+            items = assoc.associate_ac.user_information
+            (window,) = [i for i in items if isinstance(i, AsynchronousOperationsWindow)]
+            replies = [i for i in items if isinstance(i, SOPClassExtendedNegotiation)]
+            assert not [i for i in items if isinstance(i, SOPClassCommonExtendedNegotiation)]
+    assert seen == {
+        "async_ops": (8, 8),
+        "sop_extended": {CTImageStorage: b"\x01\x01"},
+        "sop_common": [CTImageStorage],
+    }
+    assert (
+        window.maximum_number_operations_invoked,
+        window.maximum_number_operations_performed,
+    ) == (
+        4,
+        2,
+    )
+    assert [(r.sop_class_uid, r.service_class_application_information) for r in replies] == [
+        (CTImageStorage, b"\x01\x00")
+    ]
