@@ -232,6 +232,7 @@ class AE:
         ssl_context: ssl.SSLContext | None = None,
         evt_handlers: HandlerList | None = None,
         bind_address: tuple[str, int] | None = None,
+        tls_args: tuple[ssl.SSLContext, str | None] | None = None,
     ) -> AssociateRequest:
         """Request an association; use as ``async with`` or ``await``.
 
@@ -239,7 +240,16 @@ class AE:
         Raises ``AssociationRejected``, ``AssociationAborted``, ``ConnectionClosed``,
         ``TimeoutError``, ``ConnectionRefused`` (also a builtin ``ConnectionRefusedError``)
         when nothing listens, or another ``OSError`` when the peer cannot be reached.
+
+        TLS: ``ssl_context`` checks the server's certificate against ``host``;
+        ``tls_args=(ssl_context, server_hostname)`` (pynetdicom's form) names the host the
+        certificate must be for, when ``host`` is an address.
         """
+        server_hostname: str | None = host
+        if tls_args is not None:
+            if ssl_context is not None:
+                raise ValueError("give ssl_context or tls_args, not both")
+            ssl_context, server_hostname = tls_args
         return AssociateRequest(
             self,
             host,
@@ -251,6 +261,7 @@ class AE:
             ssl_context=ssl_context,
             evt_handlers=evt_handlers,
             bind_address=bind_address,
+            server_hostname=server_hostname,
         )
 
     async def _request(self, request: AssociateRequest) -> Association:
@@ -280,7 +291,7 @@ class AE:
                     stream = await TLSStream.wrap(
                         stream,
                         ssl_context=request.ssl_context,
-                        hostname=request.host,
+                        hostname=request.server_hostname,
                         standard_compatible=False,
                     )
             except TimeoutError:
@@ -460,8 +471,11 @@ class AssociateRequest:
         ssl_context: ssl.SSLContext | None,
         evt_handlers: HandlerList | None,
         bind_address: tuple[str, int] | None,
+        server_hostname: str | None = None,
     ) -> None:
         self.ae = ae
+        #: The name the server's certificate must be for (None: no name, no SNI).
+        self.server_hostname = server_hostname
         self.host = host
         self.port = port
         self.ae_title = ae_title

@@ -273,6 +273,10 @@ class Server:
             ):
                 await anyio.aclose_forcefully(stream)
                 return
+            except BaseException:
+                # Cancelled mid-handshake (the server shutting down): the socket is ours.
+                await anyio.aclose_forcefully(stream)
+                raise
         assoc = Association(
             ae,
             stream,

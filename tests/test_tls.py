@@ -104,3 +104,40 @@ async def test_server_handshake_timeout_does_not_block_others(ca: object) -> Non
                 with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
                     await idle.receive()
             await idle.aclose()
+
+
+async def test_tls_args_name_the_host_the_certificate_is_for(ca: object) -> None:
+    # pynetdicom's tls_args=(context, server_hostname): the server's certificate is for a
+    # name, and the client connects to an address.
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("pacs.example").configure_cert(server_ctx)  # type: ignore[attr-defined]
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_ctx)  # type: ignore[attr-defined]
+    async with scp().start_server(("127.0.0.1", 0), ssl_context=server_ctx) as server:
+        with anyio.fail_after(20):
+            async with scu().associate(
+                "127.0.0.1", server.port, tls_args=(client_ctx, "pacs.example")
+            ) as assoc:
+                assert (await assoc.send_c_echo()).Status == 0
+            # Checked against the address instead, the same certificate is refused.
+            with pytest.raises((ssl.SSLError, anyio.BrokenResourceError, OSError)):
+                await scu().associate("127.0.0.1", server.port, ssl_context=client_ctx)
+            with pytest.raises(ValueError):
+                scu().associate(
+                    "127.0.0.1", server.port, ssl_context=client_ctx, tls_args=(client_ctx, None)
+                )
+
+
+async def test_shutdown_mid_handshake_closes_the_socket(ca: object) -> None:
+    """A server shut down while a client has not finished its handshake closes that socket
+    (it leaked, found by a ResourceWarning, before the handshake's cancellation was handled)."""
+    server_ctx, _ = contexts(ca, client_cert=False)
+    with anyio.fail_after(20):
+        async with scp().start_server(("127.0.0.1", 0), ssl_context=server_ctx) as server:
+            idle = await anyio.connect_tcp("127.0.0.1", server.port)
+            await anyio.sleep(0.1)  # accepted, and waiting in the handshake
+        # The server's end is closed: the idle client sees the connection end at once.
+        with anyio.fail_after(5):
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await idle.receive()
+        await idle.aclose()
