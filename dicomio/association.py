@@ -890,6 +890,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
         if self.role is Role.REQUESTOR and isinstance(self._reply, AssociateRJ):
             event = EVT_REJECTED  # the peer closes after rejecting: before EVT_CONN_CLOSE
         elif self.is_released or isinstance(self._failure, errors.AssociationReleased):
+            self.is_released = True  # also when the peer released it
             event = EVT_RELEASED
         elif self.is_aborted or self._was_established:
             event = EVT_ABORTED

@@ -27,9 +27,15 @@ OPENED_SCU = ["EVT_CONN_OPEN", "EVT_ACCEPTED", "EVT_ESTABLISHED"]
 OPENED_SCP = ["EVT_CONN_OPEN", "EVT_REQUESTED", "EVT_ACCEPTED", "EVT_ESTABLISHED"]
 
 
+#: (event, is_released, is_aborted) as each EVT_RELEASED/EVT_ABORTED handler saw them.
+ENDINGS: list[tuple[str, bool, bool]] = []
+
+
 def recorder(seen: list[str]) -> list[Any]:
     async def record(event: evt.Event) -> None:
         seen.append(event.event.name)
+        if event.event in (evt.EVT_RELEASED, evt.EVT_ABORTED):
+            ENDINGS.append((event.event.name, event.assoc.is_released, event.assoc.is_aborted))
 
     return [(event, record) for event in NOTIFICATIONS]
 
@@ -64,6 +70,7 @@ async def test_notifications_on_both_sides(
 ) -> None:
     scu_seen: list[str] = []
     scp_seen: list[str] = []
+    ENDINGS.clear()
     scp = AE("SCP")
     scp.require_called_aet = True
     scp.add_supported_context(VERIFICATION)
@@ -96,3 +103,7 @@ async def test_notifications_on_both_sides(
                 await anyio.sleep(0.01)
     assert scu_seen == scu_expected
     assert scp_seen == scp_expected
+    # What each association says of itself agrees with the event, on either side.
+    for name, is_released, is_aborted in ENDINGS:
+        assert (is_released, is_aborted) == (name == "EVT_RELEASED", name == "EVT_ABORTED")
+    assert len(ENDINGS) == (0 if ending == "scp rejects" else 2)
