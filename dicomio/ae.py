@@ -24,7 +24,7 @@ from pydicom.uid import UID
 
 from dicomio import _transport, errors
 from dicomio.association import Association
-from dicomio.config import DEFAULT_MAX_PDU, Timeouts
+from dicomio.config import DEFAULT_MAX_PDU, TimeoutAttributes, Timeouts
 from dicomio.dataset import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomio.events import EVT_ACCEPTED, EVT_CONN_OPEN, EVT_ESTABLISHED, HandlerList
 from dicomio.pdu import (
@@ -61,7 +61,7 @@ def set_nodelay(stream: anyio.abc.ByteStream) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class AE:
+class AE(TimeoutAttributes):
     """A DICOM Application Entity (PS3.7 section 6)."""
 
     def __init__(
@@ -112,40 +112,6 @@ class AE:
             for assoc in list(self._associations)
             if assoc.is_established and not (assoc.is_released or assoc.is_aborted)
         ]
-
-    # -- pynetdicom-style timeout attributes ------------------------------------------------
-
-    @property
-    def acse_timeout(self) -> float | None:
-        return self.timeouts.acse
-
-    @acse_timeout.setter
-    def acse_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, acse=value)
-
-    @property
-    def dimse_timeout(self) -> float | None:
-        return self.timeouts.dimse
-
-    @dimse_timeout.setter
-    def dimse_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, dimse=value)
-
-    @property
-    def network_timeout(self) -> float | None:
-        return self.timeouts.network
-
-    @network_timeout.setter
-    def network_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, network=value)
-
-    @property
-    def connection_timeout(self) -> float | None:
-        return self.timeouts.connect
-
-    @connection_timeout.setter
-    def connection_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, connect=value)
 
     # -- contexts --------------------------------------------------------------------------
 

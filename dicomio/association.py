@@ -34,7 +34,7 @@ from dicomio import _transport, errors
 from dicomio._locks import Gate, Signal
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
-from dicomio.config import Timeouts
+from dicomio.config import TimeoutAttributes, Timeouts
 from dicomio.dimse import (
     CCancelRQ,
     CommandReceived,
@@ -155,7 +155,7 @@ class ServiceUser:
     implementation_version_name: str | None
 
 
-class Association(ServiceUserMixin, ServiceProviderMixin):
+class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
     """An association, as requestor (made by ``AE.associate``) or acceptor (by the server).
 
     Attributes follow pynetdicom where a pynetdicom user would look: ``accepted_contexts``,
@@ -297,32 +297,6 @@ class Association(ServiceUserMixin, ServiceProviderMixin):
     def remote(self) -> dict[str, Any]:
         """The peer's side as pynetdicom's ``assoc.remote`` dict."""
         return _as_dict(self._remote_side())
-
-    # -- timeouts (pynetdicom's names; they read and change this association's Timeouts) ----
-
-    @property
-    def acse_timeout(self) -> float | None:
-        return self.timeouts.acse
-
-    @acse_timeout.setter
-    def acse_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, acse=value)
-
-    @property
-    def dimse_timeout(self) -> float | None:
-        return self.timeouts.dimse
-
-    @dimse_timeout.setter
-    def dimse_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, dimse=value)
-
-    @property
-    def network_timeout(self) -> float | None:
-        return self.timeouts.network
-
-    @network_timeout.setter
-    def network_timeout(self, value: float | None) -> None:
-        self.timeouts = attrs.evolve(self.timeouts, network=value)
 
     # -- handlers ---------------------------------------------------------------------------
 

@@ -28,3 +28,42 @@ class Timeouts:
     dimse: float | None = 30.0
     network: float | None = None
     cancel: float = 10.0
+
+
+class TimeoutAttributes:
+    """pynetdicom's ``acse_timeout``, ``dimse_timeout``, ``network_timeout`` and
+    ``connection_timeout``, read from and written to the object's ``timeouts``."""
+
+    timeouts: Timeouts
+
+    @property
+    def acse_timeout(self) -> float | None:
+        return self.timeouts.acse
+
+    @acse_timeout.setter
+    def acse_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, acse=value)
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        return self.timeouts.dimse
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, dimse=value)
+
+    @property
+    def network_timeout(self) -> float | None:
+        return self.timeouts.network
+
+    @network_timeout.setter
+    def network_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, network=value)
+
+    @property
+    def connection_timeout(self) -> float | None:
+        return self.timeouts.connect
+
+    @connection_timeout.setter
+    def connection_timeout(self, value: float | None) -> None:
+        self.timeouts = attrs.evolve(self.timeouts, connect=value)
