@@ -346,7 +346,12 @@ class ServiceProviderMixin:
             if self._context(context_id) is None:
                 await self._handle_request(context_id, command, None)  # the usual abort path
                 return
-            self._send_nowait(context_id, _echo_response(command, SUCCESS))
+            response = _echo_response(command, SUCCESS)
+            if self.log.isEnabledFor(logging.DEBUG):
+                from dicomio.association import summary  # a cycle at import time
+
+                self.log.debug("sending %s ctx=%d", summary(response), context_id)
+            self._send_nowait(context_id, response)
         with contextlib.suppress(errors.DicomioError):
             await self._flush()
 
