@@ -573,9 +573,7 @@ class ResponseStream:
         op = self._op
         if self._done or op is None or op.final:
             return
-        await self._assoc.send_message(
-            self._context.context_id or 0, CCancelRQ(message_id_being_responded_to=op.message_id)
-        )
+        await self._assoc.send_c_cancel(op.message_id, self._context.context_id)
 
     async def __aenter__(self) -> ResponseStream:
         return self

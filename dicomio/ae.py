@@ -375,8 +375,7 @@ class AE(TimeoutAttributes):
             )
         else:
             assoc.set_window(1, 1)
-        assoc.is_established = True
-        assoc._was_established = True
+        assoc._mark_established()
         assoc.log.info(
             "association accepted by %s: %d of %d contexts",
             request.ae_title,

@@ -238,6 +238,11 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
         self.log = _PeerLogger(_log, {"peer": f"{remote_address[0]}:{remote_address[1]}"})
         ServiceProviderMixin.__init__(self)
 
+    def _mark_established(self) -> None:
+        """Negotiation succeeded (requestor: the A-ASSOCIATE-AC read; acceptor: sent)."""
+        self.is_established = True
+        self._was_established = True
+
     # -- who is who (pynetdicom's names) ----------------------------------------------------
 
     @property

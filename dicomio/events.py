@@ -17,7 +17,7 @@ import attrs
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
 
-from dicomio.dataset import decode_dataset, file_meta_for, part10_header, read_file_info
+from dicomio.dataset import decode_dataset, file_meta_for, parse_file_meta, part10_header
 
 if TYPE_CHECKING:
     from dicomio.association import Association
@@ -43,10 +43,10 @@ __all__ = [
     "EVT_N_SET",
     "EVT_REJECTED",
     "EVT_RELEASED",
+    "EVT_REQUESTED",
     "EVT_SOP_COMMON",
     "EVT_SOP_EXTENDED",
     "EVT_USER_ID",
-    "EVT_REQUESTED",
     "Event",
     "EventType",
     "Handler",
@@ -221,20 +221,22 @@ class Event:
             data = self.dataset_path.read_bytes()  # a Part 10 file, as stream_to_disk writes
             if include_meta:
                 return data
-            info = read_file_info(self.dataset_path)
-            if info is None:
+            parsed = parse_file_meta(data)
+            if parsed is None:
                 raise ValueError(f"{self.dataset_path} is not a DICOM Part 10 file")
-            return data[info.dataset_offset :]
+            return data[parsed[1] :]
         if self.raw is None:
             raise ValueError(f"{self.event.name} carried no data set")
         if not include_meta:
             return bytes(self.raw)
-        meta = self.file_meta
+        # The header stream_to_disk writes, from the same fields file_meta takes.
+        request = self.request
+        ts = self.context.transfer_syntax if self.context else None
         return part10_header(
-            str(meta.MediaStorageSOPClassUID),
-            str(meta.MediaStorageSOPInstanceUID),
-            str(meta.TransferSyntaxUID),
-            source_ae_title=meta.get("SourceApplicationEntityTitle"),
+            str(request.affected_sop_class_uid),
+            str(request.affected_sop_instance_uid),
+            str(ts),
+            source_ae_title=self.assoc.remote_ae_title or None,
         ) + bytes(self.raw)
 
     @property

@@ -137,6 +137,11 @@ class Server:
         #: Set when the last open association ends (shutdown waits on it).
         self._idle: anyio.Event | None = None
 
+    @property
+    def _title(self) -> str:
+        """The AE title this server answers to: its own, else its AE's."""
+        return self.ae_title or self.ae.ae_title
+
     async def __aenter__(self) -> Server:
         listener = await anyio.create_tcp_listener(
             local_host=self.host, local_port=self.requested_port, backlog=self.backlog
@@ -281,7 +286,7 @@ class Server:
             ae,
             stream,
             role=Role.ACCEPTOR,
-            local_ae_title=self.ae_title or ae.ae_title,
+            local_ae_title=self._title,
             remote_address=remote,
             timeouts=ae.timeouts,
             max_pdu=ae.maximum_pdu_size,
@@ -345,7 +350,7 @@ class Server:
             return await self._reject(assoc, 1, 2, 2)
         if rq.application_context != DICOM_APPLICATION_CONTEXT:
             return await self._reject(assoc, 1, 1, 2)
-        if ae.require_called_aet and rq.called_ae_title != (self.ae_title or ae.ae_title):
+        if ae.require_called_aet and rq.called_ae_title != self._title:
             return await self._reject(assoc, 1, 1, 7)
         if ae.require_calling_aet and rq.calling_ae_title not in ae.require_calling_aet:
             return await self._reject(assoc, 1, 1, 3)
@@ -386,17 +391,14 @@ class Server:
                 window.maximum_number_operations_invoked,
                 window.maximum_number_operations_performed,
             )
-            if _is_window(answer):
-                # The handler's answer, bounded as the standard bounds it: never more than
-                # proposed (0 means unlimited, PS3.7 D.3.3.3).
-                invoked = _min_window(window.maximum_number_operations_performed, answer[0])
-                performed = _min_window(window.maximum_number_operations_invoked, answer[1])
-            else:
-                if answer is not None:
-                    assoc.log.warning("EVT_ASYNC_OPS handler gave %r, not (int, int)", answer)
-                most_invoked, most_performed = ae.async_ops_window or (1, 1)
-                invoked = _min_window(window.maximum_number_operations_performed, most_invoked)
-                performed = _min_window(window.maximum_number_operations_invoked, most_performed)
+            if answer is not None and not _is_window(answer):
+                assoc.log.warning("EVT_ASYNC_OPS handler gave %r, not (int, int)", answer)
+                answer = None
+            # The handler's answer, else the AE's; either bounded as the standard bounds it:
+            # never more than proposed (0 means unlimited, PS3.7 D.3.3.3).
+            most_invoked, most_performed = answer or ae.async_ops_window or (1, 1)
+            invoked = _min_window(window.maximum_number_operations_performed, most_invoked)
+            performed = _min_window(window.maximum_number_operations_invoked, most_performed)
             replies.append(
                 AsynchronousOperationsWindow(
                     maximum_number_operations_invoked=invoked,
@@ -467,8 +469,7 @@ class Server:
             return
         assoc._ul.send_associate_ac(ac, now=anyio.current_time())
         await assoc._flush()
-        assoc.is_established = True
-        assoc._was_established = True
+        assoc._mark_established()
         assoc.log.info(
             "accepted association from %s: %d of %d contexts",
             rq.calling_ae_title,
@@ -487,21 +488,26 @@ def _is_window(answer: Any) -> bool:
     )
 
 
+async def _call_handler(assoc: Association, event: EventType, *fields: Any) -> Any:
+    """Call the association's last handler for a negotiation ``event`` (plain or ``async``)
+    with pynetdicom's arguments, and return its answer; it must be bound."""
+    handler, args = assoc.get_handlers(event)[-1]
+    answer = handler(Event(event, assoc), *fields, *args)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer
+
+
 async def _ask(assoc: Association, event: EventType, *fields: Any) -> Any:
-    """The answer of the association's last handler for a negotiation ``event``, or None
-    if none is bound or it raised (logged): the negotiation then goes on without it."""
-    found = assoc.get_handlers(event)
-    if not found:
+    """The answer of the association's handler for a negotiation ``event``, or None if none
+    is bound or it raised (logged): the negotiation then goes on without it."""
+    if not assoc.get_handlers(event):
         return None
-    handler, args = found[-1]
     try:
-        answer = handler(Event(event, assoc), *fields, *args)
-        if inspect.isawaitable(answer):
-            answer = await answer
+        return await _call_handler(assoc, event, *fields)
     except Exception:
         assoc.log.exception("%s handler raised", event.name)
         return None
-    return answer
 
 
 async def _verify_identity(
@@ -512,19 +518,15 @@ async def _verify_identity(
     An EVT_USER_ID handler (pynetdicom's) is asked first, else ``ae.user_identity_verifier``;
     either raising counts as a refusal.
     """
-    found = assoc.get_handlers(EVT_USER_ID)
     try:
-        if found:
-            handler, args = found[-1]
-            verdict = handler(
-                Event(EVT_USER_ID, assoc),
+        if assoc.get_handlers(EVT_USER_ID):
+            verdict = await _call_handler(
+                assoc,
+                EVT_USER_ID,
                 identity.user_identity_type,
                 identity.primary_field,
                 identity.secondary_field or None,
-                *args,
             )
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
         elif assoc.ae.user_identity_verifier is not None:
             verdict = await assoc.ae.user_identity_verifier(assoc, identity)
         else:

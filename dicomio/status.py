@@ -293,14 +293,19 @@ _STATUS_TAG = Tag(0x0000, 0x0900)
 def _blank_dataset() -> Dataset:
     """``Dataset()`` without its ~15 calls to ``Dataset.__setattr__``.
 
-    Every response carries a status Dataset, so this is on the C-ECHO hot path; mutable
-    attributes (the element dict, private blocks ...) are fresh copies, never shared.
+    Every response carries a status Dataset, so this is on the C-ECHO hot path.
     """
+    return _dataset_with(_PROTOTYPE)
+
+
+def _dataset_with(attributes: dict[str, Any]) -> Dataset:
+    """A Dataset with a copy of these instance attributes, built without ``__init__``: the
+    mutable ones (the element dict, private blocks ...) are fresh copies, never shared."""
     ds = Dataset.__new__(Dataset)
-    attributes = ds.__dict__
-    attributes.update(_PROTOTYPE)
+    state = ds.__dict__
+    state.update(attributes)
     for key in _MUTABLE:
-        attributes[key] = _PROTOTYPE[key].copy()
+        state[key] = attributes[key].copy()
     return ds
 
 
@@ -347,13 +352,11 @@ def copy_status(status: Dataset) -> Dataset:
     What ``status_dataset`` would build again for the same values, for about a quarter of
     the cost: a C-FIND client gets one per match.
     """
-    state = status.__dict__.copy()
-    for key in _MUTABLE:
-        state[key] = state[key].copy()
-    elements = state["_dict"]
-    elements[_STATUS_TAG] = _copy_element(elements[_STATUS_TAG])  # its value is an int
-    ds = Dataset.__new__(Dataset)
-    ds.__dict__.update(state)
+    ds = _dataset_with(status.__dict__)
+    elements = ds._dict
+    status_element = elements[_STATUS_TAG]
+    assert isinstance(status_element, DataElement)  # status_dataset built it (raw_but_status)
+    elements[_STATUS_TAG] = _copy_element(status_element)  # its value is an int
     return ds
 
 
