@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dicomio._transport import SENDMSG_PARTS, AsyncioSocketStream
 from tests.test_transport import (
     BLOCKING_SIZE,
+    asyncio_only,
     connected,
     pattern,
     raw_read_exactly,
@@ -23,8 +24,6 @@ from tests.test_transport import (
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
 def cut(data: bytes, sizes: list[int]) -> list[bytes | memoryview]:
