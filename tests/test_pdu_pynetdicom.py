@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from dicomio import AE
 from dicomio.pdu import (
     PDU,
     Abort,
@@ -47,6 +49,8 @@ from dicomio.pdu import (
     decode,
     encode,
 )
+from dicomio.sop import CTImageStorage, Verification
+from tests.conftest import LOOPBACK
 from tests.strategies import (
     abort_pdus,
     associate_ac_pdus,
@@ -490,15 +494,8 @@ async def test_pynetdicom_requestor_accepts_ac_with_rejected_context() -> None:
     Its item carries a Transfer Syntax sub-item (PS3.8 Table 9-18); pynetdicom reads the
     AC, sees the rejection, and uses the accepted context.
     """
-    import functools
-
-    import anyio
     from pynetdicom import AE as PynetdicomAE
     from pynetdicom import evt as pnd_evt
-
-    from dicomio import AE
-    from dicomio.sop import CTImageStorage, Verification
-    from tests.conftest import LOOPBACK
 
     ae = AE("DICOMIO")
     ae.add_supported_context(Verification)
@@ -528,9 +525,7 @@ async def test_pynetdicom_requestor_accepts_ac_with_rejected_context() -> None:
                 assoc.release()
 
         with anyio.fail_after(30):
-            established, accepted, rejected, status = await anyio.to_thread.run_sync(
-                functools.partial(run)
-            )
+            established, accepted, rejected, status = await anyio.to_thread.run_sync(run)
     assert established
     # The AC as pynetdicom read it: the rejected item (context 3) holds a sub-item.
     ac = received[0]
