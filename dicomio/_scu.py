@@ -46,6 +46,7 @@ from dicomio.dimse import (
     NGetRQ,
     NSetRQ,
 )
+from dicomio.sop import name_of
 from dicomio.status import copy_status, raw_but_status, status_dataset
 from dicomio.ul import Role
 
@@ -89,6 +90,23 @@ def _is_final(command: Any) -> bool:
     return command.status not in (0xFF00, 0xFF01)
 
 
+# PS3.8 Table 9-18: the Result/Reason of a presentation context that was not accepted.
+_CONTEXT_REJECTIONS = {
+    1: "user-rejection",
+    2: "no-reason (provider rejection)",
+    3: "abstract-syntax-not-supported (provider rejection)",
+    4: "transfer-syntaxes-not-supported (provider rejection)",
+}
+
+
+def _named(uid: str | None) -> str:
+    """``CT Image Storage (1.2.840.10008.5.1.4.1.1.2)``: the PS3.6 name beside the UID."""
+    if uid is None:
+        return "no transfer syntax"
+    name = name_of(uid)
+    return f"{name} ({uid})" if name != str(uid) else str(uid)
+
+
 class ServiceUserMixin:
     """``send_c_*`` and ``send_n_*``; mixed into ``Association``."""
 
@@ -98,6 +116,7 @@ class ServiceUserMixin:
         timeouts: Timeouts
         requested_contexts: tuple[PresentationContext, ...]
         accepted_contexts: tuple[PresentationContext, ...]
+        rejected_contexts: tuple[PresentationContext, ...]
         _window: Gate
 
         def _new_operation(self) -> _Operation: ...
@@ -128,12 +147,55 @@ class ServiceUserMixin:
                     return cx
         if candidates:
             return candidates[0]
-        raise errors.NoPresentationContext(
-            f"no accepted presentation context for {abstract_syntax}"
-            f"{' in ' + str(transfer_syntax) if transfer_syntax else ''}; accepted: "
-            + ", ".join(
-                f"{cx.abstract_syntax}/{cx.transfer_syntax}" for cx in self.accepted_contexts
-            )
+        raise self._no_context(
+            abstract_syntax,
+            f"no presentation context to use {_named(abstract_syntax)}"
+            + (f" in {_named(transfer_syntax)}" if transfer_syntax else "")
+            + " as SCU",
+        )
+
+    def _no_context(self, abstract_syntax: str, what: str) -> errors.NoPresentationContext:
+        """``what`` failed for lack of a context of ``abstract_syntax``; say why, with names.
+
+        Either the context was accepted but this side may not act as SCU on it (the role
+        is the reason: PS3.7 D.3.3.4), or it was rejected (with its PS3.8 Table 9-18
+        result), or it was never proposed.
+        """
+        if self._contexts_for(abstract_syntax):
+            if self.role is Role.REQUESTOR:
+                why = (
+                    "the context was accepted, but this side (the requestor) does not have the "
+                    "SCU role on it: the role selection left the SCU role out or the acceptor "
+                    "refused it"
+                )
+            else:
+                why = (
+                    "the context was accepted, but this side (the acceptor) may act as SCU on "
+                    "it only if the requestor takes the SCP role, which it did not propose or "
+                    "was refused"
+                )
+            why += " (SCP/SCU Role Selection, PS3.7 D.3.3.4)"
+        else:
+            rejected = [
+                cx.result
+                for cx in self.rejected_contexts
+                if cx.abstract_syntax == abstract_syntax and cx.result is not None
+            ]
+            if rejected:
+                why = "proposed and rejected: " + ", ".join(
+                    _CONTEXT_REJECTIONS.get(result, f"result {result}")
+                    for result in dict.fromkeys(rejected)
+                )
+            elif any(cx.abstract_syntax == abstract_syntax for cx in self.requested_contexts):
+                why = "proposed, but not accepted"
+            else:
+                why = "not proposed"
+        accepted = "; ".join(
+            f"{_named(cx.abstract_syntax)} in {_named(cx.transfer_syntax)}"
+            for cx in self.accepted_contexts
+        )
+        return errors.NoPresentationContext(
+            f"{what}: {why}; accepted contexts: {accepted or 'none'}"
         )
 
     def _may_be_scu(self, cx: PresentationContext) -> bool:
@@ -234,15 +296,20 @@ class ServiceUserMixin:
             convertible.sort(key=lambda cx: (cx.transfer_syntax == ExplicitVRBigEndian) != big)
             if convertible:
                 return convertible[0], True
-        proposed = [
-            str(ts)
+        what = f"cannot send {_named(sop_class)} in {_named(transfer_syntax)}"
+        if not candidates:
+            raise self._no_context(sop_class, what)
+        proposed = dict.fromkeys(
+            ts
             for cx in self.requested_contexts
             if cx.abstract_syntax == sop_class
             for ts in cx.transfer_syntaxes
-        ]
+        )
         raise errors.NoPresentationContext(
-            f"cannot send {sop_class} in {transfer_syntax}: proposed {proposed or 'nothing'}, "
-            f"accepted {[str(cx.transfer_syntax) for cx in candidates] or 'nothing'}"
+            f"{what}: accepted only in "
+            + ", ".join(_named(cx.transfer_syntax) for cx in candidates)
+            + ", and only uncompressed syntaxes are converted; proposed: "
+            + (", ".join(map(_named, proposed)) or "nothing")
         )
 
     def _store_payload_from_dataset(

@@ -368,7 +368,9 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
             events = ul.handle_timer(now=now)
         else:
             return False
-        if events or ul.should_close:
+        # Whatever the Upper Layer queued goes out now, event or not: AE-6's A-ASSOCIATE-RJ
+        # and AA-7's A-ABORT come with nothing to report (PS3.8 Table 9-10).
+        if events or ul.should_close or ul.has_data_to_send:
             await self._after_ul(events)
         return True
 

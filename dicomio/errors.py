@@ -78,21 +78,103 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent bytes or PDUs that break the standard."""
 
 
+# The words of PS3.8 Table 9-21 (A-ASSOCIATE-RJ) for each Result, Source and, by source,
+# Reason/Diag. value, as the standard writes them; messages print them next to the numbers.
+_REJECT_RESULTS = {1: "rejected-permanent", 2: "rejected-transient"}
+_REJECT_SOURCES = {
+    1: "DICOM UL service-user",
+    2: "DICOM UL service-provider (ACSE related function)",
+    3: "DICOM UL service-provider (Presentation related function)",
+}
+_REJECT_REASONS = {
+    1: {
+        1: "no-reason-given",
+        2: "application-context-name-not-supported",
+        3: "calling-AE-title-not-recognized",
+        **dict.fromkeys((4, 5, 6, 8, 9, 10), "reserved"),
+        7: "called-AE-title-not-recognized",
+    },
+    2: {1: "no-reason-given", 2: "protocol-version-not-supported"},
+    3: {
+        1: "temporary-congestion",
+        2: "local-limit-exceeded",
+        **dict.fromkeys((0, 3, 4, 5, 6, 7), "reserved"),
+    },
+}
+
+# PS3.8 Table 9-26 (A-ABORT): Source, and Reason/Diag. (defined for source 2 only).
+_ABORT_SOURCES = {
+    0: "DICOM UL service-user (initiated abort)",
+    1: "reserved",
+    2: "DICOM UL service-provider (initiated abort)",
+}
+_ABORT_REASONS = {
+    0: "reason-not-specified",
+    1: "unrecognized-PDU",
+    2: "unexpected-PDU",
+    3: "reserved",
+    4: "unrecognized-PDU parameter",
+    5: "unexpected-PDU parameter",
+    6: "invalid-PDU-parameter value",
+}
+
+
+def _word(table: dict[int, str], value: int, what: str) -> str:
+    return table.get(value, f"unknown {what} {value}")
+
+
+def _rejection_words(result: int, source: int, reason: int) -> str:
+    """The PS3.8 Table 9-21 words for an A-ASSOCIATE-RJ's three fields, comma-separated."""
+    return ", ".join(
+        (
+            _word(_REJECT_RESULTS, result, "result"),
+            _word(_REJECT_SOURCES, source, "source"),
+            _word(_REJECT_REASONS.get(source, {}), reason, "reason"),
+        )
+    )
+
+
+def _abort_words(source: int, reason: int) -> str:
+    """The PS3.8 Table 9-26 words for an A-ABORT's source and, from the provider, reason.
+
+    From any other source the reason field is not significant (and not tested), so it gets
+    no words.
+    """
+    words = _word(_ABORT_SOURCES, source, "source")
+    if source == 2:
+        words += ", " + _word(_ABORT_REASONS, reason, "reason")
+    return words
+
+
 class AssociationRejected(DicomioError):
-    """The acceptor answered A-ASSOCIATE-RJ (PS3.8 Table 9-21)."""
+    """The acceptor answered A-ASSOCIATE-RJ (PS3.8 Table 9-21).
+
+    ``result``, ``source`` and ``reason`` are the PDU's fields; the message adds the words.
+    """
 
     def __init__(self, result: int, source: int, reason: int) -> None:
-        super().__init__(f"association rejected: result={result} source={source} reason={reason}")
+        super().__init__(
+            f"association rejected: {_rejection_words(result, source, reason)} "
+            f"(result={result} source={source} reason={reason})"
+        )
         self.result = result
         self.source = source
         self.reason = reason
 
 
 class AssociationAborted(DicomioError):
-    """The association ended by A-ABORT (from the peer) or A-P-ABORT (from the provider)."""
+    """The association ended by A-ABORT (from the peer) or A-P-ABORT (from the provider).
+
+    ``source`` and ``reason`` are those of PS3.8 Table 9-26; the message adds their words
+    and then ``message``, the detail (what broke the standard, or who aborted), if any.
+    """
 
     def __init__(self, source: int, reason: int, message: str = "") -> None:
-        super().__init__(message or f"association aborted: source={source} reason={reason}")
+        text = (
+            f"association aborted: {_abort_words(source, reason)} "
+            f"(source={source} reason={reason})"
+        )
+        super().__init__(f"{text}: {message}" if message else text)
         self.source = source
         self.reason = reason
 

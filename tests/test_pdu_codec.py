@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import warnings
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -165,7 +166,7 @@ RQ_SUB_ITEMS_VALUE = AssociateRQ(
 
 # PS3.8 Tables 9-17, 9-18 (A-ASSOCIATE-AC and its presentation context item).
 AC_BYTES = h(
-    "02 00 0000009A",  # length 154
+    "02 00 0000009E",  # length 158
     "0001 0000",
     b"ANY-SCP         ",
     b"ECHOSCU         ",
@@ -175,7 +176,8 @@ AC_BYTES = h(
     "21 00 001B 01 00 00 00",  # context 1 accepted, length 27
     "40 00 0013",
     EXPLICIT_VR,
-    "21 00 0004 03 00 03 00",  # context 3: abstract syntax not supported, no sub-item
+    "21 00 0008 03 00 03 00",  # context 3: abstract syntax not supported, length 8
+    "40 00 0000",  # its Transfer Syntax sub-item: present, empty (value not significant)
     "50 00 0012",
     "51 00 0004 0000FFFE",
     "59 00 0006 0004",
@@ -541,6 +543,60 @@ def test_well_formed_variants_accepted() -> None:
     assert isinstance(pdu, AssociateAC)
     assert pdu.called_ae_title == ""
     assert encode(pdu) == bytes(blank)
+
+
+def _ac_with_context_items(*items: bytes) -> bytes:
+    """AC_BYTES with its presentation context items replaced, the PDU length fixed."""
+    fixed_and_app = AC_BYTES[6 : 6 + 68 + 4 + len(APPLICATION_CONTEXT)]
+    user_information = AC_BYTES[AC_BYTES.index(b"\x50\x00\x00\x12") :]
+    body = fixed_and_app + b"".join(items) + user_information
+    return bytes([0x02, 0]) + len(body).to_bytes(4, "big") + body
+
+
+def test_rejected_context_item_always_has_a_transfer_syntax_sub_item() -> None:
+    """PS3.8 9.3.3.2, Table 9-18: each 21H item holds one 40H sub-item, accepted or not.
+
+    A rejected context without a syntax is written with an empty sub-item; one with a
+    syntax keeps it. Each rejected item is 8 + len(UID) bytes long, never 4.
+    """
+    accepted = h("21 00 001B 01 00 00 00", "40 00 0013", EXPLICIT_VR)
+    reasons = (1, 2, 3, 4)
+    value = attrs.evolve(
+        AC_VALUE,
+        presentation_contexts=[
+            PresentationContextAC(context_id=1, result=0, transfer_syntax=EXPLICIT_VR),
+            *(PresentationContextAC(context_id=2 * r + 1, result=r) for r in reasons),
+            PresentationContextAC(context_id=11, result=4, transfer_syntax=IMPLICIT_VR),
+        ],
+    )
+    expected = _ac_with_context_items(
+        accepted,
+        *(bytes([0x21, 0, 0, 8, 2 * r + 1, 0, r, 0, 0x40, 0, 0, 0]) for r in reasons),
+        h("21 00 0019 0B 00 04 00", "40 00 0011", IMPLICIT_VR),
+    )
+    assert encode(value) == expected
+    assert decode(expected) == value
+
+
+def test_rejected_context_item_without_sub_item_still_decodes() -> None:
+    """The old 4-byte form (no sub-item), which some peers send, reads as no syntax."""
+    old_form = _ac_with_context_items(
+        h("21 00 001B 01 00 00 00", "40 00 0013", EXPLICIT_VR), h("21 00 0004 03 00 03 00")
+    )
+    assert decode(old_form) == AC_VALUE
+    # DCMTK 3.6.7 (measured) puts Implicit VR Little Endian in every rejected item:
+    # kept as sent, and not significant (negotiate_as_requestor drops it).
+    dcmtk_form = _ac_with_context_items(
+        h("21 00 001B 01 00 00 00", "40 00 0013", EXPLICIT_VR),
+        h("21 00 0019 03 00 03 00", "40 00 0011", IMPLICIT_VR),
+    )
+    pdu = decode(dcmtk_form)
+    assert isinstance(pdu, AssociateAC)
+    assert pdu.presentation_contexts[1].transfer_syntax == IMPLICIT_VR.decode()
+    # Two sub-items are still refused, an empty one included.
+    two = _ac_with_context_items(h("21 00 000C 03 00 03 00", "40 00 0000", "40 00 0000"))
+    with pytest.raises(RemoteProtocolError):
+        decode(two)
 
 
 # ---------------------------------------------------------------------------------------

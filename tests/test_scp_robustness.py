@@ -549,6 +549,60 @@ async def test_truncated_pdu_then_close() -> None:
         await echo_works(server.port)
 
 
+# -- what the Upper Layer queues goes out at once (issue #12, item 1) ------------------------
+
+#: An ARTIM long enough that a reply held back until it fires cannot pass for a prompt one.
+LONG_ARTIM = 3.0
+
+
+async def test_bad_protocol_version_rejected_at_once() -> None:
+    """AE-6 answers a version the provider does not support with A-ASSOCIATE-RJ (1, 2, 2).
+
+    PS3.8 9.3.2 and Table 9-21: the RJ leaves when the request is read, not when ARTIM
+    fires; then (Sta13) the server closes when the peer does or when ARTIM expires.
+    Protocol version 2 has bit 0 clear: a version-1-only receiver tests only that bit.
+    """
+    ae = scp_ae()
+    ae.acse_timeout = LONG_ARTIM
+    async with serving(ae) as server:
+        async with raw_peer(server.port) as peer:
+            start = anyio.current_time()
+            await peer.send(valid_rq(protocol_version=2))
+            pdu = await peer.read_pdu(timeout=1.0)
+            assert pdu is not None, "the server closed without an A-ASSOCIATE-RJ"
+            assert pdu[0] == 0x03 and (pdu[7], pdu[8], pdu[9]) == (1, 2, 2), pdu
+            assert anyio.current_time() - start < 1.0
+            # The peer stays: ARTIM (Sta13, Evt18 -> AA-2) closes the connection.
+            await peer.expect_closed(timeout=LONG_ARTIM + 2)
+        await server_forgets(server, timeout=LONG_ARTIM + 2)
+        async with raw_peer(server.port) as peer:
+            await peer.send(valid_rq(protocol_version=2))
+            await peer.expect_reject(1, 2, 2)
+        # The peer closes after the RJ (AE-4): the server forgets it well before ARTIM.
+        await server_forgets(server, timeout=1.0)
+        await echo_works(server.port)
+
+
+async def test_abort_queued_without_an_event_leaves_at_once() -> None:
+    """Bytes the state machine queues with nothing to report are still sent at once.
+
+    After the RJ (Sta13) an A-ASSOCIATE-RQ is AA-7: send an A-ABORT, report nothing, stay.
+    """
+    ae = scp_ae()
+    ae.acse_timeout = LONG_ARTIM
+    async with serving(ae) as server:
+        async with raw_peer(server.port) as peer:
+            await peer.send(valid_rq(protocol_version=2))
+            await peer.expect_reject(1, 2, 2)
+            start = anyio.current_time()
+            await peer.send(valid_rq())
+            pdu = await peer.read_pdu(timeout=1.0)
+            assert pdu is not None and pdu[0] == 0x07, pdu
+            assert (pdu[8], pdu[9]) == (2, UNEXPECTED_PDU)
+            assert anyio.current_time() - start < 1.0
+        await server_forgets(server, timeout=1.0)
+
+
 # -- ARTIM and timeouts ----------------------------------------------------------------------
 
 

@@ -256,10 +256,15 @@ def _encode_context_rq(context: PresentationContextRQ) -> bytes:
 
 
 def _encode_context_ac(context: PresentationContextAC) -> bytes:
+    """Presentation context item 21H with its one Transfer Syntax sub-item (Table 9-18).
+
+    The sub-item is there even when the context was not accepted: its value is then not
+    significant, but a requestor reads the item as "header, result, one sub-item", and
+    without it takes the next item (User Information) for the sub-item. ``None`` is written
+    as an empty sub-item.
+    """
     _check_context_id(context.context_id)
-    if context.transfer_syntax is None:
-        return _CONTEXT_AC_HEADER.pack(0x21, 4, context.context_id, context.result)
-    raw = context.transfer_syntax.encode("ascii")
+    raw = b"" if context.transfer_syntax is None else context.transfer_syntax.encode("ascii")
     return (
         _CONTEXT_AC_HEADER.pack(0x21, 8 + len(raw), context.context_id, context.result)
         + _ITEM_HEADER.pack(0x40, len(raw))
@@ -630,10 +635,15 @@ def _decode_context_rq(
 def _decode_context_ac(
     view: memoryview, start: int, stop: int, uids: dict[bytes, UID]
 ) -> PresentationContextAC:
-    """Presentation context item 21H (PS3.8 Table 9-18): result and at most one 40H."""
+    """Presentation context item 21H (PS3.8 Table 9-18): result and at most one 40H.
+
+    An empty Transfer Syntax sub-item, or none at all (which some peers send for a context
+    they did not accept), decodes as ``transfer_syntax=None``.
+    """
     context_id = _context_id(view, start, stop)
     result = view[start + 2]
     transfer_syntax: UID | None = None
+    seen = False
     position = start + 4
     while position < stop:
         item_type, value_start, value_stop = _item_bounds(
@@ -641,15 +651,16 @@ def _decode_context_ac(
         )
         if item_type != 0x40:
             raise _misplaced_item(item_type, "an accepted presentation context item")
-        if transfer_syntax is not None:
+        if seen:
             raise _invalid(f"presentation context {context_id} has two transfer syntaxes")
+        seen = True
         raw = view[value_start:value_stop].tobytes()
         transfer_syntax = uids.get(raw)
         if transfer_syntax is None:
             transfer_syntax = uids[raw] = _uid(view, value_start, value_stop)
         position = value_stop
     return PresentationContextAC(
-        context_id=context_id, result=result, transfer_syntax=transfer_syntax
+        context_id=context_id, result=result, transfer_syntax=transfer_syntax or None
     )
 
 

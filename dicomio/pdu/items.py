@@ -100,8 +100,9 @@ class PresentationContextRQ:
 class PresentationContextAC:
     """Presentation context item 21H: the result for one proposed context.
 
-    ``transfer_syntax`` is None only when the item carried no transfer syntax sub-item,
-    which PS3.8 allows when the context was not accepted.
+    ``transfer_syntax`` is None when the item's Transfer Syntax sub-item is empty or absent,
+    which only a context that was not accepted may have: its value is then not significant
+    (PS3.8 Table 9-18). None is encoded as an empty sub-item, never as no sub-item.
     """
 
     context_id: int

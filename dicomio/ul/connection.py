@@ -148,6 +148,15 @@ class ULConnection:
         self._outbox = []
         return out
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """True if ``data_to_send`` would return something.
+
+        An input can queue bytes without reporting any event (AE-6 rejecting a protocol
+        version, AA-7 in Sta13), so the caller flushes on this, not on the events.
+        """
+        return bool(self._outbox)
+
     def next_deadline(self) -> float | None:
         """When ARTIM expires (on the caller's clock), or None if it is not running."""
         return self._deadline
