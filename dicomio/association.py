@@ -429,9 +429,10 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
             self.is_released = True
             self._fail(errors.AssociationReleased("the association was released"))
         elif isinstance(event, Abort):
-            self.log.info("peer aborted: source=%s reason=%s", event.source, event.reason)
+            aborted = errors.AssociationAborted(event.source, event.reason)
+            self.log.info("peer aborted: %s", aborted)
             self.is_aborted = True
-            self._fail(errors.AssociationAborted(event.source, event.reason))
+            self._fail(aborted)
         elif isinstance(event, ProviderAbort):
             self.log.warning("provider abort: %s", event.message)
             self.is_aborted = True

@@ -326,9 +326,8 @@ class Server:
                 self._per_ae[assoc.remote_ae_title] -= 1
 
     async def _reject(self, assoc: Association, result: int, source: int, reason: int) -> None:
-        assoc.log.info(
-            "rejecting association: result=%s source=%s reason=%s", result, source, reason
-        )
+        # The exception's text is the log line: Table 9-21's words beside the numbers.
+        assoc.log.info("rejecting: %s", errors.AssociationRejected(result, source, reason))
         assoc._ul.send_associate_rj(
             AssociateRJ(result=result, source=source, reason=reason), now=anyio.current_time()
         )

@@ -70,3 +70,34 @@ async def test_info_has_no_patient_identifiers(caplog: pytest.LogCaptureFixture)
         await exchange()
     assert "association accepted" in caplog.text
     assert "SECRET" not in caplog.text and "Secret" not in caplog.text
+
+
+async def test_reject_and_abort_log_lines_speak_ps38_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's reject line and the requestor's peer-abort line carry the table words."""
+    scp = AE("SCP")
+    scp.add_supported_context(Verification)
+    scp.require_called_aet = True
+
+    async def on_echo(event: evt.Event) -> int:
+        await event.assoc.abort()
+        return 0
+
+    handlers = [(evt.EVT_C_ECHO, on_echo)]
+    scu = AE("SCU")
+    scu.add_requested_context(Verification)
+    with caplog.at_level(logging.INFO, logger="dicomio"):
+        async with scp.start_server(("127.0.0.1", 0), evt_handlers=handlers) as server:
+            with anyio.fail_after(10):
+                with pytest.raises(Exception, match="called-AE-title-not-recognized"):
+                    await scu.associate("127.0.0.1", server.port, ae_title="WRONG")
+                with pytest.raises(Exception, match="aborted"):
+                    async with scu.associate("127.0.0.1", server.port, ae_title="SCP") as a:
+                        await a.send_c_echo()
+    text = caplog.text
+    assert (
+        "rejecting: association rejected: rejected-permanent, DICOM UL service-user, "
+        "called-AE-title-not-recognized (result=1 source=1 reason=7)" in text
+    )
+    assert "peer aborted: association aborted: DICOM UL service-user (initiated abort)" in text
