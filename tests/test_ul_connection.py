@@ -391,6 +391,25 @@ def test_artim_expires_in_sta13_after_reject() -> None:
     assert conn.should_close
 
 
+def test_version_reject_is_queued_with_no_event_to_report() -> None:
+    """AE-6 with protocol version bit 0 clear: A-ASSOCIATE-RJ (1, 2, 2) queued, no event.
+
+    Nothing is reported to the caller, so only ``has_data_to_send`` tells the I/O layer that
+    the RJ must go out now rather than when ARTIM fires (PS3.8 9.3.2, Table 9-21).
+    """
+    conn = ULConnection(Role.ACCEPTOR, artim_timeout=30.0)
+    conn.connection_made(now=0.0)
+    assert not conn.has_data_to_send
+    rq = encode(RQ)
+    bad = rq[:6] + b"\x00\x02" + rq[8:]
+    assert conn.receive_data(bad, now=1.0) == []
+    assert conn.has_data_to_send
+    assert drain(conn) == [AssociateRJ(result=1, source=2, reason=2)]
+    assert not conn.has_data_to_send
+    assert conn.state is State.STA13
+    assert conn.next_deadline() == 31.0
+
+
 def expect_provider_abort(conn: ULConnection, events: list[ULEvent], reason: int) -> None:
     """The A-ABORT (source 2) is queued and ProviderAbort reported with the same reason."""
     assert drain(conn) == [Abort(source=2, reason=reason)]
@@ -742,7 +761,11 @@ class ULStateMachine(RuleBasedStateMachine):
     def invariants(self) -> None:
         conn = self.conn
         assert isinstance(conn.state, State)
+        queued = conn.has_data_to_send
         out = conn.data_to_send()
+        # The I/O layer flushes on has_data_to_send, so it must say exactly what is queued.
+        assert queued == bool(out)
+        assert not conn.has_data_to_send
         if self.was_closed:
             assert out == []
             assert conn.should_close
