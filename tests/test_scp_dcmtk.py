@@ -209,6 +209,35 @@ async def test_storescu_corpus_as_is(corpus: Corpus, tmp_path: Path, mode: str) 
     assert list(spool.iterdir()) == []  # nothing partial or left behind
 
 
+async def test_storescu_accepts_an_ac_with_rejected_contexts(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """storescu without ``-R`` proposes every storage class it knows; the SCP supports two.
+
+    The A-ASSOCIATE-AC then carries well over a hundred rejected context items, each with
+    its Transfer Syntax sub-item (PS3.8 9.3.3.2); storescu must read them all and store on
+    the one context that was accepted (issue #12 item 11).
+    """
+    tools = require_dcmtk("storescu")
+    out = tmp_path / "out"
+    out.mkdir()
+    instance = corpus.by(transfer_syntax=ExplicitVRLittleEndian)[0]
+    async with serving(scp_ae(), [(evt.EVT_C_STORE, _write_handler(out))]) as server:
+        result = await run_tool(
+            dcmtk(
+                tools["storescu"],
+                f"-v -aet STORESCU -aec {SCP_AET}",
+                port=server.port,
+                files=[instance.path],
+            )
+        )
+    text = tool_output(result)
+    assert result.returncode == 0, text
+    assert "Association Accepted" in text, text
+    stored = read_file_info(out / f"{instance.sop_uid}.dcm")
+    assert stored is not None and stored.sop_instance_uid == instance.sop_uid
+
+
 async def test_storescu_failure_status_reported(corpus: Corpus) -> None:
     """A handler's failure status reaches storescu, which reports it."""
     tools = require_dcmtk("storescu")
