@@ -19,6 +19,7 @@ stores from several associations at once are safe, and readers use their own con
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -525,8 +526,15 @@ class Archive:
             if values is None:
                 continue
             column = _COLUMNS[UNIQUE_KEYS[level]]
-            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
-            params.extend(values)
+            if len(values) == 1:
+                clauses.append(f"{column} = ?")
+                params.append(values[0])
+            else:
+                # One parameter whatever the list's length: SQLite caps the number of
+                # parameters of a statement (32,766 by default), and a List of UID Matching
+                # key (PS3.4 C.2.2.2.2) may hold tens of thousands of values.
+                clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(list(values)))
         for cond in query.conditions:
             column = _COLUMNS.get(cond.keyword, "")
             if not _PLAIN_COLUMN.fullmatch(column) or _column_level(cond.keyword) > query.level:
