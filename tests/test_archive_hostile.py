@@ -254,7 +254,7 @@ async def test_forty_thousand_uids_in_one_list(tmp_path: Path, qrscp_on: Any) ->
 # -- item 2: injective names, invalid SOP Instance UIDs refused --------------------------------
 
 
-_NAME_OK = re.compile(r"[A-Za-z0-9._%-]+")
+_NAME_OK = re.compile(r"[A-Za-z0-9._%_-]+")
 
 
 @settings(max_examples=2000, deadline=None)
@@ -300,7 +300,7 @@ def decode_name(name: str) -> str:
         else:
             out += c.encode()
             i += 1
-    return out.decode("utf-8", "surrogateescape")
+    return out.decode("utf-8", "surrogatepass")
 
 
 @pytest.fixture

@@ -31,6 +31,9 @@ LAYOUTS = ("flat", "hierarchy")
 OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
 
 
+_PATH_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
 class Receiver:
     """A C-STORE handler that files what it receives under ``folder``; counts what it got."""
 
@@ -74,15 +77,16 @@ class Receiver:
             target = self.folder / f"{safe_name(sop_uid)}.dcm"
         else:
             try:
-                ds = dcmread(tmp, stop_before_pixels=True)
+                # Only the three attributes the path needs: whatever else the data set holds
+                # (a large private element) is skipped on disk, never read into memory.
+                ds = dcmread(
+                    tmp, stop_before_pixels=True, specific_tags=list(_PATH_KEYS), defer_size=1024
+                )
             except Exception as exc:
                 tmp.unlink(missing_ok=True)
                 raise ValueError(f"unreadable data set: {exc}") from exc
-            parts: list[Any] = [
-                safe_name(str(ds.get("PatientID", "") or "unknown")),
-                safe_name(str(ds.get("StudyInstanceUID", "") or "unknown")),
-                safe_name(str(ds.get("SeriesInstanceUID", "") or "unknown")),
-            ]
+            # safe_name is injective, so different identifiers never share a folder or file.
+            parts: list[Any] = [safe_name(str(ds.get(k, "") or "").strip()) for k in _PATH_KEYS]
             target = self.folder.joinpath(*parts, f"{safe_name(sop_uid)}.dcm")
             target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
