@@ -381,8 +381,9 @@ async def test_storescp_names_colliding_identifiers_apart(tmp_path: Path) -> Non
 # -- item 4: indexing memory stays flat -------------------------------------------------------
 
 
-def write_with_big_private_element(path: Path, sop: str, size: int) -> None:
-    """A Part 10 file with a ``size``-byte private OB element, streamed (never in memory)."""
+def write_with_big_private_element(path: Path, sop: str, size: int, nested: bool) -> None:
+    """A Part 10 file with a ``size``-byte private OB element, streamed (never in memory);
+    with ``nested``, the element is in an item of a private sequence of undefined length."""
     ds = instance(
         SOPInstanceUID=sop,
         PatientID="BIG",
@@ -396,13 +397,22 @@ def write_with_big_private_element(path: Path, sop: str, size: int) -> None:
     ds.file_meta.MediaStorageSOPInstanceUID = sop
     ds.save_as(path, enforce_file_format=True)
     with open(path, "ab") as fp:
-        # (0099,0010) private creator, then (0099,1000) OB of ``size`` bytes (PS3.5 7.8.1).
+        # (0099,0010) private creator, then (0099,1000) OB of ``size`` bytes (PS3.5 7.8.1),
+        # or (0099,1000) SQ of undefined length holding one item with (0099,1001) OB.
         creator = b"DICOMIO TEST"
         fp.write(struct.pack("<HH2sH", 0x0099, 0x0010, b"LO", len(creator)) + creator)
-        fp.write(struct.pack("<HH2sHI", 0x0099, 0x1000, b"OB", 0, size))
+        if nested:
+            fp.write(struct.pack("<HH2sHI", 0x0099, 0x1000, b"SQ", 0, 0xFFFFFFFF))
+            fp.write(struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF))
+            fp.write(struct.pack("<HH2sHI", 0x0099, 0x1001, b"OB", 0, size))
+        else:
+            fp.write(struct.pack("<HH2sHI", 0x0099, 0x1000, b"OB", 0, size))
         chunk = b"\x5a" * (1 << 20)
         for _ in range(size // len(chunk)):
             fp.write(chunk)
+        if nested:
+            fp.write(struct.pack("<HHI", 0xFFFE, 0xE00D, 0))  # item delimitation
+            fp.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))  # sequence delimitation
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -414,12 +424,13 @@ def peak_rss_mib(pid: int) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 @pytest.mark.anyio
+@pytest.mark.parametrize("nested", [False, True], ids=["element", "in-sequence"])
 async def test_indexing_a_large_private_element_keeps_memory_flat(
-    tmp_path: Path, qrscp_on: Any
+    tmp_path: Path, qrscp_on: Any, nested: bool
 ) -> None:
     size = 128 << 20
     big = tmp_path / "big.dcm"
-    write_with_big_private_element(big, xuid("big", 0, 0, 0), size)
+    write_with_big_private_element(big, xuid("big", 0, 0, 0), size, nested)
     port, pid = qrscp_on(tmp_path / "data")
     with anyio.fail_after(60):
         async with association(port) as assoc:
@@ -628,3 +639,38 @@ def test_an_index_made_by_the_old_schema_opens_and_is_migrated(tmp_path: Path) -
         assert check.execute("PRAGMA user_version").fetchone()[0] >= 1
         paths = [r[0] for r in check.execute("SELECT path FROM instances")]
     assert len(paths) == len(set(paths))
+
+
+def test_read_attributes_agrees_with_pydicom_on_its_test_files() -> None:
+    """The direct walk reads the same values as pydicom from real vendor files (explicit and
+    implicit VR, big endian, deflated, encapsulated pixel data, nested sequences)."""
+    from pydicom.data import get_testdata_file
+
+    from dicomio.apps._attributes import read_attributes
+    from dicomio.apps.archive import _INDEXED_TAGS
+
+    names = [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "rtplan.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "JPEG-lossy.dcm",
+        "SC_rgb_rle.dcm",
+        "image_dfl.dcm",
+        "ExplVR_BigEnd.dcm",
+        "MR_small_implicit.dcm",
+        "nested_priv_SQ.dcm",
+    ]
+    checked = 0
+    for name in names:
+        path = get_testdata_file(name, download=False)
+        if path is None:
+            continue
+        with config.disable_value_validation():
+            expected = dcmread(path, stop_before_pixels=True)
+            got = read_attributes(path, _INDEXED_TAGS)
+            for keyword in _INDEXED_TAGS:
+                assert got.get(keyword) == expected.get(keyword), (name, keyword)
+        assert got.file_meta.TransferSyntaxUID == expected.file_meta.TransferSyntaxUID
+        checked += 1
+    assert checked == len(names)

@@ -15,9 +15,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from pydicom import dcmread
 
 from dicomio import stream_to_disk
+from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import safe_name
 from dicomio.dataset import write_part10
 from dicomio.events import Event
@@ -79,9 +79,7 @@ class Receiver:
             try:
                 # Only the three attributes the path needs: whatever else the data set holds
                 # (a large private element) is skipped on disk, never read into memory.
-                ds = dcmread(
-                    tmp, stop_before_pixels=True, specific_tags=list(_PATH_KEYS), defer_size=1024
-                )
+                ds = read_attributes(tmp, _PATH_KEYS)
             except Exception as exc:
                 tmp.unlink(missing_ok=True)
                 raise ValueError(f"unreadable data set: {exc}") from exc

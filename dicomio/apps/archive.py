@@ -41,12 +41,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian
 
 from dicomio import evt, stream_to_disk
 from dicomio.ae import AE
+from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import is_valid_uid, safe_name
 from dicomio.apps.matching import (
     UNABLE_TO_PROCESS,
@@ -86,7 +86,7 @@ class InvalidInstanceUID(ValueError):
 def _sop_in_file(path: Path) -> str:
     """The SOP Instance UID a Part 10 file holds, or "" if it cannot be read."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        ds = read_attributes(path, ["SOPInstanceUID"])
     except Exception:
         return ""
     return str(ds.get("SOPInstanceUID", "") or "").strip(" \x00")
@@ -493,11 +493,9 @@ class Archive:
     def _store_file_sync(self, path: Path, move: bool) -> Path:
         self._open_sync()
         try:
-            # Only the indexed attributes are read (item values over 1 KiB are not even
-            # looked at): a large private element costs a seek, not its size in memory.
-            ds = dcmread(
-                path, stop_before_pixels=True, specific_tags=list(_INDEXED_TAGS), defer_size=1024
-            )
+            # Only the indexed attributes are read: any other element, a large private one
+            # or a sequence of them, costs a seek or a walk over headers, not its size.
+            ds = read_attributes(path, _INDEXED_TAGS)
         except Exception as exc:
             raise ValueError(f"{path}: not a readable DICOM file ({exc})") from exc
         meta = getattr(ds, "file_meta", None)
