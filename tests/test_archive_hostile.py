@@ -674,3 +674,43 @@ def test_read_attributes_agrees_with_pydicom_on_its_test_files() -> None:
         assert got.file_meta.TransferSyntaxUID == expected.file_meta.TransferSyntaxUID
         checked += 1
     assert checked == len(names)
+
+
+def test_one_query_cannot_ask_for_unbounded_matching_work(tmp_path: Path) -> None:
+    """Many wild card values in one key, or one enormous value, against many rows: the
+    archive answers or refuses (C000H "Unable to process") at once, never grinds."""
+    from dicomio.apps.matching import QueryError
+
+    async def main() -> dict[str, tuple[float, int]]:
+        results: dict[str, tuple[float, int]] = {}
+        async with Archive(tmp_path / "a") as archive:
+            for n in range(200):
+                await archive.store(
+                    instance(
+                        SOPInstanceUID=xuid("b", n),
+                        PatientID=f"B{n}",
+                        PatientName="X" * 60 + f"{n:04d}",
+                        StudyInstanceUID=xuid("b", n, 0),
+                        SeriesInstanceUID=xuid("b", n, 0, 0),
+                    )
+                )
+            cases = {
+                "many values": ["*X?X*Y*Z"] * 20_000,
+                "long value": "*" + "X?*" * 20_000,
+            }
+            for name, value in cases.items():
+                start = time.monotonic()
+                try:
+                    with config.disable_value_validation():
+                        identifier = query(StudyInstanceUID="", PatientName=value)
+                    found = await archive.find("STUDY", identifier, "STUDY")
+                    status = 0 if not found else -1
+                except QueryError as exc:
+                    status = exc.status
+                results[name] = (time.monotonic() - start, status)
+        return results
+
+    results = anyio.run(main)
+    for name, (elapsed, status) in results.items():
+        assert status in (0, 0xC000), (name, status)
+        assert elapsed < 2.0, (name, elapsed)

@@ -31,6 +31,10 @@ Rules this module follows, and the few choices the standard leaves to the SCP:
   ``-1100`` includes 11:00:59. Time zone offsets of DT values are not taken into account.
 - Keys the archive does not index are unsupported Optional Keys: not matched, and returned
   with zero length (C.2.2.1.3).
+- One query's work is bounded: Wild Card Matching walks value and pattern without
+  backtracking (at most their lengths' product), and a key other than a UID with more than
+  ``MAX_KEY_VALUES`` values, or a value over ``MAX_KEY_VALUE_LENGTH`` characters, is refused
+  with 0xC000 "Unable to process". A List of UID key may hold any number of UIDs.
 """
 
 from __future__ import annotations
@@ -66,6 +70,15 @@ __all__ = [
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 #: "Unable to process".
 UNABLE_TO_PROCESS = 0xC000
+
+#: Bounds on the matching work one query may ask for, beyond which it is refused with
+#: UNABLE_TO_PROCESS rather than served slowly. Wild card matching costs value length x
+#: pattern length per stored value and per key value, so both are bounded: the indexed
+#: string VRs hold at most 64 characters per value (PN 64 per component group, PS3.5 6.2),
+#: and only List of UID Matching (C.2.2.2.2) calls for many values. A UID list is matched
+#: by set lookup and SQL, whatever its length.
+MAX_KEY_VALUES = 64
+MAX_KEY_VALUE_LENGTH = 1024
 
 
 class QueryError(Exception):
@@ -473,6 +486,25 @@ def _character_set(identifier: Dataset) -> tuple[str, ...]:
     return (str(raw),) if str(raw) else ()
 
 
+def _check_work(keyword: str, matcher: Matcher) -> None:
+    """Refuse a non-UID key whose values would make matching unreasonably costly."""
+    if matcher.vr == "UI":
+        return
+    if len(matcher.values) > MAX_KEY_VALUES:
+        raise QueryError(
+            f"{keyword} has {len(matcher.values)} values; this archive matches at most"
+            f" {MAX_KEY_VALUES}",
+            UNABLE_TO_PROCESS,
+        )
+    longest = max((len(v) for v in matcher.values), default=0)
+    if longest > MAX_KEY_VALUE_LENGTH:
+        raise QueryError(
+            f"{keyword} has a value of {longest} characters; this archive matches at most"
+            f" {MAX_KEY_VALUE_LENGTH}",
+            UNABLE_TO_PROCESS,
+        )
+
+
 def parse_query(identifier: Dataset, model: Model, options: MatchOptions | None = None) -> Query:
     """Check a C-FIND identifier against the model's rules; raise ``QueryError`` if it fails."""
     options = options or MatchOptions()
@@ -512,6 +544,7 @@ def parse_query(identifier: Dataset, model: Model, options: MatchOptions | None 
                     " level, needs relational queries"
                 )
         if not matcher.is_universal:
+            _check_work(keyword, matcher)
             conditions.append(Condition(keyword, key_level, matcher))
     if not options.relational:
         for above in model.levels[: model.levels.index(level)]:
