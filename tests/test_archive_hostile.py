@@ -714,3 +714,63 @@ def test_one_query_cannot_ask_for_unbounded_matching_work(tmp_path: Path) -> Non
     for name, (elapsed, status) in results.items():
         assert status in (0, 0xC000), (name, status)
         assert elapsed < 2.0, (name, elapsed)
+
+
+@pytest.mark.anyio
+async def test_per_row_work_of_a_find_stays_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the answers is work per matching row: done on the event loop, a large
+    result set would stall every association of the server for its whole duration."""
+    import dicomio.apps.archive as archive_module
+    from dicomio.apps.archive import add_archive_contexts
+
+    real = archive_module.response_identifier
+
+    def slow(*args: Any, **kwargs: Any) -> Dataset:
+        time.sleep(0.75)  # stands for a large result set's worth of work
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(archive_module, "response_identifier", slow)
+    async with Archive(tmp_path / "a") as archive:
+        for n in range(2):
+            await archive.store(
+                instance(
+                    SOPInstanceUID=xuid("r", n),
+                    PatientID="R",
+                    PatientName="Row^Work",
+                    StudyInstanceUID=xuid("r", n, 0),
+                    SeriesInstanceUID=xuid("r", n, 0, 0),
+                )
+            )
+        scp = AE("ARCHIVE")
+        add_archive_contexts(scp)
+        answers: list[Any] = []
+        gaps: list[float] = []
+        done = anyio.Event()
+
+        async def finder(port: int) -> None:
+            async with association(port) as assoc:
+                identifier = query(QueryRetrieveLevel="STUDY", StudyInstanceUID="")
+                answers.extend((await find(assoc, identifier))[1])
+            done.set()
+
+        async def heartbeat() -> None:
+            # How long the event loop went without running this task (it asks every 10 ms).
+            last = time.monotonic()
+            while not done.is_set():
+                await anyio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        with anyio.fail_after(20):
+            async with (
+                scp.start_server((LOOPBACK, 0), evt_handlers=archive.handlers()) as server,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(heartbeat)
+                tg.start_soon(finder, server.port)
+                tg.start_soon(echo_time, server.port)
+    assert len(answers) == 2
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"

@@ -696,8 +696,13 @@ class Archive:
         ``QueryError`` (with the failure ``status``) for an identifier the model refuses.
         """
         query = parse_query(_with_level(identifier, level), _coerce_model(model), self.options)
-        rows = await anyio.to_thread.run_sync(self._rows_sync, query)
-        return [response_identifier(query, row) for row in rows]
+
+        def answers() -> list[Dataset]:
+            # Per-row work, all of it in the worker thread: building the answers of a large
+            # result set on the event loop would stall every association meanwhile.
+            return [response_identifier(query, row) for row in self._rows_sync(query)]
+
+        return await anyio.to_thread.run_sync(answers)
 
     async def paths_for(
         self, level: Level | str | None, identifier: Dataset, model: Model | str
