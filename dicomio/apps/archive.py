@@ -18,10 +18,11 @@ first (file and index row).
 Who a patient is (``docs/archive.md``): the Patient ID; a study without Patient ID is a
 patient of its own. Each study keeps the patient name, birth date and sex stored with it, so
 a later study under another name changes no earlier study's answers (a warning is logged);
-at the PATIENT level each distinct (Patient ID, name, birth date, sex) answers once. Every SQLite call
-and every file operation runs in a worker thread (``anyio.to_thread``); writes take one lock, so
-stores from several associations at once are safe, and readers use their own connections
-(WAL gives each query a consistent snapshot). Matching rules are in
+at the PATIENT level each distinct (Patient ID, name, birth date, sex) answers once.
+
+Every SQLite call and every file operation runs in a worker thread (``anyio.to_thread``);
+writes take one lock, so stores from several associations at once are safe, and readers use
+their own connections (WAL gives each query a consistent snapshot). Matching rules are in
 ``dicomio.apps.matching``.
 """
 
