@@ -581,31 +581,35 @@ def test_an_index_made_by_the_old_schema_opens_and_is_migrated(tmp_path: Path) -
     files.mkdir(parents=True)
     conn = sqlite3.connect(root / "index.sqlite")
     conn.executescript(OLD_SCHEMA)
-    # As the old code left it: one merged patient '' (last name stored wins), one patient ID7,
-    # and two rows pointing at one file (the old naming collision; the file holds 1.2.3.5).
+    # As the old code left it: one merged patient '' and one patient ID7, each with the last
+    # name stored; two rows pointing at one file (the old naming collision: the file holds
+    # 1.2.3.5); study 1.2.4's file gone. The files hold the names each study came with.
     conn.execute("INSERT INTO patients VALUES ('', 'Nobody^Second', '19800101', '')")
     conn.execute("INSERT INTO patients VALUES ('ID7', 'Married^Name', '', 'F')")
-    rows = [("", "1.2.1"), ("", "1.2.2"), ("ID7", "1.2.3")]
+    rows = [("", "1.2.1"), ("", "1.2.2"), ("ID7", "1.2.3"), ("ID7", "1.2.4")]
     for pid, study in rows:
         conn.execute("INSERT INTO studies (study_uid, patient_id) VALUES (?, ?)", (study, pid))
         conn.execute(
             "INSERT INTO series (series_uid, study_uid) VALUES (?, ?)", (study + ".1", study)
         )
-    for sop, series, path in (
-        ("1.2.1.1.1", "1.2.1.1", "a/1.2.1.1.1.dcm"),
-        ("1.2.2.1.1", "1.2.2.1", "a/1.2.2.1.1.dcm"),
-        ("1.2.3.4", "1.2.3.1", "a/shared.dcm"),
-        ("1.2.3.5", "1.2.3.1", "a/shared.dcm"),
+    for sop, series, path, name in (
+        ("1.2.1.1.1", "1.2.1.1", "a/1.2.1.1.1.dcm", "Nobody^First"),
+        ("1.2.2.1.1", "1.2.2.1", "a/1.2.2.1.1.dcm", "Nobody^Second"),
+        ("1.2.3.4", "1.2.3.1", "a/shared.dcm", ""),
+        ("1.2.3.5", "1.2.3.1", "a/shared.dcm", "Maiden^Name"),
+        ("1.2.4.1.1", "1.2.4.1", "a/gone.dcm", ""),
     ):
-        ds = instance(
-            SOPInstanceUID=sop if path != "a/shared.dcm" else "1.2.3.5",
-            StudyInstanceUID=series[:-2],
-            SeriesInstanceUID=series,
-        )
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        (files / path).parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(files / path, enforce_file_format=True)
+        if name:
+            ds = instance(
+                SOPInstanceUID=sop,
+                PatientName=name,
+                StudyInstanceUID=series[:-2],
+                SeriesInstanceUID=series,
+            )
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            (files / path).parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(files / path, enforce_file_format=True)
         conn.execute(
             "INSERT INTO instances VALUES (?, ?, ?, '', ?, ?, 1)",
             (sop, series, SECONDARY_CAPTURE, ExplicitVRLittleEndian, path),
@@ -627,14 +631,22 @@ def test_an_index_made_by_the_old_schema_opens_and_is_migrated(tmp_path: Path) -
             return studies, patients, await archive.count()
 
     studies, patients, count = anyio.run(main)
+    # Each study's patient attributes come back from its files; without a file, from the
+    # old patient row (all the old index knew).
     assert sorted((str(s.StudyInstanceUID), str(s.PatientName)) for s in studies) == [
-        ("1.2.1", "Nobody^Second"),
+        ("1.2.1", "Nobody^First"),
         ("1.2.2", "Nobody^Second"),
-        ("1.2.3", "Married^Name"),
+        ("1.2.3", "Maiden^Name"),
+        ("1.2.4", "Married^Name"),
     ]
-    # The two studies without ID are two patients now (the old index knew one name for both).
-    assert sorted(str(p.PatientID or "") for p in patients) == ["", "", "ID7"]
-    assert count == 3 + 4  # the row whose file another instance overwrote is gone
+    # The two studies without ID are two patients now; ID7 answers under both its names.
+    assert sorted((str(p.PatientID or ""), str(p.PatientName)) for p in patients) == [
+        ("", "Nobody^First"),
+        ("", "Nobody^Second"),
+        ("ID7", "Maiden^Name"),
+        ("ID7", "Married^Name"),
+    ]
+    assert count == 4 + 4  # the row whose file another instance overwrote is gone
     with sqlite3.connect(root / "index.sqlite") as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] >= 1
         paths = [r[0] for r in check.execute("SELECT path FROM instances")]

@@ -161,6 +161,10 @@ _INDEXED_TAGS = (
 )
 
 
+#: The patient attributes kept with each study.
+_PATIENT_TAGS = ("PatientName", "PatientBirthDate", "PatientSex")
+
+
 def _patient_key(patient_id: str, study_uid: str) -> str:
     """Who a study's patient is: the Patient ID, or, without one, the study alone.
 
@@ -376,11 +380,13 @@ class Archive:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring an index made by an earlier version up to ``_VERSION``, in one transaction.
 
-        Version 0 to 1: each study gets the patient attributes its patient row held (the
-        last ones stored: the best the old index knows) and a patient key, so studies
-        without Patient ID are no longer one patient; the ``patients`` table goes. Rows
-        that share a file (the old naming could map two instances to one file, the second
-        overwriting the first) keep only the instance the file now holds.
+        Version 0 to 1: each study gets a patient key, so studies without Patient ID are no
+        longer one patient, and the patient attributes it was stored with, read back from
+        its latest instance's file (the old ``patients`` row held only the last store's;
+        it is the fallback when the file cannot be read); the ``patients`` table goes.
+        Rows that share a file (the old naming could map two instances to one file, the
+        second overwriting the first) keep only the instance the file now holds. Reading
+        one small part of one file per study is the cost, once.
         """
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -423,6 +429,26 @@ class Archive:
                         "SELECT study_uid FROM series WHERE series_uid = ?", (series_uid,)
                     ).fetchone()
                     self._prune(conn, series_uid, study[0] if study else "")
+            latest = conn.execute(
+                "SELECT st.study_uid, (SELECT i.path FROM instances i JOIN series se"
+                " ON se.series_uid = i.series_uid WHERE se.study_uid = st.study_uid"
+                " ORDER BY i.rowid DESC LIMIT 1) FROM studies st"
+            ).fetchall()
+            for study_uid, path in latest:
+                if path is None:
+                    continue
+                try:
+                    ds = read_attributes(self.files / path, _PATIENT_TAGS)
+                except Exception as exc:
+                    log.warning(
+                        "index migration: study %s keeps the old patient row (%s)", study_uid, exc
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE studies SET patient_name = ?, birth_date = ?, sex = ?"
+                    " WHERE study_uid = ?",
+                    (*(_text(ds, k) for k in _PATIENT_TAGS), study_uid),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
