@@ -9,7 +9,6 @@ unsupported optional keys. The reference archive of ``dicomio.apps`` is a later 
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from dicomio.apps.matching import wildcard_match
 from tests.corpus import Corpus
 
 __all__ = [
@@ -98,11 +98,6 @@ def _keys_at_and_above(level: str, model: str) -> list[str]:
     return keys
 
 
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
-
-
 def matches(keyword: str, wanted: str, value: str) -> bool:
     """One key of PS3.4 C.2.2.2: universal, single value, list of UIDs, wildcard, range."""
     if wanted in ("", "*"):
@@ -113,7 +108,8 @@ def matches(keyword: str, wanted: str, value: str) -> bool:
         low, _, high = wanted.partition("-")
         return (not low or value >= low) and (not high or value <= high)
     if "*" in wanted or "?" in wanted:
-        return _wildcard(wanted).fullmatch(value) is not None
+        # Not a '.*'-per-star regex: that backtracks exponentially in the number of stars.
+        return wildcard_match(wanted, value)
     return value == wanted
 
 

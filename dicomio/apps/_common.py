@@ -28,6 +28,7 @@ __all__ = [
     "add_tls_options",
     "client_ssl_context",
     "keys_to_dataset",
+    "is_valid_uid",
     "safe_name",
     "server_ssl_context",
     "setup_logging",
@@ -162,14 +163,45 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-_SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A UID as PS3.5 9.1 defines it: dot-separated numbers without leading zeros, 64 at most.
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+#: Characters a name keeps as they are; everything else is escaped (see ``safe_name``).
+_KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+#: Escaped names longer than this are hashed instead (file names stop at 255 bytes).
+_MAX_ESCAPED = 128
+
+
+def is_valid_uid(value: str) -> bool:
+    """Whether ``value`` is a UID by the construction rules of PS3.5 9.1."""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def safe_name(value: str) -> str:
-    """A file or folder name for an identifier: itself if harmless, else a short hash of it."""
-    if _SAFE.fullmatch(value) and value not in (".", ".."):
+    """A file or folder name for an identifier, different for every different identifier.
+
+    Three kinds of name, told apart by their first character, so no two kinds can meet:
+
+    - a valid UID (PS3.5 9.1) is its own name (it starts with a digit);
+    - any other value of up to a few dozen characters is ``v`` plus the value escaped:
+      ``a-z``, ``0-9`` and ``-`` kept, an upper-case letter as ``_`` and the letter in
+      lower case, every other character as ``%XX`` per UTF-8 byte. The escape can be read
+      back, so the mapping is injective, even on file systems that ignore case;
+    - a longer value is ``h`` plus the SHA-256 of its UTF-8 bytes (64 hex digits).
+    """
+    if is_valid_uid(value):
         return value
-    return "h" + hashlib.sha1(value.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    parts = ["v"]
+    for char in value:
+        if char in _KEPT:
+            parts.append(char)
+        elif "A" <= char <= "Z":
+            parts.append("_" + char.lower())
+        else:
+            parts.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+    name = "".join(parts)
+    if len(name) <= _MAX_ESCAPED:
+        return name
+    return "h" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)?$")

@@ -15,9 +15,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from pydicom import dcmread
 
 from dicomio import stream_to_disk
+from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import safe_name
 from dicomio.dataset import write_part10
 from dicomio.events import Event
@@ -29,6 +29,9 @@ log = logging.getLogger("dicomio.apps")
 LAYOUTS = ("flat", "hierarchy")
 #: "Refused: Out of resources" and "Cannot understand" (PS3.4 B.2.3).
 OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
+
+
+_PATH_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
 class Receiver:
@@ -74,15 +77,14 @@ class Receiver:
             target = self.folder / f"{safe_name(sop_uid)}.dcm"
         else:
             try:
-                ds = dcmread(tmp, stop_before_pixels=True)
+                # Only the three attributes the path needs: whatever else the data set holds
+                # (a large private element) is skipped on disk, never read into memory.
+                ds = read_attributes(tmp, _PATH_KEYS)
             except Exception as exc:
                 tmp.unlink(missing_ok=True)
                 raise ValueError(f"unreadable data set: {exc}") from exc
-            parts: list[Any] = [
-                safe_name(str(ds.get("PatientID", "") or "unknown")),
-                safe_name(str(ds.get("StudyInstanceUID", "") or "unknown")),
-                safe_name(str(ds.get("SeriesInstanceUID", "") or "unknown")),
-            ]
+            # safe_name is injective, so different identifiers never share a folder or file.
+            parts: list[Any] = [safe_name(str(ds.get(k, "") or "").strip()) for k in _PATH_KEYS]
             target = self.folder.joinpath(*parts, f"{safe_name(sop_uid)}.dcm")
             target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)

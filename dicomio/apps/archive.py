@@ -3,22 +3,33 @@
 Serves the Storage (PS3.4 Annex B), Verification (Annex A) and Patient Root and Study Root
 Query/Retrieve FIND, MOVE and GET SOP classes (Annex C). Layout of the data folder::
 
-    index.sqlite                       patients, studies, series, instances (WAL mode)
+    index.sqlite                       studies (with their patient attributes), series,
+                                       instances (WAL mode; schema version in user_version)
     files/<patient>/<study>/<series>/<sop>.dcm   Part 10 files, as received
     incoming/                          data sets being received (moved into files/ when whole)
 
 A received data set is streamed to ``incoming/`` by the association while it arrives, never
-decoded in memory, then read up to its pixel data to index it and moved into place. A second
-store of the same SOP Instance UID replaces the first (file and index row). Every SQLite call
-and every file operation runs in a worker thread (``anyio.to_thread``); writes take one lock, so
-stores from several associations at once are safe, and readers use their own connections
-(WAL gives each query a consistent snapshot). Matching rules are in
+decoded in memory, then only the attributes the index holds are read from it (other elements
+are skipped on disk) and it is moved into place. Names come from ``safe_name``, injective by
+construction, and the index's file column is UNIQUE; a SOP Instance UID that is not a UID
+(PS3.5 9.1) is refused with 0117H. A second store of the same SOP Instance UID replaces the
+first (file and index row).
+
+Who a patient is (``docs/archive.md``): the Patient ID; a study without Patient ID is a
+patient of its own. Each study keeps the patient name, birth date and sex stored with it, so
+a later study under another name changes no earlier study's answers (a warning is logged);
+at the PATIENT level each distinct (Patient ID, name, birth date, sex) answers once.
+
+Every SQLite call and every file operation runs in a worker thread (``anyio.to_thread``);
+writes take one lock, so stores from several associations at once are safe, and readers use
+their own connections (WAL gives each query a consistent snapshot). Matching rules are in
 ``dicomio.apps.matching``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -31,13 +42,13 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian
 
 from dicomio import evt, stream_to_disk
 from dicomio.ae import AE
-from dicomio.apps._common import safe_name
+from dicomio.apps._attributes import read_attributes
+from dicomio.apps._common import is_valid_uid, safe_name
 from dicomio.apps.matching import (
     UNABLE_TO_PROCESS,
     UNIQUE_KEYS,
@@ -63,25 +74,46 @@ PENDING = 0xFF00
 SUCCESS = 0x0000
 #: "Refused: Out of resources" (PS3.4 B.2.3).
 OUT_OF_RESOURCES = 0xA700
+#: "Failure: Invalid SOP Instance" (PS3.7 C.5.x, 0117H): "the SOP Instance UID specified
+#: implied a violation of the UID construction rules". More precise than "Cannot
+#: understand" (C000H), and listed among C-STORE's statuses (PS3.2 Table N.7-42).
+INVALID_SOP_INSTANCE = 0x0117
+
+
+class InvalidInstanceUID(ValueError):
+    """A data set whose SOP Instance UID breaks the UID rules (PS3.5 9.1): not stored."""
+
+
+def _sop_in_file(path: Path) -> str:
+    """The SOP Instance UID a Part 10 file holds, or "" if it cannot be read."""
+    try:
+        ds = read_attributes(path, ["SOPInstanceUID"])
+    except Exception:
+        return ""
+    return str(ds.get("SOPInstanceUID", "") or "").strip(" \x00")
+
+
+#: Version 1 of the index (``PRAGMA user_version``). Version 0, the first, had a ``patients``
+#: table keyed by Patient ID whose name, birth date and sex every store overwrote; its
+#: indexes are migrated on opening (``_migrate``).
+_VERSION = 1
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS patients (
-    patient_id TEXT PRIMARY KEY,
-    patient_name TEXT NOT NULL DEFAULT '',
-    birth_date TEXT NOT NULL DEFAULT '',
-    sex TEXT NOT NULL DEFAULT ''
-);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
-    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    patient_id TEXT NOT NULL,
     study_date TEXT NOT NULL DEFAULT '',
     study_time TEXT NOT NULL DEFAULT '',
     accession_number TEXT NOT NULL DEFAULT '',
     study_id TEXT NOT NULL DEFAULT '',
     description TEXT NOT NULL DEFAULT '',
-    referring_physician TEXT NOT NULL DEFAULT ''
+    referring_physician TEXT NOT NULL DEFAULT '',
+    patient_key TEXT NOT NULL DEFAULT '',
+    patient_name TEXT NOT NULL DEFAULT '',
+    birth_date TEXT NOT NULL DEFAULT '',
+    sex TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
+CREATE INDEX IF NOT EXISTS studies_patient_key ON studies(patient_key);
 CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT PRIMARY KEY,
     study_uid TEXT NOT NULL REFERENCES studies(study_uid),
@@ -100,7 +132,54 @@ CREATE TABLE IF NOT EXISTS instances (
     size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_path ON instances(path);
 """
+
+#: The attributes indexing reads from a file (PS3.4 C.6.1.1 keys the archive knows, plus
+#: what names the file and decodes text). Nothing else is read: a data set's other elements,
+#: however large, are skipped on disk.
+_INDEXED_TAGS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "Modality",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyID",
+    "SeriesNumber",
+    "InstanceNumber",
+)
+
+
+#: The patient attributes kept with each study.
+_PATIENT_TAGS = ("PatientName", "PatientBirthDate", "PatientSex")
+
+
+def _patient_key(patient_id: str, study_uid: str) -> str:
+    """Who a study's patient is: the Patient ID, or, without one, the study alone.
+
+    A backslash cannot occur in a Patient ID (it separates values, PS3.5 6.2), so a key
+    made for a study without Patient ID never equals a real Patient ID.
+    """
+    return patient_id if patient_id else "\\" + study_uid
+
+
+def _same_patient(alias: str) -> str:
+    """SQL: the study ``alias`` belongs to the patient entity ``p`` (see ``_FROM``)."""
+    return " AND ".join(
+        f"{alias}.{c} = p.{c}" for c in ("patient_key", "patient_name", "birth_date", "sex")
+    )
+
 
 #: How each key is read at each query level: an SQL expression over the aliases p (patient),
 #: st (study), se (series), i (instance). Counts and Modalities in Study are computed.
@@ -110,15 +189,15 @@ _COLUMNS: dict[str, str] = {
     "PatientBirthDate": "p.birth_date",
     "PatientSex": "p.sex",
     "NumberOfPatientRelatedStudies": (
-        "(SELECT count(*) FROM studies x WHERE x.patient_id = p.patient_id)"
+        f"(SELECT count(*) FROM studies x WHERE {_same_patient('x')})"
     ),
     "NumberOfPatientRelatedSeries": (
         "(SELECT count(*) FROM series x JOIN studies y ON x.study_uid = y.study_uid"
-        " WHERE y.patient_id = p.patient_id)"
+        f" WHERE {_same_patient('y')})"
     ),
     "NumberOfPatientRelatedInstances": (
         "(SELECT count(*) FROM instances w JOIN series x ON w.series_uid = x.series_uid"
-        " JOIN studies y ON x.study_uid = y.study_uid WHERE y.patient_id = p.patient_id)"
+        f" JOIN studies y ON x.study_uid = y.study_uid WHERE {_same_patient('y')})"
     ),
     "StudyInstanceUID": "st.study_uid",
     "StudyDate": "st.study_date",
@@ -168,23 +247,26 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+#: The patient attributes live with each study (as stored with it), so a study answers with
+#: its own patient's name even when other studies of the same Patient ID say otherwise. A
+#: PATIENT-level entity is one Patient ID (or one study without Patient ID) with one set
+#: of name, birth date and sex: a patient recorded under two names answers twice.
 _FROM: dict[Level, str] = {
-    Level.PATIENT: "patients p",
-    Level.STUDY: "studies st JOIN patients p ON p.patient_id = st.patient_id",
-    Level.SERIES: (
-        "series se JOIN studies st ON st.study_uid = se.study_uid"
-        " JOIN patients p ON p.patient_id = st.patient_id"
+    Level.PATIENT: (
+        "(SELECT patient_key, patient_id, patient_name, birth_date, sex FROM studies"
+        " GROUP BY patient_key, patient_name, birth_date, sex) p"
     ),
+    Level.STUDY: "studies st",
+    Level.SERIES: "series se JOIN studies st ON st.study_uid = se.study_uid",
     Level.IMAGE: (
         "instances i JOIN series se ON se.series_uid = i.series_uid"
         " JOIN studies st ON st.study_uid = se.study_uid"
-        " JOIN patients p ON p.patient_id = st.patient_id"
     ),
 }
 
 _ORDER: dict[Level, str] = {
-    Level.PATIENT: "p.patient_id",
-    Level.STUDY: "p.patient_id, st.study_date, st.study_time, st.study_uid",
+    Level.PATIENT: "p.patient_id, p.patient_key, p.patient_name, p.birth_date, p.sex",
+    Level.STUDY: "st.patient_id, st.study_date, st.study_time, st.study_uid",
     Level.SERIES: "st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid",
     Level.IMAGE: "se.series_uid, CAST(i.instance_number AS INTEGER), i.sop_uid",
 }
@@ -200,6 +282,18 @@ _COUNTS_LEVEL = {
     "NumberOfStudyRelatedInstances": Level.STUDY,
     "NumberOfSeriesRelatedInstances": Level.SERIES,
 }
+
+
+def _column(keyword: str, level: Level) -> str:
+    """The SQL for ``keyword`` in the FROM clause of ``level``: below PATIENT, the patient
+    attributes are the study's own (alias ``st``), not the patient entity's (``p``)."""
+    expression = _COLUMNS[keyword]
+    if level is Level.PATIENT:
+        return expression
+    return _PATIENT_ALIAS.sub("st.", expression)
+
+
+_PATIENT_ALIAS = re.compile(r"\bp\.")
 
 
 def _column_level(keyword: str) -> Level:
@@ -277,9 +371,88 @@ class Archive:
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                self._migrate(conn)
                 conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {_VERSION}")
                 self._writer = conn
             return self._writer
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring an index made by an earlier version up to ``_VERSION``, in one transaction.
+
+        Version 0 to 1: each study gets a patient key, so studies without Patient ID are no
+        longer one patient, and the patient attributes it was stored with, read back from
+        its latest instance's file (the old ``patients`` row held only the last store's;
+        it is the fallback when the file cannot be read); the ``patients`` table goes.
+        Rows that share a file (the old naming could map two instances to one file, the
+        second overwriting the first) keep only the instance the file now holds. Reading
+        one small part of one file per study is the cost, once.
+        """
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version >= _VERSION or "patients" not in tables:
+            return
+        log.warning("migrating the index %s to version %d", self.database, _VERSION)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for column in ("patient_key", "patient_name", "birth_date", "sex"):
+                conn.execute(f"ALTER TABLE studies ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            conn.execute(
+                "UPDATE studies SET (patient_name, birth_date, sex) = (SELECT p.patient_name,"
+                " p.birth_date, p.sex FROM patients p WHERE p.patient_id = studies.patient_id)"
+                " WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = studies.patient_id)"
+            )
+            conn.execute(
+                "UPDATE studies SET patient_key = CASE WHEN patient_id != '' THEN patient_id"
+                " ELSE '\\' || study_uid END"
+            )
+            conn.execute("DROP INDEX IF EXISTS studies_patient")
+            conn.execute("DROP TABLE patients")
+            shared = conn.execute(
+                "SELECT path FROM instances GROUP BY path HAVING count(*) > 1"
+            ).fetchall()
+            for (path,) in shared:
+                holder = _sop_in_file(self.files / path)
+                dropped = conn.execute(
+                    "SELECT sop_uid, series_uid FROM instances WHERE path = ? AND sop_uid != ?",
+                    (path, holder),
+                ).fetchall()
+                for sop_uid, series_uid in dropped:
+                    log.warning(
+                        "index migration: %s shared the file %s with another instance, whose"
+                        " data the file holds; its row is removed",
+                        sop_uid,
+                        path,
+                    )
+                    conn.execute("DELETE FROM instances WHERE sop_uid = ?", (sop_uid,))
+                    study = conn.execute(
+                        "SELECT study_uid FROM series WHERE series_uid = ?", (series_uid,)
+                    ).fetchone()
+                    self._prune(conn, series_uid, study[0] if study else "")
+            latest = conn.execute(
+                "SELECT st.study_uid, (SELECT i.path FROM instances i JOIN series se"
+                " ON se.series_uid = i.series_uid WHERE se.study_uid = st.study_uid"
+                " ORDER BY i.rowid DESC LIMIT 1) FROM studies st"
+            ).fetchall()
+            for study_uid, path in latest:
+                if path is None:
+                    continue
+                try:
+                    ds = read_attributes(self.files / path, _PATIENT_TAGS)
+                except Exception as exc:
+                    log.warning(
+                        "index migration: study %s keeps the old patient row (%s)", study_uid, exc
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE studies SET patient_name = ?, birth_date = ?, sex = ?"
+                    " WHERE study_uid = ?",
+                    (*(_text(ds, k) for k in _PATIENT_TAGS), study_uid),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def open(self) -> Archive:
         """Create the folders and the index if needed (also done on first use)."""
@@ -347,7 +520,9 @@ class Archive:
     def _store_file_sync(self, path: Path, move: bool) -> Path:
         self._open_sync()
         try:
-            ds = dcmread(path, stop_before_pixels=True)
+            # Only the indexed attributes are read: any other element, a large private one
+            # or a sequence of them, costs a seek or a walk over headers, not its size.
+            ds = read_attributes(path, _INDEXED_TAGS)
         except Exception as exc:
             raise ValueError(f"{path}: not a readable DICOM file ({exc})") from exc
         meta = getattr(ds, "file_meta", None)
@@ -359,6 +534,10 @@ class Archive:
         )
         if not sop_uid or not sop_class:
             raise ValueError(f"{path}: no SOP Instance UID or SOP Class UID")
+        if not is_valid_uid(sop_uid):
+            raise InvalidInstanceUID(
+                f"{path}: SOP Instance UID {sop_uid!r} is not a UID (PS3.5 9.1)"
+            )
         ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
         patient_id = _text(ds, "PatientID")
         study_uid = _text(ds, "StudyInstanceUID")
@@ -366,7 +545,7 @@ class Archive:
         if not study_uid or not series_uid:
             raise ValueError(f"{path}: no Study or Series Instance UID")
         relative = Path(
-            safe_name(patient_id or "unknown"),
+            safe_name(patient_id),
             safe_name(study_uid),
             safe_name(series_uid),
             safe_name(sop_uid) + ".dcm",
@@ -377,11 +556,24 @@ class Archive:
             conn = self._writer
             assert conn is not None
             old = conn.execute(
-                "SELECT i.path, i.series_uid, se.study_uid, st.patient_id FROM instances i"
-                " JOIN series se ON se.series_uid = i.series_uid"
-                " JOIN studies st ON st.study_uid = se.study_uid WHERE i.sop_uid = ?",
+                "SELECT i.path, i.series_uid, se.study_uid FROM instances i"
+                " JOIN series se ON se.series_uid = i.series_uid WHERE i.sop_uid = ?",
                 (sop_uid,),
             ).fetchone()
+            holder = conn.execute(
+                "SELECT sop_uid FROM instances WHERE path = ? AND sop_uid != ?",
+                (relative.as_posix(), sop_uid),
+            ).fetchone()
+            if holder is not None:
+                # safe_name is injective, so this cannot happen; never overwrite another's file.
+                raise ValueError(f"{relative} already holds {holder[0]}")
+            patient = (
+                patient_id,
+                _text(ds, "PatientName"),
+                _text(ds, "PatientBirthDate"),
+                _text(ds, "PatientSex"),
+            )
+            self._check_patient(conn, sop_uid, study_uid, patient)
             target.parent.mkdir(parents=True, exist_ok=True)
             if move:
                 os.replace(path, target)
@@ -394,22 +586,13 @@ class Archive:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
-                    "INSERT INTO patients (patient_id, patient_name, birth_date, sex)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT(patient_id) DO UPDATE SET"
-                    " patient_name = excluded.patient_name, birth_date = excluded.birth_date,"
-                    " sex = excluded.sex",
-                    (
-                        patient_id,
-                        _text(ds, "PatientName"),
-                        _text(ds, "PatientBirthDate"),
-                        _text(ds, "PatientSex"),
-                    ),
-                )
-                conn.execute(
                     "INSERT INTO studies (study_uid, patient_id, study_date, study_time,"
-                    " accession_number, study_id, description, referring_physician)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET"
-                    " patient_id = excluded.patient_id, study_date = excluded.study_date,"
+                    " accession_number, study_id, description, referring_physician,"
+                    " patient_key, patient_name, birth_date, sex)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE"
+                    " SET patient_id = excluded.patient_id, patient_key = excluded.patient_key,"
+                    " patient_name = excluded.patient_name, birth_date = excluded.birth_date,"
+                    " sex = excluded.sex, study_date = excluded.study_date,"
                     " study_time = excluded.study_time,"
                     " accession_number = excluded.accession_number,"
                     " study_id = excluded.study_id, description = excluded.description,"
@@ -423,6 +606,8 @@ class Archive:
                         _text(ds, "StudyID"),
                         _text(ds, "StudyDescription"),
                         _text(ds, "ReferringPhysicianName"),
+                        _patient_key(patient_id, study_uid),
+                        *patient[1:],
                     ),
                 )
                 conn.execute(
@@ -458,7 +643,7 @@ class Archive:
                     ),
                 )
                 if old is not None:
-                    self._prune(conn, old[1], old[2], old[3])
+                    self._prune(conn, old[1], old[2])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -469,7 +654,52 @@ class Archive:
         return target
 
     @staticmethod
-    def _prune(conn: sqlite3.Connection, series_uid: str, study_uid: str, patient_id: str) -> None:
+    def _check_patient(
+        conn: sqlite3.Connection, sop_uid: str, study_uid: str, patient: tuple[str, ...]
+    ) -> None:
+        """Warn when an instance's patient attributes disagree with those stored before.
+
+        Its own study takes the new attributes (the latest store of a study wins, as for
+        the study's other attributes); other studies keep theirs.
+        """
+        names = ("Patient ID", "name", "birth date", "sex")
+
+        def show(values: Sequence[str]) -> str:
+            return ", ".join(f"{n} {v!r}" for n, v in zip(names, values, strict=True))
+
+        stored = conn.execute(
+            "SELECT patient_id, patient_name, birth_date, sex FROM studies WHERE study_uid = ?",
+            (study_uid,),
+        ).fetchone()
+        if stored is not None and tuple(stored) != patient:
+            log.warning(
+                "instance %s of study %s has patient %s; the study had %s, now replaced",
+                sop_uid,
+                study_uid,
+                show(patient),
+                show(stored),
+            )
+        if not patient[0]:
+            return  # without Patient ID, each study is its own patient
+        others = conn.execute(
+            "SELECT DISTINCT patient_name, birth_date, sex FROM studies"
+            " WHERE patient_key = ? AND study_uid != ?",
+            (patient[0], study_uid),
+        ).fetchall()
+        differing = [tuple(o) for o in others if tuple(o) != patient[1:]]
+        if differing:
+            log.warning(
+                "instance %s of study %s has patient %s; other studies of Patient ID %r have"
+                " %s; each study keeps its own",
+                sop_uid,
+                study_uid,
+                show(patient),
+                patient[0],
+                "; ".join(show((patient[0], *d)) for d in differing),
+            )
+
+    @staticmethod
+    def _prune(conn: sqlite3.Connection, series_uid: str, study_uid: str) -> None:
         """Remove a replaced instance's former parents if nothing refers to them any more."""
         conn.execute(
             "DELETE FROM series WHERE series_uid = ? AND NOT EXISTS"
@@ -480,11 +710,6 @@ class Archive:
             "DELETE FROM studies WHERE study_uid = ? AND NOT EXISTS"
             " (SELECT 1 FROM series WHERE study_uid = ?)",
             (study_uid, study_uid),
-        )
-        conn.execute(
-            "DELETE FROM patients WHERE patient_id = ? AND NOT EXISTS"
-            " (SELECT 1 FROM studies WHERE patient_id = ?)",
-            (patient_id, patient_id),
         )
 
     # -- querying ---------------------------------------------------------------------------
@@ -498,8 +723,13 @@ class Archive:
         ``QueryError`` (with the failure ``status``) for an identifier the model refuses.
         """
         query = parse_query(_with_level(identifier, level), _coerce_model(model), self.options)
-        rows = await anyio.to_thread.run_sync(self._rows_sync, query)
-        return [response_identifier(query, row) for row in rows]
+
+        def answers() -> list[Dataset]:
+            # Per-row work, all of it in the worker thread: building the answers of a large
+            # result set on the event loop would stall every association meanwhile.
+            return [response_identifier(query, row) for row in self._rows_sync(query)]
+
+        return await anyio.to_thread.run_sync(answers)
 
     async def paths_for(
         self, level: Level | str | None, identifier: Dataset, model: Model | str
@@ -508,7 +738,7 @@ class Archive:
         query = parse_retrieve(_with_level(identifier, level), _coerce_model(model), self.options)
         return await anyio.to_thread.run_sync(self._paths_sync, query)
 
-    def _where(self, query: Query) -> tuple[str, list[str]]:
+    def _where(self, query: Query, from_level: Level | None = None) -> tuple[str, list[str]]:
         """SQL that selects a superset of the matches; ``Query.matches`` has the last word.
 
         Besides the unique keys, two kinds of condition are pushed into SQL so that the
@@ -520,15 +750,25 @@ class Archive:
         """
         clauses: list[str] = []
         params: list[str] = []
+        from_level = query.level if from_level is None else from_level
         for level in query.model.levels:
             values = query.unique_values(level)
             if values is None:
                 continue
-            column = _COLUMNS[UNIQUE_KEYS[level]]
-            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
-            params.extend(values)
+            column = _column(UNIQUE_KEYS[level], from_level)
+            if len(values) == 1:
+                clauses.append(f"{column} = ?")
+                params.append(values[0])
+            else:
+                # One parameter whatever the list's length: SQLite caps the number of
+                # parameters of a statement (32,766 by default), and a List of UID Matching
+                # key (PS3.4 C.2.2.2.2) may hold tens of thousands of values.
+                clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(list(values)))
         for cond in query.conditions:
-            column = _COLUMNS.get(cond.keyword, "")
+            if cond.keyword not in _COLUMNS:
+                continue
+            column = _column(cond.keyword, from_level)
             if not _PLAIN_COLUMN.fullmatch(column) or _column_level(cond.keyword) > query.level:
                 continue
             matcher = cond.matcher
@@ -553,7 +793,7 @@ class Archive:
     def _rows_sync(self, query: Query) -> list[dict[str, Any]]:
         wanted = dict.fromkeys([*query.return_keys, *(c.keyword for c in query.conditions)])
         keywords = [k for k in wanted if k in _COLUMNS and _column_level(k) <= query.level]
-        select = ", ".join(_COLUMNS[k] for k in keywords) or "1"
+        select = ", ".join(_column(k, query.level) for k in keywords) or "1"
         where, params = self._where(query)
         sql = f"SELECT {select} FROM {_FROM[query.level]}{where} ORDER BY {_ORDER[query.level]}"
         with self._reader() as conn:
@@ -569,7 +809,7 @@ class Archive:
         return rows
 
     def _paths_sync(self, query: Query) -> list[Path]:
-        where, params = self._where(query)
+        where, params = self._where(query, Level.IMAGE)
         sql = f"SELECT i.path FROM {_FROM[Level.IMAGE]}{where} ORDER BY {_ORDER[Level.IMAGE]}"
         with self._reader() as conn:
             return [self.files / row[0] for row in conn.execute(sql, params)]
@@ -605,6 +845,9 @@ class Archive:
                     ds = event.dataset
                     ds.file_meta = event.file_meta
                     await self.store(ds)
+            except InvalidInstanceUID as exc:
+                log.warning("refused C-STORE: %s", exc)
+                return INVALID_SOP_INSTANCE
             except ValueError as exc:
                 log.warning("refused C-STORE: %s", exc)
                 return UNABLE_TO_PROCESS

@@ -31,6 +31,10 @@ Rules this module follows, and the few choices the standard leaves to the SCP:
   ``-1100`` includes 11:00:59. Time zone offsets of DT values are not taken into account.
 - Keys the archive does not index are unsupported Optional Keys: not matched, and returned
   with zero length (C.2.2.1.3).
+- One query's work is bounded: Wild Card Matching walks value and pattern without
+  backtracking (at most their lengths' product), and a key other than a UID with more than
+  ``MAX_KEY_VALUES`` values, or a value over ``MAX_KEY_VALUE_LENGTH`` characters, is refused
+  with 0xC000 "Unable to process". A List of UID key may hold any number of UIDs.
 """
 
 from __future__ import annotations
@@ -54,16 +58,27 @@ __all__ = [
     "Query",
     "QueryError",
     "UNIQUE_KEYS",
+    "fold_case",
     "model_for_sop_class",
     "parse_query",
     "parse_retrieve",
     "response_identifier",
+    "wildcard_match",
 ]
 
 #: "Identifier does not match SOP Class" (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 #: "Unable to process".
 UNABLE_TO_PROCESS = 0xC000
+
+#: Bounds on the matching work one query may ask for, beyond which it is refused with
+#: UNABLE_TO_PROCESS rather than served slowly. Wild card matching costs value length x
+#: pattern length per stored value and per key value, so both are bounded: the indexed
+#: string VRs hold at most 64 characters per value (PN 64 per component group, PS3.5 6.2),
+#: and only List of UID Matching (C.2.2.2.2) calls for many values. A UID list is matched
+#: by set lookup and SQL, whatever its length.
+MAX_KEY_VALUES = 64
+MAX_KEY_VALUE_LENGTH = 1024
 
 
 class QueryError(Exception):
@@ -200,7 +215,10 @@ class Matcher:
     #: For RANGE: (lower or "", upper or "") per value.
     ranges: tuple[tuple[str, str], ...] = ()
     ignore_case: bool = False
-    patterns: tuple[re.Pattern[str], ...] = attrs.field(default=(), eq=False, repr=False)
+    #: The values as compared: case-folded per character when ``ignore_case``.
+    folded: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
+    #: For UI keys: the values as a set, so a list of 40,000 UIDs costs one lookup per row.
+    value_set: frozenset[str] = attrs.field(default=frozenset(), eq=False, repr=False)
 
     @classmethod
     def build(cls, vr: str, raw: Sequence[str], *, ignore_case: bool = False) -> Matcher:
@@ -213,7 +231,8 @@ class Matcher:
         if values == ('""',):
             return cls(Kind.EMPTY, vr)
         if vr == "UI":
-            return cls(Kind.UID_LIST if len(values) > 1 else Kind.SINGLE, vr, values)
+            kind = Kind.UID_LIST if len(values) > 1 else Kind.SINGLE
+            return cls(kind, vr, values, value_set=frozenset(values))
         if vr in _RANGE_VRS:
             # A single date or time is the range [value, value] at the value's precision.
             ranges = tuple(
@@ -222,12 +241,12 @@ class Matcher:
             )
             kind = Kind.RANGE if any(_is_range(v, vr) for v in values) else Kind.SINGLE
             return cls(kind, vr, values, ranges=ranges)
-        flags = re.IGNORECASE if ignore_case else 0
+        folded = tuple(fold_case(v) for v in values) if ignore_case else values
         if vr in _WILDCARD_VRS and any(("*" in v or "?" in v) for v in values):
-            patterns = tuple(re.compile(_wildcard_regex(v), flags | re.DOTALL) for v in values)
-            return cls(Kind.WILDCARD, vr, values, ignore_case=ignore_case, patterns=patterns)
-        patterns = tuple(re.compile(re.escape(v), flags | re.DOTALL) for v in values)
-        return cls(Kind.SINGLE, vr, values, ignore_case=ignore_case, patterns=patterns)
+            # A run of "*" is one "*": the same language, and less pattern to walk.
+            folded = tuple(re.sub(r"\*+", "*", v) for v in folded)
+            return cls(Kind.WILDCARD, vr, values, ignore_case=ignore_case, folded=folded)
+        return cls(Kind.SINGLE, vr, values, ignore_case=ignore_case, folded=folded)
 
     @property
     def is_universal(self) -> bool:
@@ -247,13 +266,16 @@ class Matcher:
     def _one(self, stored: str) -> bool:
         vr = self.vr
         if self.kind in (Kind.SINGLE, Kind.UID_LIST) and vr == "UI":
-            return stored in self.values
+            return stored in self.value_set
         if self.ranges:
             value = _normal(stored, vr)
             return any(_in_range(value, low, high) for low, high in self.ranges)
         if vr in _NUMERIC_VRS and self.kind is Kind.SINGLE:
             return any(_numbers_equal(stored, v) for v in self.values)
-        return any(p.fullmatch(stored) is not None for p in self.patterns)
+        text = fold_case(stored) if self.ignore_case else stored
+        if self.kind is Kind.WILDCARD:
+            return any(wildcard_match(p, text) for p in self.folded)
+        return text in self.folded
 
 
 def _stored_values(stored: Any) -> list[str]:
@@ -265,17 +287,66 @@ def _stored_values(stored: Any) -> list[str]:
     return [text] if text else []
 
 
-def _wildcard_regex(value: str) -> str:
-    """``*`` -> any run of characters, ``?`` -> one character; everything else literal."""
-    parts = []
-    for char in value:
-        if char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return "".join(parts)
+def fold_case(text: str) -> str:
+    """``text`` with each character lower-cased on its own, so lengths and positions stay.
+
+    ``str.lower`` turns a few characters into two ("İ"); those are kept as they are, so
+    that ``?`` still stands for exactly one character of the stored value.
+    """
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def wildcard_match(pattern: str, value: str) -> bool:
+    """Wild Card Matching (PS3.4 C.2.2.2.4): ``*`` any run of characters, ``?`` exactly one.
+
+    No backtracking engine: the pattern splits at ``*`` into segments (in which ``?`` matches
+    any one character); the first segment must start the value, the last must end it, and
+    each one between is taken at its leftmost place after the one before. Leftmost is always
+    safe: any later placement that leads to a match leaves no more room than the leftmost.
+    The work is at most len(value) x len(pattern) character comparisons, and a pattern that
+    asks for more characters than the value has is refused at once. (A regular expression
+    with ``.*`` per ``*`` backtracks exponentially in the number of stars, holding the
+    interpreter lock all along, so one query could stall every association.)
+    """
+    segments = pattern.split("*")
+    if len(value) < sum(len(s) for s in segments):
+        return False
+    if len(segments) == 1:
+        return len(pattern) == len(value) and _segment_at(pattern, value, 0)
+    first, last = segments[0], segments[-1]
+    end = len(value) - len(last)
+    if not (_segment_at(first, value, 0) and _segment_at(last, value, end)):
+        return False
+    pos = len(first)
+    for segment in segments[1:-1]:
+        found = _find_segment(segment, value, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(segment)
+    return pos <= end
+
+
+def _segment_at(segment: str, value: str, start: int) -> bool:
+    """Whether ``segment`` (``?`` for any one character) matches ``value`` at ``start``."""
+    if start < 0 or start + len(segment) > len(value):
+        return False
+    if "?" not in segment:
+        return value.startswith(segment, start)
+    window = value[start : start + len(segment)]
+    return all(p == "?" or p == v for p, v in zip(segment, window, strict=True))
+
+
+def _find_segment(segment: str, value: str, start: int, end: int) -> int:
+    """The leftmost index >= ``start`` where ``segment`` fits wholly before ``end``, or -1."""
+    if "?" not in segment:
+        return value.find(segment, start, end)
+    for i in range(start, end - len(segment) + 1):
+        if _segment_at(segment, value, i):
+            return i
+    return -1
 
 
 def _numbers_equal(stored: str, wanted: str) -> bool:
@@ -415,6 +486,25 @@ def _character_set(identifier: Dataset) -> tuple[str, ...]:
     return (str(raw),) if str(raw) else ()
 
 
+def _check_work(keyword: str, matcher: Matcher) -> None:
+    """Refuse a non-UID key whose values would make matching unreasonably costly."""
+    if matcher.vr == "UI":
+        return
+    if len(matcher.values) > MAX_KEY_VALUES:
+        raise QueryError(
+            f"{keyword} has {len(matcher.values)} values; this archive matches at most"
+            f" {MAX_KEY_VALUES}",
+            UNABLE_TO_PROCESS,
+        )
+    longest = max((len(v) for v in matcher.values), default=0)
+    if longest > MAX_KEY_VALUE_LENGTH:
+        raise QueryError(
+            f"{keyword} has a value of {longest} characters; this archive matches at most"
+            f" {MAX_KEY_VALUE_LENGTH}",
+            UNABLE_TO_PROCESS,
+        )
+
+
 def parse_query(identifier: Dataset, model: Model, options: MatchOptions | None = None) -> Query:
     """Check a C-FIND identifier against the model's rules; raise ``QueryError`` if it fails."""
     options = options or MatchOptions()
@@ -454,6 +544,7 @@ def parse_query(identifier: Dataset, model: Model, options: MatchOptions | None 
                     " level, needs relational queries"
                 )
         if not matcher.is_universal:
+            _check_work(keyword, matcher)
             conditions.append(Condition(keyword, key_level, matcher))
     if not options.relational:
         for above in model.levels[: model.levels.index(level)]:
