@@ -400,12 +400,11 @@ class ServiceProviderMixin:
     def _stream_if(self, command: Any) -> bool:
         if not isinstance(command, CStoreRQ):
             return False
-        if invalid_field(command) is not None:
-            return True  # to be refused: its data set is streamed into _Discarded
         return any(hasattr(h, "dicomio_stream_to") for h, _ in self.get_handlers(EVT_C_STORE))
 
     def _open_stream(self, context_id: int, command: Any) -> None:
         if invalid_field(command) is not None:
+            # To be refused (_handle_request): its data set must reach no file.
             self._disk[context_id] = _Discarded(context_id, command)
             return
         handler = next(

@@ -759,6 +759,18 @@ _AE_FIELDS: Final[tuple[tuple[str, int], ...]] = (
 )
 _AE_PATTERN: Final = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _ae_match = _AE_PATTERN.fullmatch
+#: Per message class, the fields ``invalid_field`` checks, in the order above: (name,
+#: element, is a UID). Class UIDs come before instance UIDs, so that a response to an
+#: invalid instance UID may still echo the class.
+_CHECKED: Final[dict[type[Message], tuple[tuple[str, int, bool], ...]]] = {
+    cls: tuple(
+        (name, element, is_uid)
+        for fields, is_uid in ((_UID_FIELDS, True), (_AE_FIELDS, False))
+        for name, element in fields
+        if name in _FIELD_NAMES[cls]
+    )
+    for cls in _ALL_CLASSES
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -783,14 +795,15 @@ def invalid_field(request: Message) -> InvalidField | None:
     matches over at most 64 characters each. ``reason`` is short ASCII, fit for an Error
     Comment (LO, 64 characters).
     """
-    for name, element in _UID_FIELDS:
-        value = getattr(request, name, None)
-        if value is not None and (len(value) > 64 or _uid_match(value) is None):
-            problem = "over 64 characters" if len(value) > 64 else "not a valid UID"
-            return InvalidField(name=name, tag=element, reason=problem, value=value)
-    for name, element in _AE_FIELDS:
-        value = getattr(request, name, None)
-        if value is not None and _ae_match(value) is None:
+    for name, element, is_uid in _CHECKED[type(request)]:
+        value = getattr(request, name)
+        if value is None:
+            continue
+        if is_uid:
+            if len(value) > 64 or _uid_match(value) is None:
+                problem = "over 64 characters" if len(value) > 64 else "not a valid UID"
+                return InvalidField(name=name, tag=element, reason=problem, value=value)
+        elif _ae_match(value) is None:
             problem = "over 16 characters" if len(value) > 16 else "a forbidden character"
             return InvalidField(name=name, tag=element, reason=f"AE title {problem}", value=value)
     return None
