@@ -492,12 +492,39 @@ class ServiceProviderMixin:
         except errors.DicomioError as exc:
             if self._failure is None:
                 self.log.warning("request %s failed: %s", type(command).__name__, exc)
+                await self._answer_failed(context, command)
         except Exception:
             # A bug in a handler's data or ours must not take the whole association down.
             self.log.exception("request %s failed", type(command).__name__)
+            await self._answer_failed(context, command)
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
+
+    async def _answer_failed(self, context: Any, command: Any) -> None:
+        """The last resort for a request whose handling broke before its final response.
+
+        Every path above answers for itself; this is for the bugs nobody foresaw, so that
+        the peer gets the service's failure status (C000H, or 0110H for DIMSE-N) instead of
+        waiting for its timeout, or, if even that cannot be sent, an A-ABORT.
+        """
+        if context is None or self._failure is not None:
+            return
+        failure = N_FAILURE if command.command_field >= 0x0100 else C_FAILURE
+        response = response_class_for(command)(
+            message_id_being_responded_to=command.message_id,
+            status=failure,
+            error_comment="internal error",
+            has_dataset=False,
+        )
+        try:
+            await self.send_messages(
+                context.context_id, ((response, encode_command(response), None),)
+            )
+        except Exception:
+            if self._failure is None:
+                self.log.exception("cannot answer %s: aborting", type(command).__name__)
+                await self.abort(0, 0)
 
     async def _dispatch(
         self, context: Any, command: Any, raw: bytes | None, path: Path | None

@@ -582,3 +582,39 @@ async def test_pynetdicom_store_with_malformed_uid_is_refused(tmp_path: Path, ba
     assert echo == 0
     assert recorder.calls == ["EVT_C_ECHO"]
     assert list(recorder.directory.iterdir()) == []
+
+
+# -- the last resort: a request whose handling fails in our own code is still answered ----
+
+
+@pytest.mark.parametrize("service", ["c_store", "n_create"])
+async def test_internal_error_still_answers(monkeypatch: pytest.MonkeyPatch, service: str) -> None:
+    """A bug between handler and response (simulated by breaking a helper the dispatch
+    uses) leaves no request unanswered: the peer gets C000H / 0110H, not a timeout."""
+    import dicomio._scp
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated bug")
+
+    async def store(event: Any) -> int:
+        return 0
+
+    async def create(event: Any) -> int:
+        return 0
+
+    if service == "c_store":
+        monkeypatch.setattr(dicomio._scp, "_call_for_status", broken)
+    else:
+        monkeypatch.setattr(dicomio._scp, "generate_uid", broken)
+    handlers = [(evt.EVT_C_STORE, store), (evt.EVT_N_CREATE, create)]
+    with anyio.fail_after(10):
+        async with (
+            scp_ae().start_server((LOOPBACK, 0), evt_handlers=handlers) as server,
+            _client(server.port, CTImageStorage, StorageCommitmentPushModel) as assoc,
+        ):
+            if service == "c_store":
+                assert (await assoc.send_c_store(_ct())).Status == CANNOT_UNDERSTAND
+            else:
+                status, _ = await assoc.send_n_create(Dataset(), StorageCommitmentPushModel)
+                assert status.Status == 0x0110
+            assert (await assoc.send_c_echo()).Status == 0
