@@ -618,3 +618,37 @@ async def test_internal_error_still_answers(monkeypatch: pytest.MonkeyPatch, ser
                 status, _ = await assoc.send_n_create(Dataset(), StorageCommitmentPushModel)
                 assert status.Status == 0x0110
             assert (await assoc.send_c_echo()).Status == 0
+
+
+@pytest.mark.parametrize(
+    ("context_id", "command_field", "fields"),
+    [
+        (STORE, 0x0001, {"affected_sop_class_uid": CTImageStorage}),  # no instance UID
+        (STORE, 0x0001, {"affected_sop_instance_uid": GOOD_INSTANCE}),  # no class UID
+        (NSERVICE, 0x0130, {**_N, "requested_sop_instance_uid": GOOD_INSTANCE}),  # no action
+    ],
+    ids=["c_store_no_instance", "c_store_no_class", "n_action_no_type"],
+)
+async def test_missing_mandatory_field_aborts(
+    tmp_path: Path, context_id: int, command_field: int, fields: dict[str, Any]
+) -> None:
+    """A request without a field PS3.7 marks mandatory is not a message dicomio can hold
+    (``decode_command`` refuses it), so no response names it: the provider aborts at once
+    (A-ABORT, source 2), which the requestor sees instead of a silent wait. Nothing runs."""
+    recorder = Recorder(tmp_path / "stored")
+    with anyio.fail_after(10):
+        async with (
+            scp_ae().start_server(
+                (LOOPBACK, 0), evt_handlers=recorder.handlers(stream=True)
+            ) as server,
+            raw_peer(server.port) as raw,
+        ):
+            await raw.associate(valid_rq(presentation_contexts=rq_contexts()))
+            await Peer(raw).send(
+                context_id, raw_command(command_field, True, message_id=7, **fields), identifier()
+            )
+            pdu = await raw.read_pdu()
+            assert pdu is not None and pdu[0] == 0x07, f"expected A-ABORT, got {pdu!r}"
+            assert pdu[8] == 2  # source: the service provider (PS3.8 Table 9-26)
+    assert recorder.calls == []
+    assert list(recorder.directory.iterdir()) == []
