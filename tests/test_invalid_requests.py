@@ -652,3 +652,32 @@ async def test_missing_mandatory_field_aborts(
             assert pdu[8] == 2  # source: the service provider (PS3.8 Table 9-26)
     assert recorder.calls == []
     assert list(recorder.directory.iterdir()) == []
+
+
+@pytest.mark.interop
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # pydicom, on our test data
+async def test_dcmtk_storescu_with_malformed_uid_is_refused(tmp_path: Path) -> None:
+    """DCMTK storescu sends a file whose SOP Instance UID is "1.2.3.abc" as it stands:
+    dicomio answers 0117H (storescu: "Unknown Status: 0x117"), stores nothing, goes on."""
+    import pydicom
+
+    from tests.conftest import require_dcmtk, run_tool, tool_output
+
+    tools = require_dcmtk("storescu")
+    ds = pydicom.dcmread(Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.abc"
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad)
+    recorder = Recorder(tmp_path / "stored")
+    with anyio.fail_after(60):
+        async with scp_ae().start_server(
+            (LOOPBACK, 0), evt_handlers=recorder.handlers(stream=True)
+        ) as server:
+            result = await run_tool(
+                [tools["storescu"], "-v", "-aec", SCP_AET, LOOPBACK, str(server.port), str(bad)]
+            )
+    output = tool_output(result)
+    assert "Received Store Response (Unknown Status: 0x117)" in output, output
+    assert "Releasing Association" in output, output
+    assert recorder.calls == []
+    assert list(recorder.directory.iterdir()) == []
