@@ -681,3 +681,74 @@ async def test_dcmtk_storescu_with_malformed_uid_is_refused(tmp_path: Path) -> N
     assert "Releasing Association" in output, output
     assert recorder.calls == []
     assert list(recorder.directory.iterdir()) == []
+
+
+async def test_c_get_requestor_refuses_bad_sub_operation() -> None:
+    """The requestor's side of C-GET serves C-STORE sub-operations too: a sub-operation
+    with a 65-character SOP Instance UID gets 0117H there, and its handler never runs."""
+    from dicomio.dimse import CGetRSP
+    from tests.fake_peer import fake_acceptor
+
+    seen: dict[str, Any] = {}
+
+    async def script(conn: Any) -> None:
+        rq = await conn.accept()
+        get_rq, _ = await conn.read_message()
+        store_cx = next(
+            cx.context_id
+            for cx in rq.presentation_contexts
+            if cx.abstract_syntax == CTImageStorage
+        )
+        command = raw_command(
+            0x0001, True, message_id=1, **{**_STORE, "affected_sop_instance_uid": UID_65}
+        )
+        await conn.send(pdv_bytes(store_cx, 0x03, command))
+        await conn.send(pdv_bytes(store_cx, 0x02, identifier()))
+        seen["store_rsp"], _ = await conn.read_message()
+        await conn.send_message(
+            CGetRSP(
+                message_id_being_responded_to=get_rq.message_id,
+                affected_sop_class_uid=PatientRootQueryRetrieveInformationModelGet,
+                status=0,
+                number_of_completed_sub_operations=0,
+                number_of_failed_sub_operations=1,
+                number_of_warning_sub_operations=0,
+            ),
+            context_id=conn.context_id,
+        )
+        await conn.drain()
+
+    calls: list[Any] = []
+
+    async def store(event: Any) -> int:
+        calls.append(event)
+        return 0
+
+    client = AE("CLIENT")
+    client.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    client.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "X"
+    with anyio.fail_after(10):
+        async with (
+            fake_acceptor(script) as peer,
+            client.associate(
+                LOOPBACK,
+                peer.port,
+                ae_title="FAKE",
+                evt_handlers=[(evt.EVT_C_STORE, store)],
+                ext_neg=[_scp_role(CTImageStorage)],
+            ) as assoc,
+        ):
+            statuses = [
+                int(s.Status)
+                async for s, _ in assoc.send_c_get(
+                    query, PatientRootQueryRetrieveInformationModelGet
+                )
+            ]
+    assert not peer.errors, peer.errors
+    assert statuses == [0]
+    rsp = seen["store_rsp"]
+    assert (rsp.message_id_being_responded_to, rsp.status) == (1, INVALID_SOP_INSTANCE)
+    assert calls == []
