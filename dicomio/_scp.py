@@ -94,9 +94,9 @@ N_FAILURE = 0x0110
 #: "Refused: Move Destination unknown" (PS3.4 C.4.2.1.5).
 MOVE_DESTINATION_UNKNOWN = 0xA801
 #: "Invalid SOP Instance": the SOP Instance UID violates the UID construction rules
-#: (PS3.7 C.5.12; a C-STORE status by PS3.7 9.1.1.1.9, and every DIMSE-N's).
+#: (PS3.7 Annex C.5; listed for C-STORE in PS3.7 9.1.1.1, and for the DIMSE-N services).
 INVALID_SOP_INSTANCE = 0x0117
-#: "Refused: SOP Class not supported" (PS3.7 C.5.20): what a string that is not a UID names.
+#: "Refused: SOP Class not supported" (PS3.7 Annex C.5): what a string that is no UID names.
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: "Sub-operations complete - one or more failures or warnings" (PS3.4 C.4.2.1.5).
 SUBOPS_WARNING = 0xB000
@@ -1013,7 +1013,7 @@ def _refusal(command: Any, problem: InvalidField) -> Any:
     """The response refusing ``command``, whose field ``problem`` breaks PS3.5.
 
     The status by field: a bad SOP Instance UID is "Invalid SOP Instance" (0117H, PS3.7
-    C.5.12), a bad SOP Class UID "Refused: SOP Class not supported" (0122H: no supported
+    C.5), a bad SOP Class UID "Refused: SOP Class not supported" (0122H: no supported
     class has that name), a bad Move Destination "Refused: Move Destination unknown"
     (A801H, PS3.4 C.4.2.1.5: no AE has that title), and anything else (a bad Move
     Originator AE title) "Error: Cannot understand" (C000H, PS3.4 B.2.3) with the
