@@ -6,6 +6,12 @@ keyed by message ID: a C-CANCEL-RQ (PS3.7 9.3.2.3) cancels that scope, and the p
 answers with the Cancel status and the sub-operation counts so far. A handler that raises
 gives the peer a failure status (0xC000 for DIMSE-C, 0x0110 for DIMSE-N, PS3.7 Annex C)
 and the association goes on.
+
+Every request is answered. One whose command fields break PS3.5 (a UID over 64 characters
+or not a UID, an AE title over 16) is refused before any handler or data set sink sees it
+(``_refusal``): its data set is read and dropped, nothing is stored. A response that cannot
+be encoded is replaced by a failure response that can, or, where none can be formed (a
+Pending response in the middle of an operation), by an A-ABORT (``_respond``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from dicomio.dimse import (
     NSetRSP,
     encode_command,
 )
+from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -86,6 +93,11 @@ C_FAILURE = 0xC000
 N_FAILURE = 0x0110
 #: "Refused: Move Destination unknown" (PS3.4 C.4.2.1.5).
 MOVE_DESTINATION_UNKNOWN = 0xA801
+#: "Invalid SOP Instance": the SOP Instance UID violates the UID construction rules
+#: (PS3.7 Annex C.5; listed for C-STORE in PS3.7 9.1.1.1, and for the DIMSE-N services).
+INVALID_SOP_INSTANCE = 0x0117
+#: "Refused: SOP Class not supported" (PS3.7 Annex C.5): what a string that is no UID names.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: "Sub-operations complete - one or more failures or warnings" (PS3.4 C.4.2.1.5).
 SUBOPS_WARNING = 0xB000
 #: "Refused: Out of resources - unable to perform sub-operations".
@@ -136,7 +148,7 @@ class _Incoming:
 
     __slots__ = ("command", "context_id", "fd", "path")
 
-    def __init__(self, context_id: int, command: Any, path: Path, fd: int) -> None:
+    def __init__(self, context_id: int, command: Any, path: Path | None, fd: int) -> None:
         self.context_id = context_id
         self.command = command
         self.path = path
@@ -151,6 +163,18 @@ class _Incoming:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+
+class _Discarded(_Incoming):
+    """The data set of a refused C-STORE: read to its end and dropped, never stored."""
+
+    __slots__ = ()
+
+    def __init__(self, context_id: int, command: Any) -> None:
+        super().__init__(context_id, command, None, -1)
+
+    def write(self, data: bytes | memoryview) -> None:
+        pass
 
 
 _part_numbers = itertools.count()
@@ -321,7 +345,7 @@ class ServiceProviderMixin:
         serial = self.async_ops_window[1] == 1
         while self._incoming:
             context_id, command, data = self._incoming.popleft()
-            if default_echo and isinstance(command, CEchoRQ):
+            if default_echo and isinstance(command, CEchoRQ) and invalid_field(command) is None:
                 # Nothing user-written runs for a C-ECHO with no handler: the reader answers
                 # it itself, without the cost of a task, right after this read.
                 self._echoes.append((context_id, command))
@@ -379,6 +403,10 @@ class ServiceProviderMixin:
         return any(hasattr(h, "dicomio_stream_to") for h, _ in self.get_handlers(EVT_C_STORE))
 
     def _open_stream(self, context_id: int, command: Any) -> None:
+        if invalid_field(command) is not None:
+            # To be refused (_handle_request): its data set must reach no file.
+            self._disk[context_id] = _Discarded(context_id, command)
+            return
         handler = next(
             h for h, _ in self.get_handlers(EVT_C_STORE) if hasattr(h, "dicomio_stream_to")
         )
@@ -413,7 +441,8 @@ class ServiceProviderMixin:
         """The association ended: partial files are deleted, never reported as stored."""
         for incoming in self._disk.values():
             incoming.close()
-            incoming.path.unlink(missing_ok=True)
+            if incoming.path is not None:
+                incoming.path.unlink(missing_ok=True)
         self._disk.clear()
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -433,6 +462,18 @@ class ServiceProviderMixin:
                 )
                 await self.abort(2, 6)
                 return
+            problem = invalid_field(command)
+            if problem is not None:
+                # Before any handler, and without a place in the window: nothing is done.
+                self.log.warning(
+                    "refusing %s: %s %s: %a",
+                    type(command).__name__,
+                    problem.name,
+                    problem.reason,
+                    problem.value[:80],
+                )
+                await self._respond(context, _refusal(command, problem))
+                return
             # The window's "performed" limit (PS3.7 D.3.3.3): requests beyond it wait here.
             performing = self._performing
             if performing is not None:
@@ -451,12 +492,39 @@ class ServiceProviderMixin:
         except errors.DicomioError as exc:
             if self._failure is None:
                 self.log.warning("request %s failed: %s", type(command).__name__, exc)
+                await self._answer_failed(context, command)
         except Exception:
             # A bug in a handler's data or ours must not take the whole association down.
             self.log.exception("request %s failed", type(command).__name__)
+            await self._answer_failed(context, command)
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
+
+    async def _answer_failed(self, context: Any, command: Any) -> None:
+        """The last resort for a request whose handling broke before its final response.
+
+        Every path above answers for itself; this is for the bugs nobody foresaw, so that
+        the peer gets the service's failure status (C000H, or 0110H for DIMSE-N) instead of
+        waiting for its timeout, or, if even that cannot be sent, an A-ABORT.
+        """
+        if context is None or self._failure is not None:
+            return
+        failure = N_FAILURE if command.command_field >= 0x0100 else C_FAILURE
+        response = response_class_for(command)(
+            message_id_being_responded_to=command.message_id,
+            status=failure,
+            error_comment="internal error",
+            has_dataset=False,
+        )
+        try:
+            await self.send_messages(
+                context.context_id, ((response, encode_command(response), None),)
+            )
+        except Exception:
+            if self._failure is None:
+                self.log.exception("cannot answer %s: aborting", type(command).__name__)
+                await self.abort(0, 0)
 
     async def _dispatch(
         self, context: Any, command: Any, raw: bytes | None, path: Path | None
@@ -495,10 +563,55 @@ class ServiceProviderMixin:
         return handler, tuple(args)
 
     async def _respond(self, context: Any, response: Any, dataset: Dataset | None = None) -> None:
-        payload = None
-        if dataset is not None:
-            payload = encode_dataset(dataset, context.transfer_syntax)
-        await self.send_message(context.context_id, response, payload)
+        """Send ``response`` (and its data set); never leave the peer waiting in silence.
+
+        If either cannot be encoded (a handler's non-ASCII Error Comment or over-long UID,
+        a data set pydicom cannot write), the peer gets the service's failure status
+        instead, with nothing a handler supplied; if not even that can be formed, or the
+        response was a Pending one (a failure there would end an operation that goes on),
+        the association is aborted. Either way it is logged.
+        """
+        try:
+            encoded = encode_command(response)
+            payload = None if dataset is None else encode_dataset(dataset, context.transfer_syntax)
+        except Exception as exc:
+            await self._respond_instead(context, response, exc)
+            return
+        if payload is None:
+            await self.send_messages(context.context_id, ((response, encoded, None),))
+        else:
+            await self.send_message(context.context_id, response, payload)
+
+    async def _respond_instead(self, context: Any, response: Any, exc: Exception) -> None:
+        """The failure response (or A-ABORT) that replaces one that could not be encoded."""
+        name = type(response).__name__
+        if response.status not in (PENDING, 0xFF01):
+            failure = N_FAILURE if response.command_field >= 0x8100 else C_FAILURE
+            fallback = type(response)(
+                message_id_being_responded_to=response.message_id_being_responded_to,
+                status=failure,
+                error_comment="response could not be encoded",
+                has_dataset=False,
+            )
+            try:
+                encoded = encode_command(fallback)
+            except errors.LocalProtocolError:  # pragma: no cover - only fixed, valid fields
+                pass
+            else:
+                self.log.error(
+                    "%s (status %#06x) cannot be encoded: %s; sending status %#06x instead",
+                    name,
+                    response.status,
+                    exc,
+                    failure,
+                )
+                await self.send_messages(context.context_id, ((fallback, encoded, None),))
+                return
+        self.log.error(
+            "%s (status %#06x) cannot be encoded: %s; aborting", name, response.status, exc
+        )
+        # Source 0: the DICOM UL service-user, which cannot go on (PS3.8 9.3.8).
+        await self.abort(0, 0)
 
     # -- C-ECHO, C-STORE -------------------------------------------------------------------
 
@@ -890,6 +1003,46 @@ def _echo_response(command: CEchoRQ, status: int, **fields: Any) -> CEchoRSP:
     return CEchoRSP(
         message_id_being_responded_to=command.message_id,
         affected_sop_class_uid=command.affected_sop_class_uid,
+        status=status,
+        has_dataset=False,
+        **fields,
+    )
+
+
+def _refusal(command: Any, problem: InvalidField) -> Any:
+    """The response refusing ``command``, whose field ``problem`` breaks PS3.5.
+
+    The status by field: a bad SOP Instance UID is "Invalid SOP Instance" (0117H, PS3.7
+    C.5), a bad SOP Class UID "Refused: SOP Class not supported" (0122H: no supported
+    class has that name), a bad Move Destination "Refused: Move Destination unknown"
+    (A801H, PS3.4 C.4.2.1.5: no AE has that title), and anything else (a bad Move
+    Originator AE title) "Error: Cannot understand" (C000H, PS3.4 B.2.3) with the
+    Offending Element. The response echoes only fields checked valid: the offending
+    value itself could not be encoded, and every echoed UID is U(=), so may be left out.
+    """
+    tag = problem.tag
+    fields: dict[str, Any] = {}
+    if tag in (0x1000, 0x1001):
+        status = INVALID_SOP_INSTANCE
+    elif tag in (0x0002, 0x0003):
+        status = SOP_CLASS_NOT_SUPPORTED
+    elif tag == 0x0600:
+        status = MOVE_DESTINATION_UNKNOWN
+        fields["error_comment"] = f"Move Destination: {problem.reason}"
+    else:
+        status = C_FAILURE
+        fields["offending_element"] = tag
+        fields["error_comment"] = problem.reason
+    if tag not in (0x0002, 0x0003):  # the class UIDs were checked first: they are valid
+        fields["affected_sop_class_uid"] = getattr(
+            command, "affected_sop_class_uid", None
+        ) or getattr(command, "requested_sop_class_uid", None)
+        if tag not in (0x1000, 0x1001):
+            fields["affected_sop_instance_uid"] = getattr(
+                command, "affected_sop_instance_uid", None
+            ) or getattr(command, "requested_sop_instance_uid", None)
+    return response_class_for(command)(
+        message_id_being_responded_to=command.message_id,
         status=status,
         has_dataset=False,
         **fields,

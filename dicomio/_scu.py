@@ -10,6 +10,7 @@ order. Responses reach their caller by message ID. C-FIND, C-GET and C-MOVE retu
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from io import BytesIO
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRBigEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
 from dicomio import errors
 from dicomio._locks import Gate
@@ -112,6 +113,7 @@ class ServiceUserMixin:
 
     if TYPE_CHECKING:
         # What the mixin uses of ``Association`` (declared, not defined, here).
+        log: logging.LoggerAdapter[logging.Logger]
         role: Role
         timeouts: Timeouts
         requested_contexts: tuple[PresentationContext, ...]
@@ -357,6 +359,16 @@ class ServiceUserMixin:
 
             data = await anyio.to_thread.run_sync(convert_file)
             return context, data, info.sop_class_uid, info.sop_instance_uid
+        if info.dataset_length % 2 and info.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            # Only a Deflated stream may end odd (PS3.5 A.5); the fragmenter pads either
+            # way, so that the peer gets even fragments (PS3.8 E.1) and can try to parse it.
+            self.log.warning(
+                "%s: data set of odd length %d in %s, not valid (PS3.5 7.1); sent padded "
+                "with one 00H",
+                path,
+                info.dataset_length,
+                info.transfer_syntax,
+            )
         payload: Any
         if raw is not None:
             payload = memoryview(raw)[info.dataset_offset :]

@@ -62,6 +62,11 @@ def feed(assembler: MessageAssembler, pdus: Iterable[PDataTF]) -> list[Assembler
     return events
 
 
+def padded(dataset: bytes) -> bytes:
+    """What is sent for ``dataset``: an odd one gets one 00H (PS3.5 A.5, PS3.8 E.1)."""
+    return dataset + b"\x00" if len(dataset) % 2 else dataset
+
+
 def streamed_bytes(events: list[AssemblerEvent]) -> bytes:
     assert isinstance(events[0], CommandReceived)
     fragments = events[1:]
@@ -109,7 +114,7 @@ def test_fragment_and_reassemble(
         assert len(item.data) <= limit
         if max_pdu:
             assert len(item.data) + 6 <= max_pdu  # PDV item within the P-DATA-TF limit
-        assert len(item.data) % 2 == 0 or item.is_last  # only an odd message ends odd
+        assert len(item.data) % 2 == 0  # an odd data set is padded (PS3.8 E.1)
         kinds.append((item.is_command, item.is_last))
     # Command fragments first, each part flagged last exactly once, at its end.
     n_command = sum(1 for is_command, _ in kinds if is_command)
@@ -120,11 +125,14 @@ def test_fragment_and_reassemble(
         assert not data_kinds
     else:
         assert [last for _, last in data_kinds] == [False] * (len(data_kinds) - 1) + [True]
-        assert all(isinstance(pdu.pdvs[0].data, memoryview) for pdu in pdus[n_command:])
+        # Views of the data set, except a padded last fragment.
+        views = pdus[n_command:-1] if size % 2 else pdus[n_command:]
+        assert all(isinstance(pdu.pdvs[0].data, memoryview) for pdu in views)
 
     whole = feed(MessageAssembler(), pdus)
     message = STORE if with_dataset else ECHO
-    assert whole == [MessageReceived(context_id=context_id, command=message, dataset=dataset)]
+    sent = None if dataset is None else padded(dataset)
+    assert whole == [MessageReceived(context_id=context_id, command=message, dataset=sent)]
 
     streaming = MessageAssembler(stream_if=lambda command: True)
     events = feed(streaming, pdus)
@@ -132,7 +140,7 @@ def test_fragment_and_reassemble(
         assert events == whole  # nothing to stream
     else:
         assert events[0] == CommandReceived(context_id=context_id, command=STORE)
-        assert streamed_bytes(events) == dataset
+        assert streamed_bytes(events) == padded(dataset)
     assert not streaming.in_progress(context_id)
 
 
@@ -151,7 +159,10 @@ def test_fragment_parts_are_the_encoded_fragments(
     command = (STORE_COMMAND * (command_size // len(STORE_COMMAND) + 1))[:command_size]
     pdus = list(fragment(context_id, command, dataset, max_pdu))
     parts = fragment_parts(context_id, command, dataset, max_pdu)
-    assert parts == [part for pdu in pdus for part in encode_parts(pdu)]
+    if dataset is None or size % 2 == 0:
+        assert parts == [part for pdu in pdus for part in encode_parts(pdu)]
+    else:  # the pad is a buffer of its own behind the last view
+        assert parts[-1] == b"\x00"
     assert b"".join(parts) == b"".join(encode(pdu) for pdu in pdus)
     reader = PDUReader(max_pdu)
     reader.feed(b"".join(parts))
@@ -163,15 +174,22 @@ def test_fragment_parts_are_the_encoded_fragments(
 def test_data_parts_are_the_encoded_data_pdus(max_pdu: int, size: int, is_last: bool) -> None:
     chunk = memoryview(random.Random(size).randbytes(size))
     step = max_fragment_size(max_pdu)
-    pieces = [chunk[start : start + step] for start in range(0, size, step)]
+    pieces: list[bytes | memoryview] = [
+        chunk[start : start + step] for start in range(0, size, step)
+    ]
     if not pieces and is_last:
         pieces = [chunk]
+    if is_last and size % 2:
+        pieces[-1] = padded(bytes(pieces[-1]))
     pdus = [
         data_pdu(7, piece, is_last and index == len(pieces) - 1)
         for index, piece in enumerate(pieces)
     ]
     parts = data_parts(7, chunk, max_pdu, is_last=is_last)
-    assert parts == [part for pdu in pdus for part in encode_parts(pdu)]
+    if is_last and size % 2:
+        assert b"".join(parts) == b"".join(part for pdu in pdus for part in encode_parts(pdu))
+    else:
+        assert parts == [part for pdu in pdus for part in encode_parts(pdu)]
 
 
 def test_streamed_data_parts_reassemble() -> None:
@@ -496,7 +514,7 @@ def test_reader_runs_reassemble_what_fragment_parts_sent(
             events += assembler.receive(item)
     if stream:
         assert events[0] == CommandReceived(context_id=5, command=STORE)
-        assert streamed_bytes(events) == dataset
+        assert streamed_bytes(events) == padded(dataset)
     else:
-        assert events == [MessageReceived(context_id=5, command=STORE, dataset=dataset)]
+        assert events == [MessageReceived(context_id=5, command=STORE, dataset=padded(dataset))]
     assert not assembler.in_progress(5)

@@ -18,7 +18,10 @@ Theory of operation:
 3. Every response also carries the status related fields of Annex C (Offending Element,
    Error Comment, Error ID, Attribute Identifier List, the affected SOP class and instance),
    so whatever a peer reports about a status survives decoding.
-4. ``encode_command`` writes bytes directly with ``struct``: command sets are small and
+4. ``invalid_field`` checks a received request's values before anyone acts on it: a UID
+   that PS3.5 9.1 forbids (over 64 characters, not digits and dots, a leading zero) or an
+   AE title over 16 characters cannot be echoed in a response, so the request is refused.
+5. ``encode_command`` writes bytes directly with ``struct``: command sets are small and
    regular, and building them through a pydicom Dataset costs far more than the message.
    ``decode_command`` parses them the same way and raises ``RemoteProtocolError`` for
    anything malformed, and nothing else, whatever the input.
@@ -27,6 +30,7 @@ Theory of operation:
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, TypeAlias
@@ -54,6 +58,7 @@ __all__ = [
     "CMoveRSP",
     "CStoreRQ",
     "CStoreRSP",
+    "InvalidField",
     "Message",
     "NActionRQ",
     "NActionRSP",
@@ -72,6 +77,7 @@ __all__ = [
     "Response",
     "decode_command",
     "encode_command",
+    "invalid_field",
     "response_class_for",
 ]
 
@@ -728,3 +734,76 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # pragma: no cover - converters accept any str
         raise RemoteProtocolError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------
+# Validation of received requests (PS3.5 9.1 UIDs, PS3.5 Table 6.2-1 AE)
+
+#: PS3.5 9.1: components of digits, separated by dots, no component with a leading zero
+#: (except the component "0" itself); length is checked separately (at most 64).
+_UID_PATTERN: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+_uid_match = _UID_PATTERN.fullmatch
+
+#: The UID fields of requests, by (0000,eeee) element number: what a provider checks.
+_UID_FIELDS: Final[tuple[tuple[str, int], ...]] = (
+    ("affected_sop_class_uid", 0x0002),
+    ("requested_sop_class_uid", 0x0003),
+    ("affected_sop_instance_uid", 0x1000),
+    ("requested_sop_instance_uid", 0x1001),
+)
+#: AE title fields of requests: at most 16 characters of the default repertoire, no
+#: backslash and no control characters (PS3.5 Table 6.2-1).
+_AE_FIELDS: Final[tuple[tuple[str, int], ...]] = (
+    ("move_destination", 0x0600),
+    ("move_originator_application_entity_title", 0x1030),
+)
+_AE_PATTERN: Final = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
+_ae_match = _AE_PATTERN.fullmatch
+#: Per message class, the fields ``invalid_field`` checks, in the order above: (name,
+#: element, is a UID). Class UIDs come before instance UIDs, so that a response to an
+#: invalid instance UID may still echo the class.
+_CHECKED: Final[dict[type[Message], tuple[tuple[str, int, bool], ...]]] = {
+    cls: tuple(
+        (name, element, is_uid)
+        for fields, is_uid in ((_UID_FIELDS, True), (_AE_FIELDS, False))
+        for name, element in fields
+        if name in _FIELD_NAMES[cls]
+    )
+    for cls in _ALL_CLASSES
+}
+
+
+@attrs.frozen(kw_only=True)
+class InvalidField:
+    """A request field whose value PS3.5 forbids: its name and tag, why, and the value."""
+
+    name: str
+    tag: int
+    reason: str
+    value: str
+
+
+def invalid_field(request: Message) -> InvalidField | None:
+    """The first field of a received request whose value breaks PS3.5, or None.
+
+    Checked: every SOP class and instance UID (PS3.5 9.1: at most 64 characters, digits
+    and dots, no empty component, no leading zero) and the Move Destination and Move
+    Originator AE titles (at most 16 characters, no backslash, no control characters).
+    A provider refuses such a request before acting on it: it could not echo the value in
+    its response, and nothing it names can exist. Mandatory fields are present already:
+    ``decode_command`` refuses a message without them. O(1): a few regular expression
+    matches over at most 64 characters each. ``reason`` is short ASCII, fit for an Error
+    Comment (LO, 64 characters).
+    """
+    for name, element, is_uid in _CHECKED[type(request)]:
+        value = getattr(request, name)
+        if value is None:
+            continue
+        if is_uid:
+            if len(value) > 64 or _uid_match(value) is None:
+                problem = "over 64 characters" if len(value) > 64 else "not a valid UID"
+                return InvalidField(name=name, tag=element, reason=problem, value=value)
+        elif _ae_match(value) is None:
+            problem = "over 16 characters" if len(value) > 16 else "a forbidden character"
+            return InvalidField(name=name, tag=element, reason=f"AE title {problem}", value=value)
+    return None

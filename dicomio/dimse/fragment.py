@@ -12,6 +12,15 @@ down to even because PS3.8 E.1 requires every fragment to have an even number of
 
 Data set fragments are ``memoryview`` slices of the caller's buffer: nothing is copied.
 
+A data set of odd length is sent padded with one trailing 00H, in its last fragment. An
+encoded data set is even (PS3.5 7.1), except a Deflated one, whose stream ends wherever
+zlib stops: PS3.5 A.5 pads it with a single trailing NULL, and a peer such as DCMTK aborts
+on an odd fragment. Padding here, where the last fragment is cut, covers every sender (a
+Dataset, a file read whole or streamed, a sub-operation) and costs no copy: the pad is a
+buffer of its own behind the last view. A non-deflated odd data set is a broken file;
+it gets the same pad, which a parser sees as one byte after the last element, rather
+than a fragment the peer must reject (the sender logs a warning for it).
+
 Two forms of the same fragmentation: ``fragment`` yields ``PDataTF`` values, and
 ``fragment_parts`` gives the wire bytes of exactly those PDUs, ready for a vectored write:
 a 12-byte header before each fragment, with one header object shared by all the full-size
@@ -50,6 +59,9 @@ PDV_OVERHEAD: Final = 6
 #: the per-PDU cost (12 header bytes and one call each) negligible while bounding the
 #: memory a peer needs per PDU.
 UNLIMITED_FRAGMENT_SIZE: Final = 4 * 1024 * 1024
+
+#: The pad that makes an odd data set even (PS3.5 A.5 for Deflated; PS3.8 E.1).
+_PAD: Final = b"\x00"
 
 # Builds a PDataTF or PresentationDataValue from its fields, skipping the keyword call.
 _new_tuple = tuple.__new__
@@ -126,7 +138,11 @@ def fragment(
         yield one_pdv(context_id, False, True, view)
         return
     for start in range(0, end, size):
-        yield one_pdv(context_id, False, start + size >= end, view[start : start + size])
+        chunk: bytes | memoryview = view[start : start + size]
+        last = start + size >= end
+        if last and end & 1:
+            chunk = bytes(chunk) + _PAD  # PS3.5 A.5, PS3.8 E.1: see the module docstring
+        yield one_pdv(context_id, False, last, chunk)
 
 
 def fragment_parts(
@@ -139,7 +155,8 @@ def fragment_parts(
 
     The list alternates a 12-byte header (PDU header, PDV item header, message control
     header; PS3.8 9.3.5, E.2) with the fragment it precedes, except that an empty fragment
-    has no buffer of its own; joined, it equals the encoded PDUs one after another. Data
+    has no buffer of its own and the last fragment of an odd data set is followed by its
+    one-byte pad; joined, it equals the encoded PDUs one after another. Data
     set fragments are views of ``dataset``, and every full-size data set fragment shares one
     header object. Raises ``LocalProtocolError`` for an illegal context ID or maximum length.
     """
@@ -183,6 +200,7 @@ def _add_fragments(
     """Append header and fragment for each ``size``-byte fragment of ``data``.
 
     ``data`` is only sliced if it is longer than ``size``, so it is a memoryview then.
+    The last fragment of an odd data set gets one 00H pad (see the module docstring).
     """
     end = len(data)
     last = (end - 1) // size * size if end else 0  # where the last fragment starts
@@ -194,8 +212,11 @@ def _add_fragments(
             append(header)
             append(data[start : start + size])
     if end or is_last:
+        pad = is_last and not is_command and end & 1
         parts.append(
-            single_pdv_header(context_id, end - last, is_command=is_command, is_last=is_last)
+            single_pdv_header(context_id, end - last + pad, is_command=is_command, is_last=is_last)
         )
         if end:
             parts.append(data[last:] if last else data)
+        if pad:
+            parts.append(_PAD)
