@@ -307,14 +307,17 @@ class ServiceProviderMixin:
                 self._start_pending_requests()
                 while not self._transport_closed:
                     # The read lock is free whenever this task runs a request itself (below):
-                    # a request made meanwhile reads for its own response (see _run_inline).
+                    # a request made meanwhile reads for its own response (see _run_inline),
+                    # and what that read queues for this task is run before it reads again.
                     if network is None:
                         async with self._read_lock:
-                            await self._read_once()
+                            if not (self._echoes or self._inline):
+                                await self._read_once()
                     else:
                         with anyio.move_on_after(network) as idle:
                             async with self._read_lock:
-                                await self._read_once()
+                                if not (self._echoes or self._inline):
+                                    await self._read_once()
                     if self._echoes or self._inline:
                         await self._run_inline()
                     if network is None:

@@ -840,6 +840,10 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
         (one read serves everyone), and once the loop is left, by ``break``, an exception or
         a cancellation, the association is as before, so ``release()`` completes at once.
         ``async with assoc.receive_requests() as requests:`` scopes the iterator exactly.
+
+        Requests answered before it was made are not yielded: a request that came while a
+        call waited for its response (a peer may report before it answers the N-ACTION)
+        went to its handler then, so look at what the handler recorded before waiting.
         """
         return IncomingRequests(self, timeout)
 

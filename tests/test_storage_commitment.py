@@ -16,8 +16,11 @@ against itself for the concurrency cases.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -380,3 +383,23 @@ async def test_leaving_serve_leaves_release_prompt() -> None:
             took = anyio.current_time() - started
     assert assoc.is_released and not assoc.is_aborted
     assert took < PROMPT, f"release took {took:.1f} s"
+
+
+# -- the docs example -----------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "storage_commitment.py"
+
+
+async def test_docs_example() -> None:
+    spec = importlib.util.spec_from_file_location("storage_commitment_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    started = anyio.current_time()
+    with anyio.fail_after(DEADLINE):
+        result = await module.main()
+    # The whole exchange, release included, is far shorter than the ACSE timeout.
+    assert anyio.current_time() - started < PROMPT
+    assert result.TransactionUID
+    assert len(result.ReferencedSOPSequence) == 1
