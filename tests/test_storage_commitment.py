@@ -293,8 +293,7 @@ async def test_acceptor_may_not_report_where_it_has_no_role() -> None:
 
 
 async def test_pending_call_while_receiving_requests() -> None:
-    """A C-ECHO from another task completes while one task waits in receive_requests, and
-    a report that arrives while the C-ECHO's task reads still reaches the receiver."""
+    """C-ECHOs from another task complete while one task waits in receive_requests."""
     server_side: list[Association] = []
     report_now = anyio.Event()
 
@@ -346,6 +345,64 @@ async def test_pending_call_while_receiving_requests() -> None:
             took = anyio.current_time() - started
     assert echoes == [0, 0, 0]
     assert handled == [transaction]
+    assert [e.event for e in received] == [evt.EVT_N_EVENT_REPORT]
+    assert took < PROMPT, f"release took {took:.1f} s"
+
+
+async def test_request_read_by_a_pending_call_reaches_the_receiver() -> None:
+    """The SCP reports from its C-ECHO handler, before answering: the requestor's echo task
+    is the one reading, runs the report's handler, and the waiting receiver gets it."""
+    echo_seen, go = anyio.Event(), anyio.Event()
+
+    async def on_echo(event: evt.Event) -> int:
+        echo_seen.set()
+        await go.wait()
+        await event.assoc.send_n_event_report(
+            commitment_result(commitment_request("1.2.3")),
+            1,
+            StorageCommitmentPushModel,
+            PUSH_INSTANCE,
+        )
+        return 0x0000
+
+    handled: list[int] = []
+
+    async def on_report(event: evt.Event) -> int:
+        handled.append(event.event_type)
+        return 0x0000
+
+    with anyio.fail_after(DEADLINE):
+        async with acceptor().start_server(
+            (LOOPBACK, 0), evt_handlers=[(evt.EVT_C_ECHO, on_echo)]
+        ) as server:
+            assoc = await requestor().associate(
+                LOOPBACK,
+                server.port,
+                ae_title="COMMITSCP",
+                evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+            )
+            echo: list[int] = []
+            received: list[evt.Event] = []
+
+            async def send_echo() -> None:
+                echo.append(int((await assoc.send_c_echo()).Status))
+
+            async def receive(requests: Any) -> None:
+                async for event in requests:
+                    received.append(event)
+                    return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_echo)
+                await echo_seen.wait()  # the echo task now reads, waiting for its answer
+                requests = assoc.receive_requests(timeout=10)
+                tg.start_soon(receive, requests)
+                go.set()
+            started = anyio.current_time()
+            await assoc.release()
+            took = anyio.current_time() - started
+    assert echo == [0]
+    assert handled == [1]
     assert [e.event for e in received] == [evt.EVT_N_EVENT_REPORT]
     assert took < PROMPT, f"release took {took:.1f} s"
 
