@@ -407,6 +407,29 @@ async def test_request_read_by_a_pending_call_reaches_the_receiver() -> None:
     assert took < PROMPT, f"release took {took:.1f} s"
 
 
+async def test_receive_requests_ends_when_the_peer_releases() -> None:
+    """The acceptor releases instead of reporting (PS3.8 7.2): the loop ends, no error."""
+    async with anyio.create_task_group() as tg:
+
+        async def on_action(event: evt.Event) -> int:
+            tg.start_soon(event.assoc.release)
+            return 0x0000
+
+        with anyio.fail_after(DEADLINE):
+            async with acceptor().start_server(
+                (LOOPBACK, 0), evt_handlers=[(evt.EVT_N_ACTION, on_action)]
+            ) as server:
+                assoc = await requestor().associate(LOOPBACK, server.port, ae_title="COMMITSCP")
+                await assoc.send_n_action(
+                    commitment_request(generate_uid()), 1, StorageCommitmentPushModel,
+                    PUSH_INSTANCE,
+                )  # fmt: skip
+                received = [event async for event in assoc.receive_requests(timeout=10)]
+                await assoc.release()  # nothing left to do: returns at once
+    assert received == []
+    assert assoc.is_released and not assoc.is_aborted
+
+
 async def test_receive_requests_times_out_and_release_is_prompt() -> None:
     """No request within the timeout: DIMSETimeout; the association goes on as before."""
     with anyio.fail_after(DEADLINE):
