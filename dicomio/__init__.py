@@ -9,6 +9,7 @@ Runs on asyncio and trio through anyio. Start with :class:`AE`::
 """
 
 from dicomio import events as evt
+from dicomio._receive import IncomingRequests
 from dicomio._scp import stream_to_disk
 from dicomio._scu import ResponseStream
 from dicomio.ae import AE, AssociateRequest
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_PDU",
     "DIMSETimeout",
     "DicomioError",
+    "IncomingRequests",
     "LocalProtocolError",
     "NoPresentationContext",
     "PresentationContext",

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import tempfile
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -79,6 +80,7 @@ from dicomio.events import (
 )
 
 if TYPE_CHECKING:
+    from dicomio._receive import IncomingRequests
     from dicomio.ae import AE
     from dicomio.association import Association
     from dicomio.config import Timeouts
@@ -276,12 +278,16 @@ class ServiceProviderMixin:
         _failure: errors.DicomioError | None
         _transport_closed: bool
         _background_reader: bool
+        _reader_busy: bool
         _incoming: deque[tuple[int, Any, Any]]
+        _read_lock: Gate
+        _receivers: weakref.WeakSet[IncomingRequests]
         async_ops_window: tuple[int, int]
 
         def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
         def _send_nowait(self, context_id: int, command: Any) -> None: ...
+        def _wake_waiters(self) -> None: ...
         async def _flush(self) -> None: ...
         async def _read_once(self, deadline: float | None = None) -> bool: ...
         async def abort(self, source: int = 0, reason: int = 0) -> None: ...
@@ -310,32 +316,62 @@ class ServiceProviderMixin:
     async def serve(self) -> None:
         """Read and dispatch until the association ends; handlers run concurrently.
 
-        The network timeout bounds how long an association may stay idle: no traffic and no
-        request being worked on (a peer waiting for a slow handler is not idle). A peer
-        that breaks PS3.7/PS3.8 inside P-DATA is answered in ``Association._on_ul_event``.
+        The acceptor's reader task (the server runs it). The network timeout bounds how long
+        an association may stay idle: no traffic and no request being worked on (a peer
+        waiting for a slow handler is not idle). A peer that breaks PS3.7/PS3.8 inside
+        P-DATA is answered in ``Association._on_ul_event``. A requestor waits for requests
+        with ``Association.receive_requests()`` instead; if this is cancelled, the
+        association goes back to its callers reading for themselves.
         """
         self._background_reader = True
         network = self.timeouts.network
-        async with anyio.create_task_group() as tg:
-            self._task_group = tg
-            self._start_pending_requests()
-            while not self._transport_closed:
-                if network is None:
-                    await self._read_once()
-                else:
-                    with anyio.move_on_after(network) as idle:
-                        await self._read_once()
-                if self._echoes:
-                    await self._answer_echoes()
-                while self._inline:
-                    await self._handle_request(*self._inline.popleft())
-                if network is None:
-                    continue
-                if idle.cancelled_caught and not self._running and not self._incoming:
-                    self.log.info("network timeout: no traffic for %s s", network)
-                    await self.abort(2, 0)
-            tg.cancel_scope.cancel()
-        self._task_group = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                self._start_pending_requests()
+                while not self._transport_closed:
+                    # The read lock is free whenever this task runs a request itself (below):
+                    # a request made meanwhile reads for its own response (see _run_inline),
+                    # and what that read queues for this task is run before it reads again.
+                    if network is None:
+                        async with self._read_lock:
+                            if not (self._echoes or self._inline):
+                                await self._read_once()
+                    else:
+                        with anyio.move_on_after(network) as idle:
+                            async with self._read_lock:
+                                if not (self._echoes or self._inline):
+                                    await self._read_once()
+                    if self._echoes or self._inline:
+                        await self._run_inline()
+                    if network is None:
+                        continue
+                    if idle.cancelled_caught and not self._running and not self._incoming:
+                        self.log.info("network timeout: no traffic for %s s", network)
+                        await self.abort(2, 0)
+                tg.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            self._background_reader = False
+            self._reader_busy = False
+            self._wake_waiters()
+
+    async def _run_inline(self) -> None:
+        """Answer the requests the reader took on itself, while it does not read.
+
+        A handler run here may make a request on this association (an N-ACTION handler
+        reporting with N-EVENT-REPORT, PS3.4 J.3.3): while the reader is busy, waiters
+        read for themselves, as on a requestor, instead of waiting for it.
+        """
+        self._reader_busy = True
+        self._wake_waiters()
+        try:
+            if self._echoes:
+                await self._answer_echoes()
+            while self._inline:
+                await self._handle_request(*self._inline.popleft())
+        finally:
+            self._reader_busy = False
 
     def _start_pending_requests(self) -> None:
         tg = self._task_group
@@ -482,10 +518,13 @@ class ServiceProviderMixin:
                 with anyio.CancelScope() as scope:
                     self._running[command.message_id] = scope
                     try:
-                        await self._dispatch(context, command, raw, path)
+                        event = await self._dispatch(context, command, raw, path)
                     finally:
                         self._running.pop(command.message_id, None)
                         self._cancel_requested.discard(command.message_id)
+                if self._receivers and not scope.cancelled_caught:
+                    for receiver in self._receivers:
+                        receiver.deliver(event)
             finally:
                 if performing is not None:
                     performing.release()
@@ -528,7 +567,8 @@ class ServiceProviderMixin:
 
     async def _dispatch(
         self, context: Any, command: Any, raw: bytes | None, path: Path | None
-    ) -> None:
+    ) -> Event:
+        """Run the request's handler and send its response; the handler's event."""
         event = Event(
             EVT_C_ECHO,
             cast("Association", self),
@@ -554,6 +594,7 @@ class ServiceProviderMixin:
         elif type(command) in _N_SERVICES:
             event.event, rsp_class = _N_SERVICES[type(command)]
             await self._on_n_service(event, context, command, rsp_class)
+        return event
 
     def _handler(self, event: EventType) -> tuple[Any, tuple[Any, ...]] | None:
         handlers = self.get_handlers(event)

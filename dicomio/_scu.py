@@ -204,6 +204,26 @@ class ServiceUserMixin:
         """Whether we may invoke operations on ``cx`` (roles per PS3.7 D.3.3.4)."""
         return cx.local_roles(is_requestor=self.role is Role.REQUESTOR)[0]
 
+    def _context_for_report(self, abstract_syntax: str) -> PresentationContext:
+        """An accepted context for ``abstract_syntax`` on which we may send N-EVENT-REPORT.
+
+        N-EVENT-REPORT goes the other way from the other services: the performing side, the
+        SOP class's SCP, reports (PS3.7 10.1.1; PS3.4 J.3.3 Storage Commitment, CC.2.4 UPS
+        events). So the acceptor, SCP by default (PS3.7 D.3.3.4), reports on its own
+        association without role selection. A side that is only the SCU keeps the right to
+        report that it has always had here: a context where we are SCP is preferred.
+        """
+        is_requestor = self.role is Role.REQUESTOR
+        contexts = [
+            cx
+            for cx in self._contexts_for(abstract_syntax)
+            if any(cx.local_roles(is_requestor=is_requestor))
+        ]
+        contexts.sort(key=lambda cx: not cx.local_roles(is_requestor=is_requestor)[1])
+        if contexts:
+            return contexts[0]
+        return self._context_as_scu(abstract_syntax)  # raises NoPresentationContext
+
     # -- plumbing ------------------------------------------------------------------------
 
     async def _request(
@@ -463,8 +483,13 @@ class ServiceUserMixin:
         abstract_syntax: str,
         build: Any,
         dataset: Dataset | None,
+        *,
+        report: bool = False,
     ) -> tuple[Dataset, Dataset | None]:
-        context = self._context_as_scu(abstract_syntax)
+        if report:
+            context = self._context_for_report(abstract_syntax)
+        else:
+            context = self._context_as_scu(abstract_syntax)
         ts = context.transfer_syntax
         assert ts is not None
         payload = encode_dataset(dataset, ts) if dataset is not None else None
@@ -481,7 +506,12 @@ class ServiceUserMixin:
         *,
         meta_uid: str | None = None,
     ) -> tuple[Dataset, Dataset | None]:
-        """N-EVENT-REPORT (PS3.7 10.1.1): (status, event reply)."""
+        """N-EVENT-REPORT (PS3.7 10.1.1): (status, event reply).
+
+        The SCP of the SOP class reports, so an acceptor may call this on its own
+        association (from a handler, or a task it starts) with no role selection: e.g. a
+        Storage Commitment result after the N-ACTION (PS3.4 J.3.3).
+        """
         return await self._n_request(
             meta_uid or class_uid,
             lambda mid: NEventReportRQ(
@@ -492,6 +522,7 @@ class ServiceUserMixin:
                 has_dataset=dataset is not None,
             ),
             dataset,
+            report=True,
         )
 
     async def send_n_get(
@@ -748,7 +779,7 @@ class ResponseStream:
                     while op.message_id in assoc._ops:
                         if assoc._failure is not None:
                             return
-                        if assoc._background_reader:
+                        if assoc._background_reader and not assoc._reader_busy:
                             op.wakeup = anyio.Event()
                             await op.wakeup.wait()
                             continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -32,6 +33,7 @@ from pydicom.uid import UID
 
 from dicomio import _transport, errors
 from dicomio._locks import Gate, Signal
+from dicomio._receive import IncomingRequests
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
 from dicomio.config import TimeoutAttributes, Timeouts
@@ -232,6 +234,10 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
         self._ops: dict[int, _Operation] = {}
         self._next_id = 1
         self._background_reader = False
+        # The reader task is running a request itself (see serve): waiters read meanwhile.
+        self._reader_busy = False
+        #: Open ``receive_requests()`` iterators, told of every request answered.
+        self._receivers: weakref.WeakSet[IncomingRequests] = weakref.WeakSet()
         self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
         self._deferred: list[PDataTF] = []
         self._outbox: list[bytes | memoryview] = []
@@ -490,10 +496,17 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
         if self._failure is None:
             self._failure = failure
         self._ended.set()
+        self._wake_waiters()
+        self._fail_provider(failure)
+
+    def _wake_waiters(self) -> None:
+        """Wake every task waiting for a response or a request, to look again at who reads."""
         for op in self._ops.values():
             if op.wakeup is not None:
                 op.wakeup.set()
-        self._fail_provider(failure)
+        if self._receivers:
+            for receiver in self._receivers:
+                receiver.wake()
 
     # -- waiting for responses ------------------------------------------------------------------
 
@@ -518,7 +531,7 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
         while not op.responses:
             if self._failure is not None:
                 raise self._failure
-            if self._background_reader:
+            if self._background_reader and not self._reader_busy:
                 # The reader task delivers; wait for it to wake us.
                 op.wakeup = anyio.Event()
                 with anyio.CancelScope(deadline=limit):
@@ -562,13 +575,19 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
             op.wakeup = None
 
     def _wake_follower(self) -> None:
-        """Wake the first follower that still waits for a response: it reads next."""
+        """Wake the first follower that still waits for a response: it reads next.
+
+        With none, a task waiting in ``receive_requests()`` reads next.
+        """
         followers = self._followers
         while followers:
             op, signal = followers.popleft()
             if not signal.is_set() and op.wakeup is signal and not op.responses:
                 signal.set()
                 return
+        if self._receivers:
+            for receiver in self._receivers:
+                receiver.wake()
 
     async def _lead_read(
         self, op: _Operation, deadline: float | None, timeout: float | None
@@ -802,6 +821,34 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
             for pdata in pdus:
                 self._ul.send_pdata(pdata, now=self._now())
             await self._flush()
+
+    # -- requests that come to a requestor ------------------------------------------------------
+
+    def receive_requests(self, *, timeout: float | None = None) -> IncomingRequests:
+        """Wait for requests the peer sends on this association and answer them.
+
+        ``async for event in assoc.receive_requests(timeout=30):`` reads the association
+        while the loop waits: each request the peer sends (an N-EVENT-REPORT, a C-STORE
+        ...) goes to the handler bound for it (``evt_handlers`` of ``AE.associate``, or
+        ``bind``), whose answer is sent as the response, and then its ``Event`` is yielded
+        (``event.event``, ``event.request``, ``event.dataset``...). A request without a
+        handler gets the usual failure status. This is how a requestor waits for a Storage
+        Commitment result on the association of its N-ACTION (PS3.4 J.3.3).
+
+        ``timeout`` bounds the wait for each next request, in seconds (None: no limit but
+        the caller's own cancel scopes); when it passes, ``DIMSETimeout`` is raised. The
+        loop ends when the peer releases the association; an abort raises as usual.
+
+        Nothing runs in the background: other tasks may go on calling ``send_*`` meanwhile
+        (one read serves everyone), and once the loop is left, by ``break``, an exception or
+        a cancellation, the association is as before, so ``release()`` completes at once.
+        ``async with assoc.receive_requests() as requests:`` scopes the iterator exactly.
+
+        Requests answered before it was made are not yielded: a request that came while a
+        call waited for its response (a peer may report before it answers the N-ACTION)
+        went to its handler then, so look at what the handler recorded before waiting.
+        """
+        return IncomingRequests(self, timeout)
 
     # -- ending ---------------------------------------------------------------------------------
 
