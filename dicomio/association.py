@@ -844,9 +844,17 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
         a cancellation, the association is as before, so ``release()`` completes at once.
         ``async with assoc.receive_requests() as requests:`` scopes the iterator exactly.
 
-        Requests answered before it was made are not yielded: a request that came while a
-        call waited for its response (a peer may report before it answers the N-ACTION)
-        went to its handler then, so look at what the handler recorded before waiting.
+        Every request answered from the moment this is called is yielded, whichever task
+        read it: a peer may report before it answers the N-ACTION, and then the report went
+        to its handler while ``send_n_action`` waited, and is yielded first. So make the
+        receiver before the request that provokes the reports::
+
+            async with assoc.receive_requests(timeout=30) as requests:
+                await assoc.send_n_action(...)
+                async for event in requests:
+                    ...
+
+        Requests answered before it was made are not yielded.
         """
         return IncomingRequests(self, timeout)
 

@@ -344,23 +344,23 @@ async def test_invalid_sop_instance_uids_are_refused(tmp_path: Path, qrscp_on: A
 @pytest.mark.anyio
 @pytest.mark.usefixtures("invalid_uids_allowed")
 async def test_storescp_names_colliding_identifiers_apart(tmp_path: Path) -> None:
+    """Patient IDs whose old names collided land in two places; a non-UID SOP Instance UID
+    (the other half of the old collision) is refused with 0117H before the handler runs
+    (issue #12 item 2), so nothing is written for it."""
+    from dicomio import evt
+
     results: dict[str, list[Path]] = {}
     for layout in ("flat", "hierarchy"):
         receiver = Receiver(tmp_path / layout, layout)
         server_ae = AE("STORESCP")
         server_ae.add_supported_context(SECONDARY_CAPTURE, ExplicitVRLittleEndian)
         server_ae.add_supported_context(VERIFICATION)
-        from dicomio import evt
-
         with anyio.fail_after(20):
             async with server_ae.start_server(
                 (LOOPBACK, 0), evt_handlers=[(evt.EVT_C_STORE, receiver.handler)]
             ) as server:
                 async with scu().associate(LOOPBACK, server.port, ae_title="STORESCP") as assoc:
-                    for sop, pid in (
-                        ("9.9/9", "9.9/9"),
-                        ("h8049fdf79e7b3925", "h8049fdf79e7b3925"),
-                    ):
+                    for sop, pid in (("1.2.9.1.1", "9.9/9"), ("1.2.9.1.2", "h8049fdf79e7b3925")):
                         ds = instance(
                             SOPInstanceUID=sop,
                             PatientID=pid,
@@ -368,14 +368,25 @@ async def test_storescp_names_colliding_identifiers_apart(tmp_path: Path) -> Non
                             SeriesInstanceUID="1.2.9.1",
                         )
                         assert int((await assoc.send_c_store(ds)).Status) == 0
+                    for sop in ("9.9/9", "h8049fdf79e7b3925"):
+                        ds = instance(
+                            SOPInstanceUID=sop,
+                            PatientID="P",
+                            StudyInstanceUID="1.2.9",
+                            SeriesInstanceUID="1.2.9.1",
+                        )
+                        assert int((await assoc.send_c_store(ds)).Status) == 0x0117
                 async with scu().associate(LOOPBACK, server.port, ae_title="STORESCP") as assoc:
                     assert int((await assoc.send_c_echo()).Status) == 0
         results[layout] = receiver.received
     for layout, paths in results.items():
         assert len(set(paths)) == 2, (layout, paths)
-        assert sorted(str(dcmread(p).SOPInstanceUID) for p in paths) == sorted(
-            ["9.9/9", "h8049fdf79e7b3925"]
-        )
+        assert sorted((str(d.SOPInstanceUID), str(d.PatientID)) for d in map(dcmread, paths)) == [
+            ("1.2.9.1.1", "9.9/9"),
+            ("1.2.9.1.2", "h8049fdf79e7b3925"),
+        ]
+        files = sorted(p for p in (tmp_path / layout).rglob("*") if p.is_file())
+        assert files == sorted(paths), (layout, files)
 
 
 # -- item 4: indexing memory stays flat -------------------------------------------------------

@@ -407,6 +407,48 @@ async def test_request_read_by_a_pending_call_reaches_the_receiver() -> None:
     assert took < PROMPT, f"release took {took:.1f} s"
 
 
+async def test_report_before_the_action_response_is_yielded_by_a_receiver_opened_first() -> None:
+    """The documented pattern: open the receiver, send N-ACTION, then iterate.
+
+    The SCP reports from its N-ACTION handler before answering, so ``send_n_action``
+    (reading for its response) runs the report's handler; the receiver made before the call
+    still yields it, and the loop does not wait for a report that already came.
+    """
+
+    async def on_action(event: evt.Event) -> int:
+        await event.assoc.send_n_event_report(
+            commitment_result(event.action_information),
+            1,
+            StorageCommitmentPushModel,
+            PUSH_INSTANCE,
+        )
+        return 0x0000
+
+    async def on_report(event: evt.Event) -> int:
+        return 0x0000
+
+    with anyio.fail_after(DEADLINE):
+        async with (
+            acceptor().start_server(
+                (LOOPBACK, 0), evt_handlers=[(evt.EVT_N_ACTION, on_action)]
+            ) as server,
+            requestor().associate(
+                LOOPBACK,
+                server.port,
+                ae_title="COMMITSCP",
+                evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+            ) as assoc,
+        ):
+            async with assoc.receive_requests(timeout=PROMPT) as requests:
+                status, _ = await assoc.send_n_action(
+                    commitment_request("1.2.3"), 1, StorageCommitmentPushModel, PUSH_INSTANCE
+                )
+                assert status.Status == 0x0000
+                event = await requests.__anext__()
+            assert event.event is evt.EVT_N_EVENT_REPORT
+            assert event.event_information.TransactionUID == "1.2.3"
+
+
 async def test_receive_requests_ends_when_the_peer_releases() -> None:
     """The acceptor releases instead of reporting (PS3.8 7.2): the loop ends, no error."""
     async with anyio.create_task_group() as tg:

@@ -60,23 +60,25 @@ async def main() -> Dataset:
             item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
             item.ReferencedSOPInstanceUID = generate_uid()
             request.ReferencedSOPSequence = [item]
-            async with scu.associate(
-                "127.0.0.1",
-                server.port,
-                ae_title="COMMITSCP",
-                evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
-            ) as assoc:
+            # Open the receiver before asking: every request answered from then on is
+            # yielded, even a report that comes before the N-ACTION-RSP (read, then, by
+            # send_n_action waiting for its response). Wait up to 30 s for each.
+            async with (
+                scu.associate(
+                    "127.0.0.1",
+                    server.port,
+                    ae_title="COMMITSCP",
+                    evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+                ) as assoc,
+                assoc.receive_requests(timeout=30) as requests,
+            ):
                 status, _ = await assoc.send_n_action(
                     request, 1, StorageCommitmentPushModel, PUSH_INSTANCE
                 )
                 assert status.Status == 0x0000
-                # The SCP may report before it answers the N-ACTION: then send_n_action,
-                # reading for its response, has run on_report already. Otherwise wait, up
-                # to 30 s for each request, until our transaction's result is in.
-                if request.TransactionUID not in results:
-                    async for _event in assoc.receive_requests(timeout=30):
-                        if request.TransactionUID in results:
-                            break
+                async for _event in requests:
+                    if request.TransactionUID in results:
+                        break
             # Leaving the block released the association at once.
     return results[request.TransactionUID]
 
