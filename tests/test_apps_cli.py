@@ -839,3 +839,74 @@ def test_storescu_splits_over_128_contexts(tmp_path: Path) -> None:
     for contexts, files in plans:
         offered = {(str(c.abstract_syntax), str(c.transfer_syntaxes[0])) for c in contexts}
         assert {(f.sop_class, f.transfer_syntax) for f in files} <= offered
+
+
+# -- the default information model (issue #12 item 10) -------------------------------------------
+
+PATIENT_ROOT = {
+    "findscu": "1.2.840.10008.5.1.4.1.2.1.1",
+    "movescu": "1.2.840.10008.5.1.4.1.2.1.2",
+    "getscu": "1.2.840.10008.5.1.4.1.2.1.3",
+}
+
+
+def test_parser_defaults_to_patient_root() -> None:
+    from dicomio.apps.cli import build_parser
+
+    parser = build_parser()
+    for command in PATIENT_ROOT:
+        assert parser.parse_args([command, LOOPBACK, "1"]).study_root is False
+        assert parser.parse_args([command, LOOPBACK, "1", "-P"]).study_root is False
+        assert parser.parse_args([command, LOOPBACK, "1", "-S"]).study_root is True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("command", sorted(PATIENT_ROOT))
+async def test_retrieve_and_find_default_to_patient_root(command: str, tmp_path: Path) -> None:
+    """Without -P or -S, each tool asks a strict SCP (Patient Root models only) with Patient
+    Root, as its --help says, and the SCP sees the request on that model."""
+    import anyio
+
+    from dicomio import AE, evt
+    from dicomio.events import Event
+
+    seen: list[str] = []
+
+    async def on_find(event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        seen.append(str(event.request.affected_sop_class_uid))
+        match = Dataset()
+        match.QueryRetrieveLevel = "PATIENT"
+        match.PatientID = "P1"
+        return iter([(0xFF00, match)])
+
+    async def on_retrieve(event: Event) -> Iterator[int]:
+        seen.append(str(event.request.affected_sop_class_uid))
+        return iter([0])
+
+    ae = AE("STRICT")
+    for uid in PATIENT_ROOT.values():
+        ae.add_supported_context(uid)
+    ae.move_destinations = {"NOWHERE": (LOOPBACK, 9)}
+    handlers = [(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_retrieve)]
+    handlers.append((evt.EVT_C_MOVE, on_retrieve))
+    with anyio.fail_after(60):
+        async with ae.start_server((LOOPBACK, 0), evt_handlers=handlers) as server:
+            argv = dicomio(
+                command,
+                LOOPBACK,
+                str(server.port),
+                "-aec",
+                "STRICT",
+                "-k",
+                "QueryRetrieveLevel=PATIENT",
+                "-k",
+                "PatientID=P1",
+                *{
+                    "findscu": [],
+                    "getscu": ["-od", str(tmp_path)],
+                    "movescu": ["-aem", "NOWHERE"],
+                }[command],
+            )
+            result = await anyio.run_process([str(a) for a in argv], check=False)
+    assert result.returncode == 0, text(result)
+    assert seen == [PATIENT_ROOT[command]]

@@ -71,6 +71,9 @@ def _model(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Study Root information model",
     )
+    # Both flags write one destination, and argparse takes the default from the first: set
+    # it here, or -P's store_false would make Study Root the default.
+    parser.set_defaults(study_root=False)
     parser.add_argument(
         "-k",
         "--key",
