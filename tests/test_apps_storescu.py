@@ -365,6 +365,7 @@ async def test_scps_refuse_truncated_data_sets_and_keep_nothing(
     assert not [p for p in data.rglob("*.part")], "a partial file was left behind"
 
 
+@pytest.mark.interop
 def test_dcmtk_storescu_with_a_truncated_file(
     dicomio_storescp: tuple[int, Path], tmp_path: Path
 ) -> None:
