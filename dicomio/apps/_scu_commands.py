@@ -444,8 +444,9 @@ def _print_match(identifier: Dataset, n: int, *, as_json: bool) -> None:
 # - By default, image classes that are commonly compressed get one context per common
 #   compressed syntax (6 x 10 = 60), and the most used storage classes (those first) one
 #   context each that lists Explicit and Implicit VR Little Endian, which any uncompressed
-#   instance can be converted to (67 classes; DCMTK getscu proposes ~120 classes
-#   uncompressed only and cannot receive a compressed instance at all).
+#   instance can be converted to (67 classes). DCMTK 3.6.7 getscu instead proposes each
+#   storage class once, with the uncompressed syntaxes, or with the one compressed syntax
+#   a +x option prefers (+xs, +xy, +xv, +xt, +xr ...): one compressed syntax per run.
 # - With --storage-class, only the named classes are proposed, each with every syntax
 #   pydicom knows in a context of its own (uncompressed first, common compressed next),
 #   round robin over the classes until the 127 contexts are used: one class gets all 39,
