@@ -165,6 +165,11 @@ def test_item_tag_at_top_level_and_missing_delimiters() -> None:
     whole = un + item + implicit_code + item_end + seq_end
     assert truncation(whole, ExplicitVRLittleEndian) is None
     assert truncation(whole[:-1], ExplicitVRLittleEndian) is not None
+    # SV and UV (64-bit integers) have the long header too (PS3.5 Table 7.1-1).
+    for vr in (b"SV", b"UV"):
+        sv = b"\x09\x00\x20\x10" + vr + b"\x00\x00\x08\x00\x00\x00" + bytes(8)
+        assert truncation(sv, ExplicitVRLittleEndian) is None, vr
+        assert truncation(sv[:-1], ExplicitVRLittleEndian) is not None, vr
 
 
 @pytest.mark.parametrize(
