@@ -10,6 +10,7 @@ is offered; DCMTK storescp, as the real destination, must receive every instance
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from dicomio import AE, evt
 from dicomio.apps.archive import add_storage_contexts
 from dicomio.events import Event
 from dicomio.sop import PatientRootQueryRetrieveInformationModelMove
-from tests.conftest import LOOPBACK
+from tests.conftest import DCMTK_ENV, LOOPBACK, free_port, require_dcmtk, stop, wait_for_port
 from tests.corpus import Corpus
 
 pytestmark = [pytest.mark.anyio, pytest.mark.interop, pytest.mark.timeout(120)]
@@ -93,13 +94,53 @@ async def test_one_uncompressed_context_per_sop_class(corpus: Corpus) -> None:
         assert sorted(contexts) == sorted([(EXPLICIT, IMPLICIT), (RLE,)]), sop_class
 
 
-async def test_move_to_dcmtk_storescp(corpus: Corpus, dcmtk_storescp: tuple[int, Path]) -> None:
-    port, out = dcmtk_storescp
-    with anyio.fail_after(DEADLINE):
-        final = await move_corpus(corpus, (LOOPBACK, port))
-        assert int(final.Status) == 0, final
-        assert final.NumberOfCompletedSuboperations == len(corpus.instances)
-        expected = [out / f"{i.modality}.{i.sop_uid}.dcm" for i in corpus.instances]
-        # storescp forks per association: the files appear once its child wrote them.
-        while not all(p.exists() for p in expected):
-            await anyio.sleep(0.05)
+def offered_to_storescp(log: str) -> dict[str, list[tuple[str, ...]]]:
+    """The presentation contexts DCMTK storescp -v +v logged for each A-ASSOCIATE-RQ that
+    proposed any, by abstract syntax (DCMTK's names: =CTImageStorage, =RLELossless ...)."""
+    offered: dict[str, list[tuple[str, ...]]] = {}
+    abstract, syntaxes = "", None
+    for line in log.splitlines():
+        text = line.removeprefix("I:").strip()
+        if text.startswith("Abstract Syntax:"):
+            abstract = text.split(":", 1)[1].strip()
+        elif text.startswith("Proposed Transfer Syntax(es):"):
+            syntaxes = offered.setdefault(abstract, [])
+            syntaxes.append(())
+        elif syntaxes is not None and text.startswith("="):
+            syntaxes[-1] = (*syntaxes[-1], text)
+        else:
+            syntaxes = None
+    return offered
+
+
+async def test_move_to_dcmtk_storescp(corpus: Corpus, tmp_path: Path) -> None:
+    """DCMTK storescp (+xa accepts every syntax it knows) as the move destination: it logs
+    the contexts it was offered (-v +v) and must receive and write every instance."""
+    tools = require_dcmtk("storescp")
+    out = tmp_path / "out"
+    out.mkdir()
+    port = free_port()
+    log = tmp_path / "storescp.log"
+    with open(log, "wb") as sink:
+        argv = [tools["storescp"], "-v", "+v", "+xa", "-aet", "STORESCP", "-od", str(out)]
+        proc = subprocess.Popen(
+            [*argv, "-fe", ".dcm", str(port)], stdout=sink, stderr=subprocess.STDOUT, env=DCMTK_ENV
+        )
+    try:
+        wait_for_port(port, proc)
+        with anyio.fail_after(DEADLINE):
+            final = await move_corpus(corpus, (LOOPBACK, port))
+            assert int(final.Status) == 0, final
+            assert final.NumberOfCompletedSuboperations == len(corpus.instances)
+            expected = [out / f"{i.modality}.{i.sop_uid}.dcm" for i in corpus.instances]
+            # storescp writes each file when the C-STORE is done; the last may still be
+            # on its way to disk when the move's final response arrives.
+            while not all(p.exists() for p in expected):
+                await anyio.sleep(0.05)
+    finally:
+        stop(proc)
+    uncompressed = ("=LittleEndianExplicit", "=LittleEndianImplicit")
+    assert offered_to_storescp(log.read_text(errors="replace")) == {
+        "=CTImageStorage": [uncompressed, ("=RLELossless",)],
+        "=MRImageStorage": [uncompressed, ("=RLELossless",)],
+    }
