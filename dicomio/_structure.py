@@ -217,7 +217,12 @@ def check_file(path: str | Path, transfer_syntax: str | None = None) -> str | No
         size = os.fstat(fp.fileno()).st_size
         if size == 0:
             return "the file is empty"
-        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        try:
+            mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            # A file system that cannot map files (some FUSE and network mounts): read it.
+            return _check_mapped(memoryview(fp.read()), transfer_syntax)
+        with mapped:
             view = memoryview(mapped)
             try:
                 return _check_mapped(view, transfer_syntax)

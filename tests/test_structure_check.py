@@ -197,3 +197,14 @@ def test_a_file_without_meta_needs_its_syntax(tmp_path: Path) -> None:
     empty = tmp_path / "empty.dcm"
     empty.write_bytes(b"")
     assert check_file(empty, ImplicitVRLittleEndian) is not None
+
+
+def test_check_file_reads_what_it_cannot_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("mmap not supported here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    assert check_file(TEST_FILES / "MR_small.dcm") is None
+    assert check_file(TEST_FILES / "MR_truncated.dcm") is not None
