@@ -79,18 +79,50 @@ def truncation(
     """
     implicit, little, deflated = _encoding(transfer_syntax)
     if deflated:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(data) + inflater.flush()
-        except zlib.error as exc:
-            return f"the deflated data set is corrupt: {exc}"
-        if not inflater.eof:
-            return "the deflated data set ends before its deflate stream does"
+        inflated, reason = _inflate(data)
+        if reason is not None or inflated is None:
+            return reason
+        data = inflated
     try:
         _elements(data, 0, len(data), implicit, little, top=True, depth=0)
     except _Cut as exc:
         return str(exc)
     return None
+
+
+#: How much of a Deflated data set is inflated to walk its elements: beyond this only the
+#: end of its deflate stream is checked, so that memory stays bounded (an SCP otherwise
+#: never inflates what it stores).
+INFLATE_LIMIT = 64 << 20
+_INFLATE_STEP = 1 << 20
+
+
+def _inflate(
+    data: bytes | bytearray | memoryview | mmap.mmap,
+) -> tuple[bytes | None, str | None]:
+    """(the inflated data set or None if over ``INFLATE_LIMIT``, why it is not whole)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    parts: list[bytes] | None = []
+    size = 0
+    pending: bytes | bytearray | memoryview | mmap.mmap = data
+    try:
+        while True:
+            # max_length bounds each step's output whatever the compression ratio.
+            out = inflater.decompress(pending, _INFLATE_STEP)
+            size += len(out)
+            if parts is not None and size <= INFLATE_LIMIT:
+                parts.append(out)
+            else:
+                parts = None
+            pending = inflater.unconsumed_tail
+            # A full step may leave output inside zlib with no input left: ask again.
+            if inflater.eof or (not pending and len(out) < _INFLATE_STEP):
+                break
+    except zlib.error as exc:
+        return None, f"the deflated data set is corrupt: {exc}"
+    if not inflater.eof:
+        return None, "the deflated data set ends before its deflate stream does"
+    return (b"".join(parts) if parts is not None else None), None
 
 
 def _elements(

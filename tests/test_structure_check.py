@@ -208,3 +208,29 @@ def test_check_file_reads_what_it_cannot_map(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(mmap, "mmap", refuse)
     assert check_file(TEST_FILES / "MR_small.dcm") is None
     assert check_file(TEST_FILES / "MR_truncated.dcm") is not None
+
+
+def test_deflated_beyond_the_inflate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large Deflated data set is inflated in bounded steps; past INFLATE_LIMIT only the
+    end of its stream is checked. Output larger than a step per input byte (a stream of
+    zeros) still comes out whole."""
+    import dicomio._structure as structure
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.add_new(0x7FE00010, "OB", bytes(3 << 20))  # 3 MB of zeros: a few kB deflated
+    plain, _ = encode(ds, ExplicitVRLittleEndian)
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(plain) + compressor.flush()
+    assert len(deflated) < structure._INFLATE_STEP
+    assert truncation(deflated, DeflatedExplicitVRLittleEndian) is None
+    # A stream cut short, and a whole stream holding a cut data set: both caught.
+    assert truncation(deflated[:-3], DeflatedExplicitVRLittleEndian) is not None
+    cut = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    cut_stream = cut.compress(plain[:-1]) + cut.flush()
+    assert truncation(cut_stream, DeflatedExplicitVRLittleEndian) is not None
+    monkeypatch.setattr(structure, "INFLATE_LIMIT", 1 << 20)
+    assert truncation(deflated, DeflatedExplicitVRLittleEndian) is None
+    assert truncation(deflated[:-3], DeflatedExplicitVRLittleEndian) is not None
+    # Over the limit the walk is skipped: the stream's end is all that is checked.
+    assert truncation(cut_stream, DeflatedExplicitVRLittleEndian) is None
