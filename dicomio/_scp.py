@@ -106,6 +106,8 @@ SUBOPS_WARNING = 0xB000
 SUBOPS_REFUSED = 0xA702
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+#: Stands for "any uncompressed syntax" when C-MOVE contexts are grouped by SOP class.
+_UNCOMPRESSED_KEY = ""
 #: How far, in encoded bytes, a C-FIND handler may run ahead of the network: the pending
 #: responses waiting here go out in one write (a few hundred identifiers), and memory stays
 #: bounded however many matches the handler yields.
@@ -947,26 +949,36 @@ class ServiceProviderMixin:
     ) -> None:
         """Open the sub-association to the move destination and send every instance.
 
-        Each (SOP class, transfer syntax) pair gets a presentation context of its own, so
-        that the acceptor's choice of one syntax per context (PS3.8 9.3.3.2) cannot leave an
-        instance without a context in its own syntax; Explicit and Implicit VR Little Endian
-        are proposed too for each class, for instances that can be converted.
+        One presentation context per SOP class lists Explicit and Implicit VR Little Endian,
+        as DCMTK and pynetdicom propose, and carries every uncompressed instance of the
+        class (converted, if need be, to the syntax the acceptor chose, PS3.8 9.3.3.2). Some
+        C-STORE SCPs look the transfer syntax up by SOP class rather than by context ID, and
+        decode an Explicit VR data set as Implicit when one class has several uncompressed
+        contexts. Only a compressed syntax, which cannot be converted, gets a context of its
+        own for the class.
         """
+        from dicomio.dataset import UNCOMPRESSED
         from dicomio.presentation import MAX_PRESENTATION_CONTEXTS, build_context
 
         host, port = destination[0], destination[1]
         datasets = [ds for status, ds in items if status in (PENDING, 0xFF01)]
         if not datasets:
             return
-        pairs: dict[tuple[str, str], None] = {}
-        fallbacks: dict[tuple[str, str], None] = {}
+        wanted: dict[str, dict[str, None]] = {}
         for ds in datasets:
             sop_class, ts = await anyio.to_thread.run_sync(_class_and_syntax, ds)
-            pairs[sop_class, ts] = None
-            for candidate in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
-                fallbacks[sop_class, candidate] = None
-        wanted = list(pairs) + [pair for pair in fallbacks if pair not in pairs]
-        contexts = [build_context(sop_class, ts) for sop_class, ts in wanted]
+            syntaxes = wanted.setdefault(sop_class, {})
+            syntaxes[_UNCOMPRESSED_KEY if UID(ts) in UNCOMPRESSED else ts] = None
+        contexts = [
+            build_context(
+                sop_class,
+                [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]
+                if ts == _UNCOMPRESSED_KEY
+                else [ts],
+            )
+            for sop_class, syntaxes in wanted.items()
+            for ts in sorted(syntaxes, key=lambda ts: ts != _UNCOMPRESSED_KEY)
+        ]
         contexts = contexts[:MAX_PRESENTATION_CONTEXTS]
         try:
             async with self.ae.associate(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -164,3 +165,25 @@ def dataset_bytes(path: Path) -> bytes:
     info = read_file_info(path)
     assert info is not None
     return path.read_bytes()[info.dataset_offset :]
+
+
+def same_content(data: bytes, transfer_syntax: str, original: Path) -> bool:
+    """Whether the data set ``data``, encoded in the uncompressed ``transfer_syntax``, holds
+    what the corpus file ``original`` holds: the same elements with the same values and the
+    same 16-bit pixel values, whatever the VR encoding and byte order of either."""
+    from dicomio.dataset import decode_dataset
+
+    got = decode_dataset(data, UID(transfer_syntax))
+    want = dcmread(original)
+    if {elem.tag for elem in got} != {elem.tag for elem in want}:
+        return False
+    for elem in want:
+        if elem.keyword != "PixelData" and got[elem.tag].value != elem.value:
+            return False
+
+    def words(ds: Dataset, syntax: str) -> np.ndarray:
+        order = ">" if syntax == ExplicitVRBigEndian else "<"
+        return np.frombuffer(ds.PixelData, dtype=f"{order}u2")
+
+    want_syntax = str(want.file_meta.TransferSyntaxUID)
+    return bool(np.array_equal(words(got, transfer_syntax), words(want, want_syntax)))

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -839,3 +840,192 @@ def test_storescu_splits_over_128_contexts(tmp_path: Path) -> None:
     for contexts, files in plans:
         offered = {(str(c.abstract_syntax), str(c.transfer_syntaxes[0])) for c in contexts}
         assert {(f.sop_class, f.transfer_syntax) for f in files} <= offered
+
+
+# -- the default information model (issue #12 item 10) -------------------------------------------
+
+PATIENT_ROOT = {
+    "findscu": "1.2.840.10008.5.1.4.1.2.1.1",
+    "movescu": "1.2.840.10008.5.1.4.1.2.1.2",
+    "getscu": "1.2.840.10008.5.1.4.1.2.1.3",
+}
+
+
+def test_parser_defaults_to_patient_root() -> None:
+    from dicomio.apps.cli import build_parser
+
+    parser = build_parser()
+    for command in PATIENT_ROOT:
+        assert parser.parse_args([command, LOOPBACK, "1"]).study_root is False
+        assert parser.parse_args([command, LOOPBACK, "1", "-P"]).study_root is False
+        assert parser.parse_args([command, LOOPBACK, "1", "-S"]).study_root is True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("command", sorted(PATIENT_ROOT))
+async def test_retrieve_and_find_default_to_patient_root(command: str, tmp_path: Path) -> None:
+    """Without -P or -S, each tool asks a strict SCP (Patient Root models only) with Patient
+    Root, as its --help says, and the SCP sees the request on that model."""
+    import anyio
+
+    from dicomio import AE, evt
+    from dicomio.events import Event
+
+    seen: list[str] = []
+
+    async def on_find(event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        seen.append(str(event.request.affected_sop_class_uid))
+        match = Dataset()
+        match.QueryRetrieveLevel = "PATIENT"
+        match.PatientID = "P1"
+        return iter([(0xFF00, match)])
+
+    async def on_retrieve(event: Event) -> Iterator[int]:
+        seen.append(str(event.request.affected_sop_class_uid))
+        return iter([0])
+
+    ae = AE("STRICT")
+    for uid in PATIENT_ROOT.values():
+        ae.add_supported_context(uid)
+    ae.move_destinations = {"NOWHERE": (LOOPBACK, 9)}
+    handlers = [(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_retrieve)]
+    handlers.append((evt.EVT_C_MOVE, on_retrieve))
+    with anyio.fail_after(60):
+        async with ae.start_server((LOOPBACK, 0), evt_handlers=handlers) as server:
+            argv = dicomio(
+                command,
+                LOOPBACK,
+                str(server.port),
+                "-aec",
+                "STRICT",
+                "-k",
+                "QueryRetrieveLevel=PATIENT",
+                "-k",
+                "PatientID=P1",
+                *{
+                    "findscu": [],
+                    "getscu": ["-od", str(tmp_path)],
+                    "movescu": ["-aem", "NOWHERE"],
+                }[command],
+            )
+            result = await anyio.run_process([str(a) for a in argv], check=False)
+    assert result.returncode == 0, text(result)
+    assert seen == [PATIENT_ROOT[command]]
+
+
+# -- getscu receives compressed instances as stored (issue #12 item 9) ---------------------------
+
+COMPRESSED_FILES = {
+    "SC_rgb_jpeg_dcmtk.dcm": "1.2.840.10008.1.2.4.50",  # JPEG Baseline, SC
+    "SC_rgb_rle.dcm": "1.2.840.10008.1.2.5",  # RLE, SC
+    "JPEG2000.dcm": "1.2.840.10008.1.2.4.91",  # JPEG 2000, SC
+    "J2K_pixelrep_mismatch.dcm": "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless, CT
+    "MR_small_jpeg_ls_lossless.dcm": "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless, MR
+}
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_getscu_retrieves_compressed_instances_as_stored(tmp_path: Path, backend: str) -> None:
+    """JPEG, JPEG-LS, JPEG 2000 and RLE instances stored in dicomio qrscp come back through
+    dicomio getscu in their own syntax, byte for byte: by default for common image classes,
+    and for any syntax with --storage-class."""
+    import pydicom
+
+    test_files = Path(pydicom.__file__).parent / "data" / "test_files"
+    folder = tmp_path / "send"
+    folder.mkdir()
+    extra = "JPEG-lossy.dcm"  # JPEG Extended: not among the default compressed syntaxes
+    for name in (*COMPRESSED_FILES, extra):
+        shutil.copy(test_files / name, folder / name)
+    infos = {name: read_file_info(folder / name) for name in (*COMPRESSED_FILES, extra)}
+    assert len({str(i.sop_instance_uid) for i in infos.values() if i}) == len(infos)
+    port = free_port()
+    server = Process(
+        dicomio("qrscp", str(port), "--bind", LOOPBACK, "--data", str(tmp_path / "archive")),
+        port,
+        tmp_path / "qrscp.log",
+    )
+    server.start()
+    try:
+        result = run(dicomio("storescu", LOOPBACK, str(port), "-aec", "DICOMIO", str(folder)))
+        assert result.returncode == 0, text(result)
+        studies = set()
+        for name in infos:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                studies.add(str(dcmread(folder / name, stop_before_pixels=True).StudyInstanceUID))
+
+        def getscu(out: Path, *options: str) -> subprocess.CompletedProcess[bytes]:
+            return run(
+                dicomio(
+                    "getscu",
+                    "--backend",
+                    backend,
+                    LOOPBACK,
+                    str(port),
+                    "-aec",
+                    "DICOMIO",
+                    "-S",
+                    "-od",
+                    str(out),
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    "StudyInstanceUID=" + "\\".join(sorted(studies)),
+                    *options,
+                )
+            )
+
+        result = getscu(tmp_path / "default")
+        for name, syntax in COMPRESSED_FILES.items():
+            info = infos[name]
+            assert info is not None
+            received = tmp_path / "default" / f"{info.sop_instance_uid}.dcm"
+            assert received.exists(), (name, text(result))
+            got = read_file_info(received)
+            assert got is not None and str(got.transfer_syntax) == syntax, name
+            assert dataset_bytes(received) == dataset_bytes(folder / name), name
+        sc = "1.2.840.10008.5.1.4.1.1.7"
+        result = getscu(tmp_path / "sc", f"--storage-class={sc}")
+        lossy = infos[extra]
+        assert lossy is not None
+        received = tmp_path / "sc" / f"{lossy.sop_instance_uid}.dcm"
+        assert received.exists(), text(result)
+        assert dataset_bytes(received) == dataset_bytes(folder / extra)
+        sc_files = {n for n, i in infos.items() if i and str(i.sop_class_uid) == sc}
+        assert {p.stem for p in (tmp_path / "sc").glob("*.dcm")} == {
+            str(infos[n].sop_instance_uid)  # type: ignore[union-attr]
+            for n in sc_files
+        }
+    finally:
+        server.stop()
+
+
+def test_retrieval_contexts_fit_one_association() -> None:
+    from dicomio.apps._scu_commands import retrieval_contexts
+    from dicomio.presentation import assign_context_ids
+
+    default = retrieval_contexts()
+    assert len(default) == 127  # and the Q/R model's makes 128 (PS3.8 9.3.2.2)
+    pairs = {(str(c.abstract_syntax), str(c.transfer_syntaxes[0])) for c in default}
+    for syntax in COMPRESSED_FILES.values():
+        for sop_class in ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"):
+            assert (sop_class, syntax) in pairs
+    one = retrieval_contexts(["1.2.840.10008.5.1.4.1.1.7"])
+    assert len(one) == 39 and all(len(c.transfer_syntaxes) == 1 for c in one)
+    many = retrieval_contexts([f"1.2.3.{n}" for n in range(20)])
+    assert len(many) == 127
+    # Round robin: every class gets its first two syntaxes before any gets a seventh.
+    per_class = {f"1.2.3.{n}": 0 for n in range(20)}
+    for cx in many:
+        per_class[str(cx.abstract_syntax)] += 1
+    assert min(per_class.values()) >= 6
+    listed = retrieval_contexts(["1.2.3.4:1.2.840.10008.1.2.4.51,1.2.840.10008.1.2"])
+    assert [str(c.transfer_syntaxes[0]) for c in listed] == [
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2",
+    ]
+    with pytest.raises(UsageError):
+        retrieval_contexts(["not-a-uid"])
+    assert assign_context_ids([default[0], *default])[-1].context_id == 255

@@ -15,8 +15,11 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian
 
 from dicomio import stream_to_disk
+from dicomio._structure import check_file, truncation
 from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import safe_name
 from dicomio.dataset import write_part10
@@ -34,6 +37,19 @@ OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
 _PATH_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
+class _Truncated(Exception):
+    """The received data set is not whole (dicomio._structure says why)."""
+
+
+def _refuse_truncated(sop_uid: str, reason: str) -> Dataset:
+    """The C-STORE failure for a data set cut short: Cannot understand (PS3.4 B.2.3)."""
+    log.error("refused %s: the data set is truncated or malformed: %s", sop_uid, reason)
+    status = Dataset()
+    status.Status = CANNOT_UNDERSTAND
+    status.ErrorComment = "truncated or malformed data set"
+    return status
+
+
 class Receiver:
     """A C-STORE handler that files what it receives under ``folder``; counts what it got."""
 
@@ -46,22 +62,29 @@ class Receiver:
         folder.mkdir(parents=True, exist_ok=True)
 
         @stream_to_disk(folder)
-        async def on_store(event: Event) -> int:
+        async def on_store(event: Event) -> int | Dataset:
             return await self._on_store(event)
 
         self.handler = on_store
 
-    async def _on_store(self, event: Event) -> int:
+    async def _on_store(self, event: Event) -> int | Dataset:
         sop_uid = str(event.request.affected_sop_instance_uid)
+        syntax = str(event.context.transfer_syntax) if event.context else ImplicitVRLittleEndian
         try:
             if event.dataset_path is None:
                 raw = event.raw or b""
+                # A data set cut short is refused, never kept (nothing written for it).
+                reason = truncation(raw, syntax)
+                if reason is not None:
+                    return _refuse_truncated(sop_uid, reason)
                 meta = event.file_meta
                 tmp = self.folder / f".{safe_name(sop_uid)}.part"
                 await anyio.to_thread.run_sync(write_part10, tmp, meta, [raw])
             else:
                 tmp = event.dataset_path
-            target = await anyio.to_thread.run_sync(self._file_away, tmp, sop_uid)
+            target = await anyio.to_thread.run_sync(self._file_away, tmp, sop_uid, syntax)
+        except _Truncated as exc:
+            return _refuse_truncated(sop_uid, str(exc))
         except OSError as exc:
             log.error("cannot write %s: %s", sop_uid, exc)
             return OUT_OF_RESOURCES
@@ -72,7 +95,12 @@ class Receiver:
         log.info("received %s from %s", target, event.assoc.remote_ae_title)
         return 0
 
-    def _file_away(self, tmp: Path, sop_uid: str) -> Path:
+    def _file_away(self, tmp: Path, sop_uid: str, syntax: str) -> Path:
+        # In the worker thread that files it anyway: a data set cut short is removed here.
+        reason = check_file(tmp, syntax)
+        if reason is not None:
+            tmp.unlink(missing_ok=True)
+            raise _Truncated(reason)
         if self.layout == "flat":
             target = self.folder / f"{safe_name(sop_uid)}.dcm"
         else:

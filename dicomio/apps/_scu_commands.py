@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import struct
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +20,19 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, RLELossless
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pydicom.valuerep import VR
 
 from dicomio import AE, errors, evt
+from dicomio._structure import check_file
 from dicomio.apps._common import (
     EXIT_CONNECTION,
     EXIT_FAILURE,
@@ -35,8 +47,13 @@ from dicomio.apps._common import (
 from dicomio.apps._progress import Progress, human_bytes
 from dicomio.apps._receive import Receiver
 from dicomio.apps.archive import add_storage_contexts
-from dicomio.dataset import UNCOMPRESSED, read_file_info
-from dicomio.presentation import PresentationContext, build_context, storage_scp_roles
+from dicomio.dataset import UNCOMPRESSED, parse_file_meta, part10_header, read_file_info
+from dicomio.presentation import (
+    PresentationContext,
+    build_context,
+    build_role,
+    storage_scp_roles,
+)
 from dicomio.sop import StoragePresentationContexts
 from dicomio.status import Category, category
 
@@ -54,6 +71,9 @@ MODELS = {
     ("S", "get"): "1.2.840.10008.5.1.4.1.2.2.3",
 }
 MAX_CONTEXTS = 128
+_VR_NAMES = frozenset(str(vr) for vr in VR)
+#: A UID as PS3.5 9.1 spells it, checked before pydicom sees it (which warns on bad ones).
+_UID_TEXT = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 #: Association-level failures: the association (or connection) is gone.
 _LOST = (errors.DicomioError, OSError)
 
@@ -105,6 +125,10 @@ class SendItem:
     sop_class: str
     transfer_syntax: str
     size: int
+    #: For a data set without file meta (PS3.10 7.1): where it starts in the file and its
+    #: instance UID, to send it with a meta header of our own. None for a Part 10 file.
+    bare_offset: int | None = None
+    sop_instance: str = ""
 
 
 def _candidates(paths: Sequence[str], skipped: list[tuple[Path, str]]) -> Iterator[Path]:
@@ -118,35 +142,89 @@ def _candidates(paths: Sequence[str], skipped: list[tuple[Path, str]]) -> Iterat
             skipped.append((path, "no such file or folder"))
 
 
+#: Why a file was skipped, by kind, for the summary line (``scan``'s reasons start so).
+NOT_DICOM = "not a DICOM file"
+TRUNCATED = "truncated or malformed"
+NO_INSTANCE = "not an instance"
+
+
 def scan(paths: Sequence[str]) -> tuple[list[SendItem], list[tuple[Path, str]]]:
-    """The Part 10 files among ``paths`` (folders recursively) and, apart, what is not one."""
+    """What can be sent among ``paths`` (folders recursively) and, apart, what cannot.
+
+    A Part 10 file is sent as it is; a data set without file meta is sent in the transfer
+    syntax it is in (detected as pydicom does). Either is first checked to be whole
+    (``dicomio._structure``): a file cut short would be stored and served as corrupt.
+    """
     items: list[SendItem] = []
     skipped: list[tuple[Path, str]] = []
     for path in _candidates(paths, skipped):
         try:
-            info = read_file_info(path)
+            item, reason = _examine(path)
         except Exception as exc:
             skipped.append((path, f"unreadable: {exc}"))
             continue
-        if info is None:
-            skipped.append((path, "not a DICOM Part 10 file (no DICM prefix or file meta)"))
-            continue
-        if not (
-            UID(info.sop_class_uid).is_valid
-            and UID(info.transfer_syntax).is_valid
-            and str(info.sop_instance_uid)
-        ):
-            skipped.append(
-                (
-                    path,
-                    "the file meta header has no valid SOP class, instance or transfer syntax UID",
-                )
-            )
-            continue
-        items.append(
-            SendItem(path, str(info.sop_class_uid), str(info.transfer_syntax), info.dataset_length)
-        )
+        if item is None:
+            skipped.append((path, reason))
+        else:
+            items.append(item)
     return items, skipped
+
+
+def _examine(path: Path) -> tuple[SendItem | None, str]:
+    info = read_file_info(path)
+    if info is None:
+        return _examine_bare(path)
+    if not (
+        UID(info.sop_class_uid).is_valid
+        and UID(info.transfer_syntax).is_valid
+        and str(info.sop_instance_uid)
+    ):
+        return None, (
+            f"{NO_INSTANCE}: the file meta has no valid SOP class, instance or transfer syntax UID"
+        )
+    reason = check_file(path, str(info.transfer_syntax))
+    if reason is not None:
+        return None, f"{TRUNCATED} data set: {reason}"
+    item = SendItem(path, str(info.sop_class_uid), str(info.transfer_syntax), info.dataset_length)
+    return item, ""
+
+
+def _examine_bare(path: Path) -> tuple[SendItem | None, str]:
+    """A file without a usable file meta group: a data set whose syntax is detected."""
+    not_dicom = f"{NOT_DICOM} (no file meta, and not a data set in any transfer syntax)"
+    with open(path, "rb") as fp:
+        head = fp.read(65536)
+    size = path.stat().st_size
+    offset, syntax = 0, None
+    parsed = parse_file_meta(head)
+    if parsed is not None:  # a preamble and a meta group that names no syntax, or no UIDs
+        elements, offset = parsed
+        if 0x00020010 in elements:
+            syntax = elements[0x00020010].decode("ascii", "replace").rstrip("\x00 ")
+    if syntax is None:
+        syntax = _detect_syntax(head[offset : offset + 6])
+    if syntax is None or offset >= size or check_file(path, syntax) is not None:
+        return None, not_dicom
+    try:
+        ds = dcmread(path, force=True, stop_before_pixels=True)
+    except Exception:
+        return None, not_dicom
+    sop_class, sop_instance = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+    if not (UID(sop_class).is_valid and UID(sop_instance).is_valid):
+        return None, f"{NO_INSTANCE}: a data set without file meta or valid SOP UIDs"
+    return SendItem(path, sop_class, syntax, size - offset, offset, sop_instance), ""
+
+
+def _detect_syntax(first: bytes) -> str | None:
+    """The transfer syntax of a data set without file meta, guessed from its first element
+    as pydicom guesses it: a valid explicit VR means Explicit VR, Big Endian if the group
+    read as little endian is 0x0400 or more; otherwise Implicit VR Little Endian."""
+    if len(first) < 6:
+        return None
+    group, _, vr = struct.unpack("<HH2s", first)
+    if vr.decode("latin-1") in _VR_NAMES:
+        return str(ExplicitVRBigEndian if group >= 1024 else ExplicitVRLittleEndian)
+    return str(ImplicitVRLittleEndian)
 
 
 def plan_associations(
@@ -216,13 +294,23 @@ async def run_storescu(args: argparse.Namespace) -> int:
         f"{progress.elapsed:.1f} s, {progress.files / progress.elapsed:.0f} files/s, "
         f"{human_bytes(progress.bytes / progress.elapsed)}/s"
         + (f"; {len(failures)} failed" if failures else "")
-        + (f"; {len(skipped)} skipped (not DICOM)" if skipped else "")
+        + (f"; {len(skipped)} skipped ({_kinds(skipped)})" if skipped else "")
     )
     for path, reason in failures:
         print(f"E: failed {path}: {reason}", file=sys.stderr)
     if items and len(failures) == len(items) and lost is not None:
         return EXIT_CONNECTION
     return EXIT_FAILURE if failures or skipped or not items else EXIT_OK
+
+
+def _kinds(skipped: list[tuple[Path, str]]) -> str:
+    """``3 not DICOM, 2 truncated or malformed``: what the skipped files were."""
+    counts: dict[str, int] = {}
+    for _, reason in skipped:
+        kinds = (NOT_DICOM, TRUNCATED, NO_INSTANCE)
+        kind = next((k for k in kinds if reason.startswith(k)), "other")
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 async def _send_files(
@@ -243,7 +331,10 @@ async def _send_files(
                 return
             ok, reason = True, ""
             try:
-                status = await assoc.send_c_store(item.path)
+                if item.bare_offset is None:
+                    status = await assoc.send_c_store(item.path)
+                else:
+                    status = await _send_bare(assoc, item)
                 code = int(status.Status)
                 if category(code) not in (Category.SUCCESS, Category.WARNING):
                     ok, reason = False, status_text(code, "C-STORE")
@@ -266,6 +357,33 @@ async def _send_files(
         for _ in range(max(1, window)):
             tg.start_soon(worker)
     return lost[0] if lost else None
+
+
+async def _send_bare(assoc: Any, item: SendItem) -> Dataset:
+    """C-STORE a data set without file meta, its bytes as they are in the file.
+
+    It goes through a Part 10 copy with a meta header naming the detected syntax, which
+    ``send_c_store`` then sends as it sends any file (converting it only if that syntax
+    was not accepted).
+    """
+    assert item.bare_offset is not None
+    offset = item.bare_offset
+
+    def copy() -> Path:
+        fd, name = tempfile.mkstemp(prefix=".dicomio-bare-", suffix=".dcm")
+        with open(fd, "wb") as out, open(item.path, "rb") as src:
+            out.write(part10_header(item.sop_class, item.sop_instance, item.transfer_syntax))
+            src.seek(offset)
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+        return Path(name)
+
+    path = await anyio.to_thread.run_sync(copy)
+    try:
+        status: Dataset = await assoc.send_c_store(path)
+        return status
+    finally:
+        path.unlink(missing_ok=True)
 
 
 # -- findscu --------------------------------------------------------------------------------
@@ -317,17 +435,92 @@ def _print_match(identifier: Dataset, n: int, *, as_json: bool) -> None:
 
 # -- getscu and movescu ------------------------------------------------------------------------
 
-#: Image classes also offered with RLE Lossless on C-GET associations, so that archives
-#: holding RLE files can send them as they are (the 128-context limit leaves room for 7).
-_RLE_CLASSES = (
+# What a C-GET SCU proposes to receive on (PS3.4 C.4.3; PS3.8 9.3.2.2). The acceptor
+# agrees to one transfer syntax per presentation context, and the C-GET SCP can send an
+# instance as it is stored only on a context of its class accepted in its own syntax: each
+# (class, syntax) that should arrive unconverted needs a context of its own, and an
+# association has at most 128 (odd IDs 1..255), one of them for the Q/R model. So:
+#
+# - By default, image classes that are commonly compressed get one context per common
+#   compressed syntax (6 x 10 = 60), and the most used storage classes (those first) one
+#   context each that lists Explicit and Implicit VR Little Endian, which any uncompressed
+#   instance can be converted to (67 classes). DCMTK 3.6.7 getscu instead proposes each
+#   storage class once, with the uncompressed syntaxes, or with the one compressed syntax
+#   a +x option prefers (+xs, +xy, +xv, +xt, +xr ...): one compressed syntax per run.
+# - With --storage-class, only the named classes are proposed, each with every syntax
+#   pydicom knows in a context of its own (uncompressed first, common compressed next),
+#   round robin over the classes until the 127 contexts are used: one class gets all 39,
+#   three get every syntax that matters, more share the budget in that priority.
+# The acceptor may still take fewer; a class or syntax left out fails with 0xA702 or is
+# converted by the sender, and says so in the sub-operation counts.
+
+#: Compressed syntaxes in the order they are met in practice (a guess documented here:
+#: JPEG baseline for lossy colour, JPEG lossless SV1 and J2K for CT/MR archives, RLE and
+#: JPEG-LS from older modalities).
+_COMMON_COMPRESSED = (
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+)
+#: Image classes given the compressed syntaxes by default.
+_COMPRESSED_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
     "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
     "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
     "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
     "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image Storage - For Pres.
     "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image Storage
+    "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image Storage
 )
+_EXPLICIT_LE, _IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+
+
+def _syntax_priority() -> list[str]:
+    """Every transfer syntax pydicom knows: uncompressed, common compressed, the rest."""
+    first = [_EXPLICIT_LE, _IMPLICIT_LE, *_COMMON_COMPRESSED]
+    first += ["1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57"]
+    first += ["1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"]
+    return list(dict.fromkeys([*first, *map(str, AllTransferSyntaxes)]))
+
+
+def retrieval_contexts(storage_classes: Sequence[str] = ()) -> list[PresentationContext]:
+    """The storage contexts a C-GET SCU proposes (at most 127; see the comment above).
+
+    Each of ``storage_classes`` is ``UID`` (every syntax pydicom knows) or
+    ``UID:TS[,TS...]`` (those syntaxes only, each in a context of its own).
+    """
+    budget = MAX_CONTEXTS - 1
+    if storage_classes:
+        wanted: dict[str, list[str]] = {}
+        for text in storage_classes:
+            uid, _, listed = text.partition(":")
+            syntaxes = [ts.strip() for ts in listed.split(",") if ts.strip()] or _syntax_priority()
+            for ts in syntaxes:
+                if not (_UID_TEXT.fullmatch(uid.strip()) and _UID_TEXT.fullmatch(ts)):
+                    raise UsageError(f"--storage-class {text}: expected UID or UID:TS[,TS...]")
+            wanted.setdefault(uid.strip(), []).extend(syntaxes)
+        # Round robin: every class gets its first syntax before any gets its second.
+        rank = {ts: n for n, ts in enumerate(_syntax_priority())}
+        pairs = [
+            (n, rank.get(ts, len(rank)), uid, ts)
+            for uid, syntaxes in wanted.items()
+            for n, ts in enumerate(dict.fromkeys(syntaxes))
+        ]
+        pairs.sort(key=lambda pair: (pair[0], pair[1]))
+        return [build_context(uid, ts) for _, _, uid, ts in pairs[:budget]]
+    compressed = [build_context(c, ts) for c in _COMPRESSED_CLASSES for ts in _COMMON_COMPRESSED]
+    common = [str(cx.abstract_syntax) for cx in StoragePresentationContexts]
+    ordered = list(dict.fromkeys([*_COMPRESSED_CLASSES, *common]))
+    uncompressed = [
+        build_context(c, [_EXPLICIT_LE, _IMPLICIT_LE]) for c in ordered[: budget - len(compressed)]
+    ]
+    return uncompressed + compressed
 
 
 def _retrieve_summary(
@@ -357,9 +550,14 @@ async def run_getscu(args: argparse.Namespace) -> int:
     model = _model(args, "get")
     out = Path(args.output_directory)
     receiver = Receiver(out, args.layout)
-    storage = list(StoragePresentationContexts[: MAX_CONTEXTS - 1 - len(_RLE_CLASSES)])
-    storage += [build_context(uid, [RLELossless]) for uid in _RLE_CLASSES]
+    storage = retrieval_contexts(args.storage_classes or ())
     contexts = [build_context(model), *storage]
+    roles = storage_scp_roles(storage)
+    recognised = {str(role.sop_class_uid) for role in roles}
+    for cx in storage:  # a private class named with --storage-class needs its role too
+        if str(cx.abstract_syntax) not in recognised:
+            recognised.add(str(cx.abstract_syntax))
+            roles.append(build_role(cx.abstract_syntax, scp_role=True))
     ae = _ae(args)
     final: Dataset | None = None
     try:
@@ -368,7 +566,7 @@ async def run_getscu(args: argparse.Namespace) -> int:
             args.port,
             ae_title=args.aec,
             contexts=contexts,
-            ext_neg=storage_scp_roles(storage),
+            ext_neg=roles,
             evt_handlers=[(evt.EVT_C_STORE, receiver.handler)],
             ssl_context=client_ssl_context(args),
         ) as assoc:

@@ -43,9 +43,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomio import evt, stream_to_disk
+from dicomio._structure import check_file, truncation
 from dicomio.ae import AE
 from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import is_valid_uid, safe_name
@@ -837,7 +838,16 @@ class Archive:
             return SUCCESS
 
         @stream_to_disk(self.incoming)
-        async def on_store(event: Event) -> int:
+        async def on_store(event: Event) -> int | Dataset:
+            # A data set cut short is refused and nothing is kept: the part file is removed
+            # when this handler returns without having moved it (dicomio.stream_to_disk).
+            reason = await _truncation(event)
+            if reason is not None:
+                log.warning("refused C-STORE: truncated or malformed data set: %s", reason)
+                refused = Dataset()
+                refused.Status = UNABLE_TO_PROCESS
+                refused.ErrorComment = "truncated or malformed data set"
+                return refused
             try:
                 if event.dataset_path is not None:
                     await self.store(event.dataset_path, move=True)
@@ -889,6 +899,14 @@ class Archive:
             (evt.EVT_C_GET, on_retrieve),
             (evt.EVT_C_MOVE, on_retrieve),
         ]
+
+
+async def _truncation(event: Event) -> str | None:
+    """Why the received data set is not whole, or None (dicomio._structure)."""
+    syntax = str(event.context.transfer_syntax) if event.context else ImplicitVRLittleEndian
+    if event.dataset_path is not None:
+        return await anyio.to_thread.run_sync(check_file, event.dataset_path, syntax)
+    return truncation(event.raw or b"", syntax)
 
 
 def add_storage_contexts(ae: AE, *, scp_role_for_get: bool = False) -> None:

@@ -71,6 +71,9 @@ def _model(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Study Root information model",
     )
+    # Both flags write one destination, and argparse takes the default from the first: set
+    # it here, or -P's store_false would make Study Root the default.
+    parser.set_defaults(study_root=False)
     parser.add_argument(
         "-k",
         "--key",
@@ -162,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_options(p, aet="GETSCU")
     _model(p)
     _output(p)
+    p.add_argument(
+        "--storage-class",
+        dest="storage_classes",
+        action="append",
+        metavar="UID[:TS,...]",
+        help="receive only this storage SOP class, in the transfer syntaxes listed or else"
+        " in every one pydicom knows, each in a presentation context of its own"
+        " (repeatable; 127 contexts are shared among the classes round robin). Default:"
+        " the common storage classes uncompressed, and common image classes in the common"
+        " compressed syntaxes as well",
+    )
     add_tls_options(p)
 
     p = command(
