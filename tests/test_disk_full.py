@@ -261,3 +261,57 @@ async def test_full_tmpfs_refuses_then_serves(app_on_tiny_disk: tuple[str, int, 
         with sqlite3.connect(disk / "index.sqlite") as conn:
             rows = {r[0] for r in conn.execute("SELECT sop_uid FROM instances")}
         assert rows == {str(small.SOPInstanceUID), str(image(12).SOPInstanceUID)}
+
+
+class FullIndex:
+    """The archive's index connection, except that adding an instance fails as SQLite does
+    on a full disk (SQLITE_FULL)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("INSERT INTO instances"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_archive_index_full_refuses_and_leaves_no_file(tmp_path: Path) -> None:
+    """The file fits but the index cannot grow (SQLITE_FULL, as on a full disk): A700H, and
+    neither a file nor an index row is left for the refused instance."""
+    from dicomio.apps.archive import Archive, add_storage_contexts
+
+    archive = Archive(tmp_path / "archive")
+    await archive.open()
+    try:
+        ae = AE("DISKFULL", maximum_pdu_size=SMALL_PDU)
+        ae.add_supported_context(Verification)
+        add_storage_contexts(ae)
+        first, refused, later = image(20), image(21), image(22)
+        async with ae.start_server(
+            (LOOPBACK, 0), evt_handlers=archive.handlers(), shutdown_timeout=2
+        ) as server:
+            with anyio.fail_after(30):
+                async with requestor().associate(
+                    LOOPBACK, server.port, ae_title="DISKFULL"
+                ) as assoc:
+                    assert (await assoc.send_c_store(first)).Status == 0
+                    writer = archive._writer
+                    assert writer is not None
+                    archive._writer = FullIndex(writer)  # type: ignore[assignment]
+                    assert (await assoc.send_c_store(refused)).Status == OUT_OF_RESOURCES
+                    await echo_works(server.port)
+                    archive._writer = writer
+                    assert (await assoc.send_c_store(later)).Status == 0
+                await echo_works(server.port)
+        stored = {p.stem for p in files_in(archive.files)}
+        assert stored == {str(first.SOPInstanceUID), str(later.SOPInstanceUID)}
+        assert files_in(archive.incoming) == []
+        with sqlite3.connect(archive.database) as conn:
+            rows = {r[0] for r in conn.execute("SELECT sop_uid FROM instances")}
+        assert rows == stored
+    finally:
+        archive.close()
