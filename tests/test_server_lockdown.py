@@ -370,3 +370,16 @@ def test_help_lists_every_lockdown_flag(app: str) -> None:
         "docs/security.md",
     ):
         assert flag in out, flag
+
+
+def test_security_page_example_is_a_valid_settings_file(tmp_path: Path) -> None:
+    from dicomio.apps._server_config import check_config, load_config
+
+    page = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    example = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "settings.toml"
+    path.write_text(example)
+    settings = check_config(load_config(path, "qrscp"), "qrscp", str(path))
+    assert settings["require_calling_aet"] == ("CT1", "MR1", "VIEWER")
+    assert settings["users"] == {"viewer": "a long random passphrase"}
+    assert settings["destinations"] == {"VIEWER": "10.0.0.7:11112"}
