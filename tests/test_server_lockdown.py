@@ -18,11 +18,15 @@ from typing import Any
 
 import anyio
 import pytest
+from pydicom.dataset import Dataset
 
-from dicomio import AE, AssociationRejected, errors
+from dicomio import AE, AssociationRejected, errors, evt
 from dicomio.pdu import UserIdentityRQ
-from dicomio.sop import Verification
+from dicomio.presentation import build_context, storage_scp_roles
+from dicomio.sop import CTImageStorage, Verification
+from dicomio.sop import StudyRootQueryRetrieveInformationModelGet as GET
 from tests.conftest import DCMTK_ENV, LOOPBACK, free_port, stop, wait_for_port
+from tests.corpus import make_dataset
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -31,6 +35,7 @@ MODES = pytest.mark.parametrize("mode", ["flags", "config"])
 #: rejected-permanent by the service user: no reason (1), calling AE (3), called AE (7);
 #: rejected-transient by the service provider (presentation): local limit exceeded (2).
 NO_REASON, CALLING_AE, CALLED_AE, LIMIT = (1, 1, 1), (1, 1, 3), (1, 1, 7), (2, 3, 2)
+EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 def dicomio(*args: str) -> list[str]:
@@ -210,6 +215,54 @@ async def test_timeouts_and_max_pdu(tmp_path: Path, anyio_backend: str, mode: st
                 await anyio.sleep(2.5)
                 with pytest.raises(errors.DicomioError):
                     await idle.send_c_echo()
+        assert await outcome(port) == 0
+
+
+@pytest.mark.parametrize("mode", ["flags", "config", "control"])
+async def test_dimse_timeout(tmp_path: Path, anyio_backend: str, mode: str) -> None:
+    """-td bounds the server's wait for a C-GET sub-operation's C-STORE-RSP: a requestor
+    whose C-STORE handler takes 2.5 s gets its one sub-operation counted as failed (with
+    -td 10, the control, it completes), and the server goes on serving."""
+    flags, config = {
+        "flags": (["-td", "1"], None),
+        "config": ([], {"dimse_timeout": 1}),
+        "control": (["-td", "10"], None),
+    }[mode]
+    ds = make_dataset(
+        patient=0, study=0, series=0, image=0, modality="CT", transfer_syntax=EXPLICIT
+    )
+    with cli_server("qrscp", tmp_path, anyio_backend, *flags, config=config) as port:
+        store = AE("STORER")
+        store.add_requested_context(CTImageStorage)
+        with anyio.fail_after(15):
+            async with store.associate(LOOPBACK, port) as assoc:
+                assert (await assoc.send_c_store(ds)).Status == 0
+
+        async def slow_store(event: Any) -> int:
+            await anyio.sleep(2.5)
+            return 0
+
+        contexts = [build_context(GET), build_context(CTImageStorage)]
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ds.StudyInstanceUID
+        statuses: list[Dataset] = []
+        with anyio.fail_after(20):
+            async with AE("GETSCU").associate(
+                LOOPBACK,
+                port,
+                contexts=contexts,
+                ext_neg=storage_scp_roles(contexts),
+                evt_handlers=[(evt.EVT_C_STORE, slow_store)],
+            ) as assoc:
+                async for status, _ in assoc.send_c_get(query, GET):
+                    statuses.append(status)
+        final = statuses[-1]
+        if mode == "control":
+            assert final.Status == 0 and final.NumberOfCompletedSuboperations == 1, final
+        else:
+            # "Refused: Out of resources - unable to perform sub-operations" (PS3.4 C.4.3.1.4)
+            assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 1, final
         assert await outcome(port) == 0
 
 
