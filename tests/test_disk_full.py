@@ -315,3 +315,60 @@ async def test_archive_index_full_refuses_and_leaves_no_file(tmp_path: Path) -> 
         assert rows == stored
     finally:
         archive.close()
+
+
+async def test_c_get_requestor_sink_fails(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The same on the requestor side: C-GET sub-operations streamed to a folder (as
+    ``dicomio getscu`` does) that cannot be written get 0xA700; the C-GET goes on and the
+    association stays usable."""
+    from dicomio.presentation import build_role
+    from dicomio.sop import PatientRootQueryRetrieveInformationModelGet as GET
+
+    big, small = image(30, side=512), image(31)
+    writer = FailingWriter(ERRORS["ENOSPC"], 100_000, {str(big.SOPInstanceUID)})
+    monkeypatch.setattr(scp_module._Incoming, "write", lambda inc, data: writer(inc, data))
+
+    async def on_get(event: Any) -> AsyncIterator[Any]:
+        yield 2
+        yield 0xFF00, big
+        yield 0xFF00, small
+
+    scp = AE("DISKFULL")
+    scp.add_supported_context(Verification)
+    scp.add_supported_context(GET)
+    scp.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)
+    received: list[str] = []
+
+    @stream_to_disk(folder)
+    async def on_store(event: Any) -> int:
+        received.append(str(event.request.affected_sop_instance_uid))
+        return 0
+
+    scu = requestor()
+    scu.add_requested_context(GET)
+    scu.maximum_pdu_size = SMALL_PDU
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "PID000"
+    async with scp.start_server(
+        (LOOPBACK, 0), evt_handlers=[(evt.EVT_C_GET, on_get)], shutdown_timeout=2
+    ) as server:
+        with anyio.fail_after(30):
+            async with scu.associate(
+                LOOPBACK,
+                server.port,
+                ae_title="DISKFULL",
+                ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                evt_handlers=[(evt.EVT_C_STORE, on_store)],
+            ) as assoc:
+                statuses = [s async for s, _ in assoc.send_c_get(query, GET)]
+                assert (await assoc.send_c_echo()).Status == 0
+        await echo_works(server.port)
+    final = statuses[-1]
+    assert final.NumberOfFailedSuboperations == 1, final
+    assert final.NumberOfCompletedSuboperations == 1, final
+    assert received == [str(small.SOPInstanceUID)]
+    assert writer.raised == 1
+    assert list(folder.iterdir()) == []
