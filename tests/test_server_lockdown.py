@@ -352,6 +352,8 @@ BAD_CONFIGS = [
     ("[storescp]\nnot valid toml or ini", "neither TOML"),
     ("[elsewhere]\nkey = value\n", "[elsewhere]"),
     ('layout = "sideways"\n', "layout"),
+    # A setting above the [storescp] table would be silently ignored: refused.
+    ("max_associations = 3\n[storescp]\nport = 1\n", "'max_associations' is outside"),
 ]
 
 

@@ -120,6 +120,10 @@ def load_config(path: Path, app: str = QRSCP) -> dict[str, Any]:
                 raise UsageError(f"{path}: unknown section [{other}]") from None
     else:
         settings = dict(data.get(app, data))
+        if app in data:
+            stray = [k for k in data if k not in (*TABLES, STORESCP, QRSCP)]
+            if stray:
+                raise UsageError(f"{path}: {stray[0]!r} is outside the [{app}] table")
     for table in TABLES:
         if table in data and table not in settings:
             settings[table] = data[table]
