@@ -440,3 +440,38 @@ def test_security_page_example_is_a_valid_settings_file(tmp_path: Path) -> None:
     assert settings["require_calling_aet"] == ("CT1", "MR1", "VIEWER")
     assert settings["users"] == {"viewer": "a long random passphrase"}
     assert settings["destinations"] == {"VIEWER": "10.0.0.7:11112"}
+
+
+# -- DCMTK as the requestor ------------------------------------------------------------------
+
+
+def test_dcmtk_storescu_against_a_locked_storescp(tmp_path: Path) -> None:
+    """DCMTK's storescu with and without -usr/-pwd and with a listed or unlisted -aet."""
+    from tests.conftest import require_dcmtk
+
+    storescu = require_dcmtk("storescu")["storescu"]
+    ds = make_dataset(
+        patient=0, study=0, series=0, image=5, modality="CT", transfer_syntax=EXPLICIT
+    )
+    sample = tmp_path / "ct.dcm"
+    ds.save_as(sample, enforce_file_format=True)
+    config = {"require_calling_aet": ["GOOD"], "users": {"alice": "s3cret"}}
+
+    def send(*options: str) -> subprocess.CompletedProcess[bytes]:
+        argv = [storescu, *options, "-aec", "ANY", LOOPBACK, str(port), str(sample)]
+        return subprocess.run(argv, capture_output=True, timeout=30, env=DCMTK_ENV, check=False)
+
+    with cli_server("storescp", tmp_path, "asyncio", config=config) as port:
+        out = next(tmp_path.glob("storescp-*")) / "out"
+        for options in (
+            ["-aet", "GOOD"],  # no identity
+            ["-aet", "GOOD", "-usr", "alice", "-pwd", "wrong"],
+            ["-aet", "BAD", "-usr", "alice", "-pwd", "s3cret"],
+        ):
+            result = send(*options)
+            assert result.returncode != 0, options
+            assert b"Association Rejected" in result.stdout + result.stderr, options
+        assert not list(out.glob("*.dcm"))
+        result = send("-aet", "GOOD", "-usr", "alice", "-pwd", "s3cret")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert [p.name for p in out.glob("*.dcm")] == [f"{ds.SOPInstanceUID}.dcm"]
