@@ -475,3 +475,28 @@ def test_dcmtk_storescu_against_a_locked_storescp(tmp_path: Path) -> None:
         result = send("-aet", "GOOD", "-usr", "alice", "-pwd", "s3cret")
         assert result.returncode == 0, result.stdout + result.stderr
         assert [p.name for p in out.glob("*.dcm")] == [f"{ds.SOPInstanceUID}.dcm"]
+
+
+async def test_tls_and_users_from_config(tmp_path: Path, anyio_backend: str) -> None:
+    """The deployment docs/security.md recommends: TLS and users, all from the settings
+    file. A TLS requestor with the password gets in; plain TCP does not."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert(LOOPBACK)
+    pem = tmp_path / "server.pem"
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    config = {"tls_cert": str(pem), "users": {"alice": "s3cret"}}
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with cli_server("qrscp", tmp_path, anyio_backend, config=config) as port:
+        with anyio.fail_after(15):
+            async with requestor("SCU").associate(
+                LOOPBACK, port, ssl_context=client, ext_neg=identity(b"alice", b"s3cret")
+            ) as assoc:
+                assert (await assoc.send_c_echo()).Status == 0
+        with anyio.fail_after(15), pytest.raises(errors.DicomioError):
+            await requestor("SCU").associate(LOOPBACK, port, ext_neg=identity(b"alice", b"s3cret"))
+        with anyio.fail_after(15), pytest.raises(AssociationRejected):
+            await requestor("SCU").associate(LOOPBACK, port, ssl_context=client)
