@@ -102,6 +102,8 @@ INVALID_SOP_INSTANCE = 0x0117
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: "Sub-operations complete - one or more failures or warnings" (PS3.4 C.4.2.1.5).
 SUBOPS_WARNING = 0xB000
+#: "Refused: Out of Resources" (PS3.4 B.2.3, C-STORE).
+OUT_OF_RESOURCES = 0xA700
 #: "Refused: Out of resources - unable to perform sub-operations".
 SUBOPS_REFUSED = 0xA702
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -148,15 +150,20 @@ class _Incoming:
     The file is written with ``os.write`` on a bare descriptor: each fragment is already as
     large as a PDU, so a Python file object's buffer would only add a copy, and opening one
     costs system calls (``fstat``, ``lseek``, an ``isatty`` ``ioctl``) on every instance.
+
+    If writing fails (a full disk, an I/O error, a quota), ``error`` keeps why, the partial
+    file is deleted, and the fragments still to come are read and dropped: the request is
+    then answered "Refused: Out of Resources" and the association goes on (PS3.4 B.2.3).
     """
 
-    __slots__ = ("command", "context_id", "fd", "path")
+    __slots__ = ("command", "context_id", "error", "fd", "path")
 
-    def __init__(self, context_id: int, command: Any, path: Path | None, fd: int) -> None:
+    def __init__(self, context_id: int, command: Any) -> None:
         self.context_id = context_id
         self.command = command
-        self.path = path
-        self.fd = fd
+        self.path: Path | None = None
+        self.fd = -1
+        self.error: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -168,14 +175,24 @@ class _Incoming:
             fd, self.fd = self.fd, -1
             os.close(fd)
 
+    def fail(self, error: OSError) -> None:
+        """Writing failed: remember why and delete what was written."""
+        self.error = error
+        with contextlib.suppress(OSError):
+            self.close()
+        self.discard()
+
+    def discard(self) -> None:
+        """Delete the file (an unfinished or refused data set is never left behind)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
+
 
 class _Discarded(_Incoming):
     """The data set of a refused C-STORE: read to its end and dropped, never stored."""
 
     __slots__ = ()
-
-    def __init__(self, context_id: int, command: Any) -> None:
-        super().__init__(context_id, command, None, -1)
 
     def write(self, data: bytes | memoryview) -> None:
         pass
@@ -450,37 +467,56 @@ class ServiceProviderMixin:
         )
         directory: Path = handler.dicomio_stream_to
         context = self._context(context_id)
-        fd, path = _create_part_file(directory)
-        incoming = _Incoming(context_id, command, path, fd)
+        incoming = _Incoming(context_id, command)
         self._disk[context_id] = incoming
-        incoming.write(
-            part10_header(
-                str(command.affected_sop_class_uid),
-                str(command.affected_sop_instance_uid),
-                str(context.transfer_syntax if context else "1.2.840.10008.1.2"),
-                source_ae_title=self.remote_ae_title or None,
+        try:
+            incoming.fd, incoming.path = _create_part_file(directory)
+            incoming.write(
+                part10_header(
+                    str(command.affected_sop_class_uid),
+                    str(command.affected_sop_instance_uid),
+                    str(context.transfer_syntax if context else "1.2.840.10008.1.2"),
+                    source_ae_title=self.remote_ae_title or None,
+                )
             )
-        )
+        except OSError as exc:
+            self._write_failed(incoming, exc)
 
     def _stream_fragment(self, context_id: int, data: memoryview, is_last: bool) -> None:
         incoming = self._disk.get(context_id)
         if incoming is None:
             return
-        # A synchronous write of one PDV (at most the negotiated PDU size) into the page cache.
-        incoming.write(data)
+        if incoming.error is None:
+            try:
+                # A synchronous write of one PDV (at most the negotiated PDU size) into the
+                # page cache.
+                incoming.write(data)
+                if is_last:
+                    incoming.close()  # close(2) can report a failed write too (NFS, EIO)
+            except OSError as exc:
+                self._write_failed(incoming, exc)
         if is_last:
-            incoming.close()
             del self._disk[context_id]
-            self._incoming.append((context_id, incoming.command, incoming.path))
+            # The request goes on with the file, or with the error that refuses it.
+            self._incoming.append((context_id, incoming.command, incoming.error or incoming.path))
             if self._background_reader:
                 self._start_pending_requests()
+
+    def _write_failed(self, incoming: _Incoming, error: OSError) -> None:
+        self.log.error(
+            "cannot write the data set of C-STORE %s (%s): %s; it will be refused with A700H",
+            incoming.command.message_id,
+            incoming.command.affected_sop_instance_uid,
+            error,
+        )
+        incoming.fail(error)
 
     def _close_streams(self) -> None:
         """The association ended: partial files are deleted, never reported as stored."""
         for incoming in self._disk.values():
-            incoming.close()
-            if incoming.path is not None:
-                incoming.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                incoming.close()
+            incoming.discard()
         self._disk.clear()
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -488,7 +524,13 @@ class ServiceProviderMixin:
     async def _handle_request(self, context_id: int, command: Any, data: Any) -> None:
         context = self._context(context_id)
         path = data if isinstance(data, Path) else None
-        raw = None if path is not None else (bytes(data) if data is not None else None)
+        # A data set streamed to disk that could not be written (see _Incoming).
+        unwritten = data if isinstance(data, OSError) else None
+        raw = (
+            None
+            if path is not None or unwritten is not None
+            else (bytes(data) if data is not None else None)
+        )
         try:
             if context is None:
                 # Only accepted presentation contexts may carry messages (PS3.8 7.1.1.13):
@@ -520,11 +562,16 @@ class ServiceProviderMixin:
                 with anyio.CancelScope() as scope:
                     self._running[command.message_id] = scope
                     try:
-                        event = await self._dispatch(context, command, raw, path)
+                        if unwritten is not None:
+                            # Refused before any handler: there is no Event to deliver.
+                            await self._refuse_unwritten(context, command, unwritten)
+                            event = None
+                        else:
+                            event = await self._dispatch(context, command, raw, path)
                     finally:
                         self._running.pop(command.message_id, None)
                         self._cancel_requested.discard(command.message_id)
-                if self._receivers and not scope.cancelled_caught:
+                if event is not None and self._receivers and not scope.cancelled_caught:
                     for receiver in self._receivers:
                         receiver.deliver(event)
             finally:
@@ -682,6 +729,22 @@ class ServiceProviderMixin:
                 status=status,
                 has_dataset=False,
                 **fields,
+            ),
+        )
+
+    async def _refuse_unwritten(self, context: Any, command: CStoreRQ, error: OSError) -> None:
+        """C-STORE-RSP "Refused: Out of Resources" for a data set that could not be written
+        (PS3.4 B.2.3); the handler never sees it."""
+        comment = (error.strerror or str(error) or type(error).__name__)[:64]  # LO: 64 chars
+        await self._respond(
+            context,
+            CStoreRSP(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                affected_sop_instance_uid=command.affected_sop_instance_uid,
+                status=OUT_OF_RESOURCES,
+                has_dataset=False,
+                error_comment=comment,
             ),
         )
 

@@ -91,6 +91,10 @@ class AE(TimeoutAttributes):
         self.move_destinations: dict[str, tuple[str, int]] = {}
         #: ``async def verify(assoc, user_identity_rq)`` -> bool, or (bool, server response).
         self.user_identity_verifier: UserIdentityVerifier | None = None
+        #: With a verifier set (``user_identity_verifier`` or an EVT_USER_ID handler), a
+        #: request without a User Identity sub-item (PS3.7 D.3.3.7) is rejected (1, 1, 1)
+        #: unless this is true. pynetdicom admits such requestors; set it to do the same.
+        self.allow_anonymous = False
         #: Hooks for SOP class extended (56H) / common extended (57H) negotiation: called with
         #: the requested items, return the reply items (56H) or the accepted items (57H).
         self.sop_class_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = None

@@ -379,6 +379,11 @@ class Server:
                     return await self._reject(assoc, 1, 1, 1)
                 if identity.positive_response_requested and response is not None:
                     replies.append(UserIdentityAC(server_response=response))
+        elif _checks_identity(assoc) and not ae.allow_anonymous:
+            # A verifier that a requestor could bypass by leaving the sub-item out would
+            # check nothing: rejected-permanent, service-user, no-reason-given.
+            assoc.log.info("no User Identity sub-item, and this AE requires one")
+            return await self._reject(assoc, 1, 1, 1)
 
         window = next(
             (i for i in rq.user_information if isinstance(i, AsynchronousOperationsWindow)), None
@@ -507,6 +512,11 @@ async def _ask(assoc: Association, event: EventType, *fields: Any) -> Any:
     except Exception:
         assoc.log.exception("%s handler raised", event.name)
         return None
+
+
+def _checks_identity(assoc: Association) -> bool:
+    """Whether user identities are verified here (an EVT_USER_ID handler or a verifier)."""
+    return bool(assoc.get_handlers(EVT_USER_ID)) or assoc.ae.user_identity_verifier is not None
 
 
 async def _verify_identity(

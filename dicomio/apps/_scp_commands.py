@@ -4,15 +4,13 @@ then shut down gracefully (stop accepting, let open associations finish for a fe
 from __future__ import annotations
 
 import argparse
-import configparser
 import logging
 import signal
 import sys
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import anyio
+import attrs
 
 from dicomio import AE, evt
 from dicomio.apps._common import (
@@ -21,8 +19,10 @@ from dicomio.apps._common import (
     server_ssl_context,
     timeouts_from,
 )
-from dicomio.apps._receive import Receiver
+from dicomio.apps._receive import LAYOUTS, Receiver
+from dicomio.apps._server_config import apply_config, identity_verifier, load_config
 from dicomio.apps.archive import Archive, add_archive_contexts, add_storage_contexts
+from dicomio.config import Timeouts
 from dicomio.events import Event
 from dicomio.server import Server
 
@@ -58,15 +58,20 @@ async def _echo(event: Event) -> int:
 
 
 async def run_storescp(args: argparse.Namespace) -> int:
-    receiver = Receiver(Path(args.output_directory), args.layout)
-    ae = AE(args.aet, timeouts=timeouts_from(args))
+    apply_config(args, "storescp")
+    if args.layout not in LAYOUTS:
+        raise UsageError(f"layout must be one of {', '.join(LAYOUTS)}, not {args.layout!r}")
+    ae = AE(args.aet or "STORESCP", timeouts=_timeouts(args))
+    _lock_down(ae, args)
     ae.async_ops_window = (MAX_OPERATIONS, MAX_OPERATIONS)
     ae.add_supported_context(VERIFICATION)
     add_storage_contexts(ae)
+    ssl_context = server_ssl_context(args)
+    receiver = Receiver(Path(args.output_directory), args.layout)
     async with ae.start_server(
         (args.bind, args.port),
         evt_handlers=[(evt.EVT_C_ECHO, _echo), (evt.EVT_C_STORE, receiver.handler)],
-        ssl_context=server_ssl_context(args),
+        ssl_context=ssl_context,
         shutdown_timeout=SHUTDOWN_SECONDS,
     ) as server:
         await _serve_until_signalled(server, "storescp")
@@ -83,64 +88,48 @@ def parse_destination(text: str) -> tuple[str, tuple[str, int]]:
     return aet.strip(), (host, int(port))
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """qrscp settings from a TOML file, or an INI file with [qrscp] and [destinations].
-
-    Keys: ``port``, ``ae_title``, ``data``, ``bind``, ``relational``, ``pn_ignore_case`` and
-    a ``destinations`` table of ``AET = "HOST:PORT"``.
-    """
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        parser = configparser.ConfigParser()
-        parser.optionxform = str  # type: ignore[assignment,method-assign]  # AE titles keep case
-        try:
-            parser.read_string(text, source=str(path))
-        except configparser.Error as exc:
-            raise UsageError(f"{path}: neither TOML nor INI: {exc}") from None
-        data = dict(parser["qrscp"]) if parser.has_section("qrscp") else {}
-        if parser.has_section("destinations"):
-            data["destinations"] = dict(parser["destinations"])
-    settings = dict(data.get("qrscp", data))
-    if "destinations" in data and "destinations" not in settings:
-        settings["destinations"] = data["destinations"]
-    return settings
+def _lock_down(ae: AE, args: argparse.Namespace) -> None:
+    """The acceptor policy of the settings (docs/security.md) on ``ae``."""
+    ae.maximum_pdu_size = args.max_pdu
+    ae.require_called_aet = args.require_called_aet
+    ae.require_calling_aet = list(args.require_calling_aet)
+    ae.maximum_associations = args.max_associations
+    ae.maximum_associations_per_ae = args.max_associations_per_ae
+    ae.allow_anonymous = args.allow_anonymous
+    ae.user_identity_verifier = identity_verifier(args)
+    if ae.user_identity_verifier is not None and not args.tls_cert:
+        log.warning("user identities are checked, but without TLS they cross the network in clear")
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "yes", "true", "on")
+def _timeouts(args: argparse.Namespace) -> Timeouts:
+    return attrs.evolve(timeouts_from(args), network=args.network_timeout)
 
 
 async def run_qrscp(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config)) if args.config else {}
-    port = args.port if args.port is not None else int(config.get("port", 11112))
-    aet = args.aet or str(config.get("ae_title", "DICOMIO"))
-    data = Path(args.data or str(config.get("data", "./dicomio-data")))
-    bind = args.bind or str(config.get("bind", "0.0.0.0"))
+    apply_config(args, "qrscp")
+    aet = args.aet or "DICOMIO"
+    data = Path(args.data)
     destinations: dict[str, tuple[str, int]] = {}
-    for aet_name, address in dict(config.get("destinations", {})).items():
+    for aet_name, address in args.config_destinations.items():
         name, where = parse_destination(f"{aet_name}={address}")
         destinations[name] = where
     for text in args.dest or []:
         name, where = parse_destination(text)
         destinations[name] = where
-    relational = args.relational or _flag(config.get("relational", False))
-    pn_ignore_case = not args.pn_case_sensitive and _flag(config.get("pn_ignore_case", True))
 
-    archive = Archive(data, relational=relational, pn_ignore_case=pn_ignore_case)
-    await archive.open()
-    ae = AE(aet, timeouts=timeouts_from(args))
+    ae = AE(aet, timeouts=_timeouts(args))
+    _lock_down(ae, args)
     ae.async_ops_window = (MAX_OPERATIONS, MAX_OPERATIONS)
     add_archive_contexts(ae)
     ae.move_destinations = destinations
+    ssl_context = server_ssl_context(args)
+    archive = Archive(data, relational=args.relational, pn_ignore_case=args.pn_ignore_case)
+    await archive.open()
     try:
         async with ae.start_server(
-            (bind, port),
+            (args.bind, args.port),
             evt_handlers=archive.handlers(),
-            ssl_context=server_ssl_context(args),
+            ssl_context=ssl_context,
             shutdown_timeout=SHUTDOWN_SECONDS,
         ) as server:
             log.info(

@@ -580,12 +580,16 @@ class Archive:
                 os.replace(path, target)
             else:
                 tmp = target.with_suffix(".part")
-                with open(path, "rb") as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
+                try:
+                    with open(path, "rb") as src, open(tmp, "wb") as dst:
+                        while chunk := src.read(1 << 20):
+                            dst.write(chunk)
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # a full disk leaves no partial copy
+                    raise
                 os.replace(tmp, target)
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 conn.execute(
                     "INSERT INTO studies (study_uid, patient_id, study_date, study_time,"
                     " accession_number, study_id, description, referring_physician,"
@@ -647,7 +651,13 @@ class Archive:
                     self._prune(conn, old[1], old[2])
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one
+                        conn.execute("ROLLBACK")
+                # Not indexed, so not stored: no file without its row (a replaced instance
+                # kept at the same path is the exception; its row still names it).
+                if old is None or old[0] != relative.as_posix():
+                    target.unlink(missing_ok=True)
                 raise
             if old is not None and old[0] != relative.as_posix():
                 (self.files / old[0]).unlink(missing_ok=True)
@@ -861,7 +871,9 @@ class Archive:
             except ValueError as exc:
                 log.warning("refused C-STORE: %s", exc)
                 return UNABLE_TO_PROCESS
-            except OSError as exc:
+            except (OSError, sqlite3.OperationalError) as exc:
+                # A full disk, an I/O error, or an index that cannot be written (SQLITE_FULL,
+                # SQLITE_IOERR, a lock held too long): "Refused: Out of Resources".
                 log.error("cannot store: %s", exc)
                 return OUT_OF_RESOURCES
             return SUCCESS

@@ -101,6 +101,86 @@ def _output(parser: argparse.ArgumentParser, default: str = ".") -> None:
     )
 
 
+def _server(parser: argparse.ArgumentParser) -> None:
+    """The settings storescp and qrscp share beyond -aet and the timeouts: the settings
+    file, the PDU size and the lock-down (docs/security.md). Each is also a key of the
+    settings file (``dicomio.apps._server_config``); the command line wins."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file, TOML or INI, in a [storescp] or [qrscp] table: the long option"
+        " names with '_' for '-' (max_associations = 8), ae_title, a [users] table of"
+        " name = password (qrscp: pn_ignore_case, a [destinations] table); options given"
+        " here win",
+    )
+    parser.add_argument(
+        "-tn",
+        "--network-timeout",
+        dest="network_timeout",
+        type=float,
+        metavar="SECONDS",
+        help="abort an association idle for this long (default: never)",
+    )
+    parser.add_argument(
+        "-pdu",
+        "--max-pdu",
+        dest="max_pdu",
+        type=int,
+        metavar="BYTES",
+        help="the largest PDU we receive (default 262144; 0: no limit)",
+    )
+    group = parser.add_argument_group("access control (see docs/security.md)")
+    group.add_argument(
+        "--require-called-aet",
+        action=argparse.BooleanOptionalAction,
+        help="reject associations not addressed to -aet (A-ASSOCIATE-RJ 1/1/7)",
+    )
+    group.add_argument(
+        "--require-calling-aet",
+        dest="require_calling_aet",
+        action="append",
+        metavar="AET",
+        help="accept only these calling AE titles (repeatable; others: A-ASSOCIATE-RJ 1/1/3)",
+    )
+    group.add_argument(
+        "--max-associations",
+        dest="max_associations",
+        type=int,
+        metavar="N",
+        help="at most N associations at once (default 1000); more: A-ASSOCIATE-RJ 2/3/2",
+    )
+    group.add_argument(
+        "--max-associations-per-ae",
+        dest="max_associations_per_ae",
+        type=int,
+        metavar="N",
+        help="at most N associations at once per calling AE title (default: no limit)",
+    )
+    group.add_argument(
+        "--user-identity-hook",
+        dest="user_identity_hook",
+        metavar="MODULE:FUNCTION",
+        help="check each User Identity with FUNCTION(assoc, identity) -> bool (MODULE may"
+        " be a path/to/file.py); or list users and passwords in the settings file [users]",
+    )
+    group.add_argument(
+        "--allow-anonymous",
+        action=argparse.BooleanOptionalAction,
+        help="with a user identity check, also admit requestors that send no User Identity"
+        " (default: reject them, A-ASSOCIATE-RJ 1/1/1)",
+    )
+    # Unset means "from the settings file, else the default" (apply_config).
+    parser.set_defaults(
+        port=None,
+        aet=None,
+        bind=None,
+        connect_timeout=None,
+        acse_timeout=None,
+        dimse_timeout=None,
+        tls_require_client_cert=None,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dicomio",
@@ -219,13 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         run_storescp,
         "Storage SCP: accept every storage SOP class and transfer syntax into -od.",
     )
-    p.add_argument("port", type=int, nargs="?", default=11112, help="TCP port (default 11112)")
+    p.add_argument("port", type=int, nargs="?", default=None, help="TCP port (default 11112)")
     add_network_options(p, aet="STORESCP", called=False)
     p.add_argument(
         "--bind", default="0.0.0.0", metavar="HOST", help="address to listen on (default all)"
     )
     _output(p)
     add_tls_options(p, server=True)
+    _server(p)
+    p.set_defaults(output_directory=None, layout=None)
 
     p = command(
         "qrscp",
@@ -255,19 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a C-MOVE destination (repeatable)",
     )
     p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="settings file, TOML or INI (see dicomio.apps._scp_commands)",
-    )
-    p.add_argument(
-        "--relational", action="store_true", help="allow relational queries (PS3.4 C.4.1.2.2)"
+        "--relational",
+        action="store_true",
+        default=None,
+        help="allow relational queries (PS3.4 C.4.1.2.2)",
     )
     p.add_argument(
         "--pn-case-sensitive",
-        action="store_true",
+        dest="pn_ignore_case",
+        action="store_false",
+        default=None,
         help="match person names case-sensitively (default: ignore case)",
     )
     add_tls_options(p, server=True)
+    _server(p)
     return parser
 
 
