@@ -174,6 +174,7 @@ def test_pydicom_test_files_round_trip(qrscp: int, tmp_path: Path) -> None:
 
     sent_total = refused_total = 0
     retrieved: dict[Path, Path] = {}
+    odd: list[str] = []
     for number, files_in_round in enumerate(rounds):
         folder = tmp_path / f"round{number}"
         folder.mkdir()
@@ -229,10 +230,17 @@ def test_pydicom_test_files_round_trip(qrscp: int, tmp_path: Path) -> None:
             assert received is not None, (names[path], output)
             info = read_file_info(received)
             assert info is not None and str(info.transfer_syntax) == identities[path][2]
-            assert _dataset_bytes(received) == _dataset_bytes(path), names[path]
+            sent = _dataset_bytes(path)
+            if len(sent) % 2:
+                # An odd-length (Deflated) data set goes out with its one 00H pad (PS3.5
+                # A.5; DIMSE data sets are even), so it is stored and retrieved padded.
+                sent += b"\x00"
+                odd.append(names[path])
+            assert _dataset_bytes(received) == sent, names[path]
             retrieved[path] = received
 
     # The totals: every valid file was sent; every fileable one came back byte-identical.
+    assert odd == ["image_dfl.dcm"]
     assert sent_total == len(valid) - refused_total
     assert refused_total == len(unfileable)
     assert set(retrieved) == set(stored)
