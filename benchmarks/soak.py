@@ -732,6 +732,16 @@ def write_report(
             f" {entry['max_control_echo_s']:.3f} s | {fds} | {rss} |"
             f" {'yes' if entry['flat'] else '**no**'} |"
         )
+    for name, entry in result.items():
+        before = (entry["start"] or {}).get("fd_kinds", {})
+        after = (entry["end"] or {}).get("fd_kinds", {})
+        moved = [
+            f"{kind} {before.get(kind, 0)} → {after.get(kind, 0)}"
+            for kind in sorted({*before, *after})
+            if before.get(kind, 0) != after.get(kind, 0)
+        ]
+        if moved:
+            lines += ["", f"{name}: descriptors that changed: {', '.join(moved)}."]
     lines += [
         "",
         "Descriptors and RSS are read after the fuzz connections were closed for"
