@@ -34,6 +34,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -49,6 +50,7 @@ import anyio
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 
+from benchmarks.runner import free_port, open_descriptors, proc_status
 from dicomio import AE, DicomioError
 from dicomio.dimse.commands import CEchoRQ, CFindRQ, CStoreRQ, encode_command
 from dicomio.pdu import (
@@ -396,21 +398,7 @@ async def send_input(item: Input, port: int) -> str:
 
 
 def proc_rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fp:
-            for line in fp:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def proc_fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
+    return proc_status(pid).get("VmRSS", 0)
 
 
 def proc_fd_kinds(pid: int) -> dict[str, int]:
@@ -428,14 +416,6 @@ def proc_fd_kinds(pid: int) -> dict[str, int]:
             continue
         kinds[target.split(":")[0] if ":" in target else Path(target).name] += 1
     return dict(kinds)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -463,8 +443,6 @@ class ServerProcess:
                 env=env,
             )
         deadline = time.monotonic() + 30
-        import socket
-
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
@@ -499,7 +477,7 @@ class ServerProcess:
         values = {
             "label": label,  # type: ignore[dict-item]
             "t_s": round(elapsed, 1),
-            "fds": proc_fds(self.pid),
+            "fds": open_descriptors(self.pid),
             "rss_kb": proc_rss_kb(self.pid),
             "fd_kinds": proc_fd_kinds(self.pid),  # type: ignore[dict-item]
         }
@@ -522,11 +500,12 @@ class Tally:
 def save_failure(
     what: str, server: ServerProcess, seed: int, folder: Path, tally: Tally, elapsed: float
 ) -> None:
-    """Save the inputs in flight and the last ones sent to ``server``, bytes and description."""
+    """Save the inputs in flight and the last ones sent to ``server``, bytes and description
+    (for the first 20 failures: a server that stays hung fails every check)."""
     folder.mkdir(parents=True, exist_ok=True)
     suspects = {i.index: i for i in [*server.recent, *server.in_flight.values()]}
     saved = []
-    for index, item in sorted(suspects.items()):
+    for index, item in sorted(suspects.items()) if len(tally.failures) < 20 else ():
         stem = folder / f"seed{seed}-input{index}"
         stem.with_suffix(".bin").write_bytes(b"".join(item.steps))
         stem.with_suffix(".json").write_text(json.dumps({"seed": seed, **item.describe()}))
@@ -638,7 +617,7 @@ async def soak(args: argparse.Namespace, servers: dict[str, ServerProcess]) -> T
                     f"  {elapsed:.0f} s: {tally.sent} inputs, "
                     + ", ".join(
                         f"{s.name} crashes {s.crashes} hangs {s.hangs}"
-                        f" fds {proc_fds(s.pid) if s.alive() else '-'}"
+                        f" fds {open_descriptors(s.pid) if s.alive() else '-'}"
                         f" rss {proc_rss_kb(s.pid) // 1024 if s.alive() else '-'} MiB"
                         for s in servers.values()
                     ),
@@ -742,6 +721,12 @@ def write_report(
         ]
         if moved:
             lines += ["", f"{name}: descriptors that changed: {', '.join(moved)}."]
+        if entry["crashes"]:
+            lines += [
+                "",
+                f"{name} was restarted after each crash: its end figures are of a"
+                " later process than its start figures.",
+            ]
     lines += [
         "",
         "Descriptors and RSS are read after the fuzz connections were closed for"
