@@ -797,3 +797,32 @@ async def test_per_row_work_of_a_find_stays_off_the_event_loop(
                 tg.start_soon(echo_time, server.port)
     assert len(answers) == 2
     assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
+
+
+@pytest.mark.anyio
+async def test_storescp_receiver_remembers_a_bounded_number_of_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running storescp counts what it filed but keeps only the last few paths (the
+    soak saw its memory grow with every instance while it kept them all)."""
+    from dicomio import evt
+    from dicomio.apps import _receive
+
+    monkeypatch.setattr(_receive, "RECENT", 3)
+    receiver = Receiver(tmp_path, "flat")
+    server_ae = AE("STORESCP")
+    server_ae.add_supported_context(SECONDARY_CAPTURE, ExplicitVRLittleEndian)
+    sops = [f"1.2.77.{n}" for n in range(5)]
+    with anyio.fail_after(20):
+        async with (
+            server_ae.start_server(
+                (LOOPBACK, 0), evt_handlers=[(evt.EVT_C_STORE, receiver.handler)]
+            ) as server,
+            scu().associate(LOOPBACK, server.port, ae_title="STORESCP") as assoc,
+        ):
+            for sop in sops:
+                ds = instance(SOPInstanceUID=sop, PatientID="P", StudyInstanceUID="1.2.77")
+                assert int((await assoc.send_c_store(ds)).Status) == 0
+    assert receiver.count == 5
+    assert [p.name for p in receiver.received] == [f"{sop}.dcm" for sop in sops[2:]]
+    assert len(list(tmp_path.glob("*.dcm"))) == 5

@@ -858,3 +858,19 @@ async def test_find_get_move_over_the_network(
     finally:
         archive.close()
     assert sorted(received) == sorted(i.sop_uid for i in corpus.by(study_uid=STUDIES["P1S0"]))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_queries_from_many_worker_threads_keep_few_connections_open(archive: Archive) -> None:
+    """Each ``anyio.run`` has its own worker threads, as a server's loop gets new ones when
+    anyio retires idle workers: queries from 40 threads must not leave 40 connections."""
+
+    def open_fds() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    expected = anyio.run(archive.count)
+    before = open_fds()
+    for _ in range(40):
+        assert anyio.run(archive.count) == expected
+    # SQLite in WAL mode holds up to three descriptors per connection (db, -wal, -shm).
+    assert open_fds() - before <= 3 * 4

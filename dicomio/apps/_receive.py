@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger("dicomio.apps")
 LAYOUTS = ("flat", "hierarchy")
 #: "Refused: Out of resources" and "Cannot understand" (PS3.4 B.2.3).
 OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
+#: How many received paths a ``Receiver`` remembers.
+RECENT = 1024
 
 
 _PATH_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -58,7 +61,11 @@ class Receiver:
             raise ValueError(f"layout must be one of {LAYOUTS}")
         self.folder = folder
         self.layout = layout
-        self.received: list[Path] = []
+        #: How many instances were filed.
+        self.count = 0
+        #: The paths of the last ``RECENT`` instances filed: a server that runs for months
+        #: must not keep one for every instance it ever received.
+        self.received: deque[Path] = deque(maxlen=RECENT)
         folder.mkdir(parents=True, exist_ok=True)
 
         @stream_to_disk(folder)
@@ -92,6 +99,7 @@ class Receiver:
             log.error("refused %s: %s", sop_uid, exc)
             return CANNOT_UNDERSTAND
         self.received.append(target)
+        self.count += 1
         log.info("received %s from %s", target, event.assoc.remote_ae_title)
         return 0
 

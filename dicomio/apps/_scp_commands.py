@@ -75,7 +75,7 @@ async def run_storescp(args: argparse.Namespace) -> int:
         shutdown_timeout=SHUTDOWN_SECONDS,
     ) as server:
         await _serve_until_signalled(server, "storescp")
-    print(f"storescp: received {len(receiver.received)} instance(s)", file=sys.stderr)
+    print(f"storescp: received {receiver.count} instance(s)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -575,7 +575,7 @@ async def run_getscu(args: argparse.Namespace) -> int:
                     final = status
     except _LOST as exc:
         return _connection_error(args, exc)
-    text, code = _retrieve_summary("C-GET", final, len(receiver.received))
+    text, code = _retrieve_summary("C-GET", final, receiver.count)
     print(text)
     return EXIT_OK if code == 0 else EXIT_FAILURE
 
@@ -618,7 +618,7 @@ async def run_movescu(args: argparse.Namespace) -> int:
     except _LOST as exc:
         return _connection_error(args, exc)
     text, code = _retrieve_summary(
-        "C-MOVE", final, len(receiver.received) if receiver is not None else None
+        "C-MOVE", final, receiver.count if receiver is not None else None
     )
     print(text)
     return EXIT_OK if code == 0 else EXIT_FAILURE

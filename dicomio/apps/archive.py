@@ -70,6 +70,8 @@ from dicomio.sop import QR_SOP_CLASSES, STORAGE_SOP_CLASSES
 __all__ = ["Archive", "add_archive_contexts", "add_storage_contexts"]
 
 log = logging.getLogger("dicomio.apps.archive")
+#: Read connections kept open between queries (each costs a descriptor or three).
+MAX_IDLE_READERS = 4
 
 PENDING = 0xFF00
 SUCCESS = 0x0000
@@ -355,8 +357,9 @@ class Archive:
         self.options = MatchOptions(pn_ignore_case=pn_ignore_case, relational=relational)
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        # Read connections not in use, reused by whichever worker thread queries next: a
+        # connection per thread would leak one each time anyio retires an idle worker.
+        self._idle_readers: list[sqlite3.Connection] = []
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -465,10 +468,9 @@ class Archive:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            for conn in self._readers:
+            for conn in self._idle_readers:
                 conn.close()
-            self._readers.clear()
-            self._local = threading.local()
+            self._idle_readers.clear()
 
     async def __aenter__(self) -> Archive:
         return await self.open()
@@ -478,15 +480,29 @@ class Archive:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
-        """This worker thread's read connection, opened once (WAL readers never block)."""
+        """A read connection for this worker thread's query (WAL readers never block).
+
+        Taken from the idle ones or opened, and given back afterwards; at most
+        ``MAX_IDLE_READERS`` wait idle, so open connections track concurrent queries, not
+        the worker threads that ever ran one.
+        """
         self._open_sync()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        with self._write_lock:
+            conn = self._idle_readers.pop() if self._idle_readers else None
         if conn is None:
+            # One thread at a time uses it, but not always the thread that opened it.
             conn = sqlite3.connect(self.database, timeout=30, check_same_thread=False)
-            self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.rollback()
             with self._write_lock:
-                self._readers.append(conn)
-        yield conn
+                keep = self._writer is not None and len(self._idle_readers) < MAX_IDLE_READERS
+                if keep:
+                    self._idle_readers.append(conn)
+            if not keep:
+                conn.close()
 
     # -- storing ----------------------------------------------------------------------------
 
