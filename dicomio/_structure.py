@@ -24,13 +24,8 @@ import struct
 import zlib
 from pathlib import Path
 
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ImplicitVRLittleEndian,
-)
-
-from dicomio.dataset import parse_file_meta
+# One reading of which syntax encodes how, shared with the encoder.
+from dicomio.dataset import _encoding, parse_file_meta
 
 __all__ = ["check_file", "truncation"]
 
@@ -55,18 +50,6 @@ _BE_LONG = struct.Struct(">L")
 
 class _Cut(Exception):
     """The data set is not whole; the message says where."""
-
-
-def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
-    """(implicit VR, little endian, deflated); other syntaxes encode as Explicit VR LE."""
-    ts = str(transfer_syntax)
-    if ts == ImplicitVRLittleEndian:
-        return True, True, False
-    if ts == ExplicitVRBigEndian:
-        return False, False, False
-    if ts == DeflatedExplicitVRLittleEndian:
-        return False, True, True
-    return False, True, False
 
 
 def truncation(
