@@ -1,4 +1,4 @@
-"""The archive under hostile input (issue #13 items 1, 2, 4, 5).
+"""The archive's defects under hostile input, one test or more each (issue #13 items 1, 2, 4, 5).
 
 - Wild card matching takes time linear in value length x pattern length (PS3.4 C.2.2.2.4),
   and no single query stalls the server (a 30-star pattern, 40,000 UIDs in one list).
