@@ -373,9 +373,10 @@ def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool
     image_pixel: dict[str, Any] = {}
     native = bytearray()
     encoded: list[bytes] = []
-    decoded_size = 0
+    decoded_size = nr_frames = 0
     for arr, image_pixel in frames:
         decoded_size += arr.nbytes
+        nr_frames += 1
         if encoder is None:
             native += arr.tobytes()
         else:
@@ -389,7 +390,6 @@ def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool
     if int(image_pixel["samples_per_pixel"]) > 1:
         # Decoded frames are colour-by-pixel; RLE, JPEG-LS and JPEG 2000 all take them so.
         ds.PlanarConfiguration = int(image_pixel["planar_configuration"])
-    nr_frames = len(encoded) if encoder is not None else int(image_pixel["number_of_frames"])
     if "NumberOfFrames" in ds or nr_frames > 1:
         ds.NumberOfFrames = nr_frames
     # The Extended Offset Table is rebuilt below or not needed; the retired group lengths of
