@@ -283,24 +283,21 @@ def transcode(
     CodecUnavailable when a codec is missing, and TranscodeError for anything that cannot be
     read, decoded or encoded, naming the cause.
     """
-    data = _read_source(src)
     dst = UID(str(target))
     try:
-        ds, part10 = _parse(data, source_syntax)
+        ds, part10 = _parse(src, source_syntax)
         src_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
         if src_syntax == dst:
-            return data
+            return _read_source(src)
         source_lossy = _source_is_lossy(ds, src_syntax)
         _check_lossy(src_syntax, dst, source_lossy=source_lossy, allow_lossy=allow_lossy)
         if _PIXEL_DATA in ds and not (src_syntax in NATIVE_SYNTAXES and dst in NATIVE_SYNTAXES):
             _convert_pixels(ds, src_syntax, dst, source_lossy=source_lossy)
-        body = encode_dataset(ds, dst)
         if not part10:
-            return body
-        out = BytesIO()
-        write_part10_header(out, _file_meta(ds, dst))
-        out.write(body)
-        return out.getvalue()
+            return encode_dataset(ds, dst)
+        header = BytesIO()
+        write_part10_header(header, _file_meta(ds, dst))
+        return b"".join((header.getvalue(), encode_dataset(ds, dst)))
     except DicomioError:
         raise
     except BaseException as exc:
@@ -324,16 +321,25 @@ def _read_source(src: bytes | bytearray | memoryview | str | os.PathLike[str]) -
         raise TranscodeError(f"cannot read {os.fspath(src)!r}: {exc}") from exc
 
 
-def _parse(data: bytes, source_syntax: str | None) -> tuple[Dataset, bool]:
-    """The data set and whether it came as a Part 10 file; ``ds.file_meta`` names its syntax."""
+def _parse(
+    src: bytes | bytearray | memoryview | str | os.PathLike[str], source_syntax: str | None
+) -> tuple[Dataset, bool]:
+    """The data set and whether it came as a Part 10 file; ``ds.file_meta`` names its syntax.
+
+    A file is read by pydicom directly, so its bytes are held once, in the data set.
+    """
     ds: Dataset
     if source_syntax is None:
-        if data[128:132] != b"DICM":
-            raise TranscodeError(
-                "not a Part 10 file (no DICM prefix, PS3.10 7.1); pass source_syntax "
-                "for a bare data set"
-            )
-        ds = dcmread(BytesIO(data))
+        fp = BytesIO(src) if isinstance(src, bytes | bytearray | memoryview) else open(src, "rb")  # noqa: SIM115
+        with fp:
+            fp.seek(128)
+            if fp.read(4) != b"DICM":
+                raise TranscodeError(
+                    "not a Part 10 file (no DICM prefix, PS3.10 7.1); pass source_syntax "
+                    "for a bare data set"
+                )
+            fp.seek(0)
+            ds = dcmread(fp)
         if "TransferSyntaxUID" not in ds.file_meta:
             raise TranscodeError("the file meta has no Transfer Syntax UID (PS3.10 7.1)")
         # Some writers encode the body otherwise than the meta says (pydicom's SC_rgb_jpeg.dcm:
@@ -343,7 +349,7 @@ def _parse(data: bytes, source_syntax: str | None) -> tuple[Dataset, bool]:
             pass
         return ds, True
     syntax = UID(str(source_syntax))
-    ds = decode_dataset(data, syntax)
+    ds = decode_dataset(_read_source(src), syntax)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
     return ds, False
@@ -391,6 +397,7 @@ def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool
             encoded.append(_encode_frame(encoder, ds, arr, image_pixel, target))
     if not image_pixel:
         raise TranscodeError(f"{source.name} pixel data holds no frames")
+    del ds[_PIXEL_DATA]  # the source's pixels are no longer needed: free them first
     if source_lossy and "LossyImageCompression" not in ds:
         ds.LossyImageCompression = "01"  # once lossy, always marked (PS3.3 C.7.6.1.1.5)
 
@@ -409,25 +416,28 @@ def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool
     if encoder is None:
         if len(native) % 2:
             native += b"\x00"  # PS3.5 7.1: even value length
-        ds.PixelData = bytes(native)
+        ds.PixelData = bytes(native)  # pydicom takes a bytearray for a list of values
+        del native
         elem = ds[_PIXEL_DATA]
         elem.VR = VR.OB if int(ds.BitsAllocated) <= 8 else VR.OW
         elem.is_undefined_length = False
         return
 
     # PS3.5 A.4: one fragment per frame, with a Basic Offset Table while offsets fit.
-    if (len(encoded) - 1) * 8 + sum(len(f) for f in encoded[:-1]) <= 2**32 - 1:
+    encoded_size = sum(len(f) for f in encoded)
+    if (len(encoded) - 1) * 8 + encoded_size - len(encoded[-1]) <= 2**32 - 1:
         ds.PixelData = encapsulate(encoded, has_bot=True)
     else:
         ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(
             encoded
         )
+    encoded.clear()
     elem = ds[_PIXEL_DATA]
     elem.VR = VR.OB
     elem.is_undefined_length = True
 
     if not _is_lossless(target):
-        _mark_lossy(ds, target, ratio=decoded_size / max(1, sum(len(f) for f in encoded)))
+        _mark_lossy(ds, target, ratio=decoded_size / max(1, encoded_size))
 
 
 def _encode_frame(

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -238,9 +239,15 @@ def test_lossless_compression_is_bit_exact(target: UID) -> None:
     assert done >= 20, refused
 
 
-def _multiframe(frames: int = 5, rows: int = 64, columns: int = 48, bits: int = 12) -> bytes:
+def _multiframe(
+    frames: int = 5, rows: int = 64, columns: int = 48, bits: int = 12, *, smooth: bool = False
+) -> bytes:
     rng = np.random.default_rng(14)
-    arr = rng.integers(0, 2**bits, size=(frames, rows, columns), dtype=np.uint16)
+    if smooth:  # a gentle ramp: compresses well, so decoded size dwarfs input and output
+        ramp = 1000 + np.arange(columns, dtype=np.uint16) // 16
+        arr = np.stack([np.tile(ramp + f, (rows, 1)) for f in range(frames)]).astype(np.uint16)
+    else:
+        arr = rng.integers(0, 2**bits, size=(frames, rows, columns), dtype=np.uint16)
     ds = Dataset()
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = generate_uid()
@@ -273,6 +280,22 @@ def test_multiframe_is_encapsulated_frame_by_frame(target: UID) -> None:
     back = _read(transcode(transcode(native, target), ImplicitVRLittleEndian))
     assert back.NumberOfFrames == 5
     assert back.PixelData == _read(native).PixelData
+
+
+def test_memory_is_about_one_decoded_frame_beyond_input_and_output() -> None:
+    """Frame by frame: compressed to compressed never holds the whole decoded image."""
+    frames, size = 40, 256
+    decoded = frames * size * size * 2
+    rle = transcode(_multiframe(frames=frames, rows=size, columns=size, smooth=True), RLELossless)
+    tracemalloc.start()
+    try:
+        out = transcode(rle, JPEGLSLossless)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # A copy of the input, a few of the output (pydicom's writer), a frame or two. Decoding
+    # all frames at once would add ``decoded`` (5.2 MB) to the peak.
+    assert peak < len(rle) + 3 * len(out) + decoded // 4, (peak, len(rle), len(out))
 
 
 def test_bare_data_set_in_and_out() -> None:
