@@ -31,6 +31,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.tag import Tag
@@ -289,15 +290,18 @@ def transcode(
         src_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
         if src_syntax == dst:
             return _read_source(src)
-        source_lossy = _source_is_lossy(ds, src_syntax)
-        _check_lossy(src_syntax, dst, source_lossy=source_lossy, allow_lossy=allow_lossy)
-        if _PIXEL_DATA in ds and not (src_syntax in NATIVE_SYNTAXES and dst in NATIVE_SYNTAXES):
-            _convert_pixels(ds, src_syntax, dst, source_lossy=source_lossy)
+        # Only Pixel Data is ever compressed (PS3.5 A.4): without it no syntax loses anything.
+        if _PIXEL_DATA in ds:
+            source_lossy = _source_is_lossy(ds, src_syntax)
+            _check_lossy(src_syntax, dst, source_lossy=source_lossy, allow_lossy=allow_lossy)
+            if not (src_syntax in NATIVE_SYNTAXES and dst in NATIVE_SYNTAXES):
+                _convert_pixels(ds, src_syntax, dst, source_lossy=source_lossy)
+        body = encode_dataset(ds, dst)
         if not part10:
-            return encode_dataset(ds, dst)
+            return body
         header = BytesIO()
         write_part10_header(header, _file_meta(ds, dst))
-        return b"".join((header.getvalue(), encode_dataset(ds, dst)))
+        return b"".join((header.getvalue(), body))
     except DicomioError:
         raise
     except BaseException as exc:
@@ -360,7 +364,9 @@ def _file_meta(ds: Dataset, syntax: UID) -> FileMetaDataset:
     meta = FileMetaDataset()
     for elem in ds.file_meta:
         if elem.tag != 0x00020000:  # group length: written afresh
-            meta.add(elem)
+            # A new element: setting a value on a shared one would change the source's meta,
+            # which encode_dataset reads to know the byte order of raw values.
+            meta.add(DataElement(elem.tag, elem.VR, elem.value))
     meta.FileMetaInformationVersion = b"\x00\x01"
     if "SOPClassUID" in ds:
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
