@@ -308,7 +308,9 @@ def transcode(
         # Codec plugins and pydicom's reader fail with whatever their authors chose
         # (RuntimeError, ValueError, struct.error, KeyError ...), and a Rust plugin's panic
         # (pylibjpeg-rle on a corrupt segment) is a BaseException: one type for callers.
-        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+        # Running out of memory is not a fault of the input, so it is not disguised as one.
+        panic = type(exc).__name__ == "PanicException"
+        if isinstance(exc, MemoryError) or not (isinstance(exc, Exception) or panic):
             raise
         raise TranscodeError(
             f"cannot transcode to {dst.name}: {type(exc).__name__}: {exc}"
