@@ -19,15 +19,18 @@ __all__ = [
     "AssociationAborted",
     "AssociationRejected",
     "AssociationReleased",
+    "CodecUnavailable",
     "ConnectionClosed",
     "ConnectionRefused",
     "DicomioError",
     "DIMSETimeout",
     "LocalProtocolError",
+    "LossyTranscodeRefused",
     "NoPresentationContext",
     "ProtocolError",
     "RemoteProtocolError",
     "TimeoutError",
+    "TranscodeError",
 ]
 
 
@@ -204,4 +207,28 @@ class ConnectionRefused(DicomioError, builtins.ConnectionRefusedError):
 
     Also a builtin ``ConnectionRefusedError`` (so an ``OSError``), as a plain socket
     would raise.
+    """
+
+
+class TranscodeError(DicomioError):
+    """A data set could not be converted to another transfer syntax (PS3.5 8.2, A.4).
+
+    The message names the cause: a stream the codec cannot decode (corrupt, truncated, an
+    unsupported sub-type), pixel data an encoder refuses, or a data set that cannot be read.
+    """
+
+
+class CodecUnavailable(TranscodeError):
+    """No installed pixel codec can decode the source or encode the target syntax.
+
+    Pixel codecs are the optional extra ``pip install 'dicomio[codecs]'``; the message says
+    when installing it would help and when no codec pydicom knows exists for the syntax.
+    """
+
+
+class LossyTranscodeRefused(TranscodeError):
+    """The conversion would compress lossily and the caller did not allow it.
+
+    Lossy compression changes pixel values for good (PS3.3 C.7.6.1.1.5), so dicomio never
+    does it silently: pass ``allow_lossy=True`` to permit it.
     """
