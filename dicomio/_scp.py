@@ -598,12 +598,11 @@ class ServiceProviderMixin:
         """
         if context is None or self._failure is not None:
             return
-        failure = N_FAILURE if command.command_field >= 0x0100 else C_FAILURE
-        response = response_class_for(command)(
-            message_id_being_responded_to=command.message_id,
-            status=failure,
-            error_comment="internal error",
-            has_dataset=False,
+        response = _failure_response(
+            response_class_for(command),
+            command.message_id,
+            command.command_field,
+            "internal error",
         )
         try:
             await self.send_messages(
@@ -676,13 +675,13 @@ class ServiceProviderMixin:
         """The failure response (or A-ABORT) that replaces one that could not be encoded."""
         name = type(response).__name__
         if response.status not in (PENDING, 0xFF01):
-            failure = N_FAILURE if response.command_field >= 0x8100 else C_FAILURE
-            fallback = type(response)(
-                message_id_being_responded_to=response.message_id_being_responded_to,
-                status=failure,
-                error_comment="response could not be encoded",
-                has_dataset=False,
+            fallback = _failure_response(
+                type(response),
+                response.message_id_being_responded_to,
+                response.command_field,
+                "response could not be encoded",
             )
+            failure = fallback.status
             try:
                 encoded = encode_command(fallback)
             except errors.LocalProtocolError:  # pragma: no cover - only fixed, valid fields
@@ -1112,6 +1111,22 @@ class ServiceProviderMixin:
             ),
             reply,
         )
+
+
+def _failure_response(
+    response_class: Any, message_id: int, command_field: int, comment: str
+) -> Any:
+    """A failure response without a data set: 0110H for DIMSE-N, C000H for DIMSE-C.
+
+    Bit 8 of the command field (0100H) is set for every DIMSE-N request and response
+    (PS3.7 E.1-1) and for no DIMSE-C one, so a request's or a response's field tells.
+    """
+    return response_class(
+        message_id_being_responded_to=message_id,
+        status=N_FAILURE if command_field & 0x0100 else C_FAILURE,
+        error_comment=comment,
+        has_dataset=False,
+    )
 
 
 def _echo_response(command: CEchoRQ, status: int, **fields: Any) -> CEchoRSP:
