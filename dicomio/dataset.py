@@ -125,7 +125,10 @@ def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
     return data
 
 
-#: Raw-byte VRs whose values are words in the data set's byte order, and their item codes.
+#: Raw-byte VRs whose values are words in the data set's byte order, and their item codes:
+#: each swaps within its own word size (PS3.5 6.2). Pixel Data is OB or OW, never OL, so
+#: 32-bit pixel cells swap as two 16-bit words, as DCMTK's dcmconv does (pydicom reads Big
+#: Endian 32-bit cells whole instead); tests/test_byte_order.py holds this to dcmconv.
 _WORD_VRS = {"OW": "H", "OL": "I", "OF": "f", "OD": "d", "OV": "Q"}
 
 

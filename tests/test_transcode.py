@@ -208,9 +208,11 @@ def _native_cases() -> list[Any]:
         for target in sorted(transcode_module.NATIVE_SYNTAXES - {ts}):
             marks = []
             if bits > 16 and ExplicitVRBigEndian in (ts, target):
-                # dicomio.dataset._byte_swapped swaps OW Pixel Data in 16-bit words; 32-bit
-                # pixels need 32-bit swaps (pydicom and DCMTK read them so). Not this module's.
-                marks.append(pytest.mark.xfail(reason="32-bit pixels byte-swapped as words"))
+                # Pixel Data is OW, swapped within each 16-bit word (PS3.5 6.2, A.3): dicomio
+                # and DCMTK's dcmconv agree (tests/test_byte_order.py). pydicom swaps 32-bit
+                # cells whole instead, and its rtdose_expb files were rewritten so.
+                reason = "pydicom reads Big Endian 32-bit pixels as whole words; DCMTK does not"
+                marks.append(pytest.mark.xfail(reason=reason))
             cases.append(pytest.param(path, ts, target, marks=marks, id=f"{path.name}-{target}"))
     return cases
 
