@@ -846,6 +846,8 @@ class ServiceProviderMixin:
         is_move = isinstance(command, CMoveRQ)
         counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
         failed_uids: list[str] = []
+        #: Why sub-operations failed, "<SOP Instance UID>: <cause>", first first.
+        causes: list[str] = []
 
         def response(status: int, *, final: bool = False) -> Any:
             return rsp_class(
@@ -859,6 +861,9 @@ class ServiceProviderMixin:
                 number_of_completed_sub_operations=counts["completed"],
                 number_of_failed_sub_operations=counts["failed"],
                 number_of_warning_sub_operations=counts["warning"],
+                # Error Comment (LO, 64 characters) names the first failure's instance and
+                # cause; the log has them all.
+                error_comment=_error_comment(causes) if final and causes else None,
             )
 
         async def final(status: int | None = None) -> None:
@@ -940,7 +945,12 @@ class ServiceProviderMixin:
                     if is_move:
                         assert items is not None and destination is not None
                         await self._move(
-                            context, command, destination, items, counts, failed_uids, response
+                            context,
+                            command,
+                            destination,
+                            items,
+                            (counts, failed_uids, causes),
+                            response,
                         )
                     else:
                         async for status, ds in gen:
@@ -953,6 +963,7 @@ class ServiceProviderMixin:
                                 ds,
                                 counts,
                                 failed_uids,
+                                causes,
                                 originator=False,
                             )
                             await self._respond(context, response(PENDING))
@@ -975,9 +986,17 @@ class ServiceProviderMixin:
         ds: Any,
         counts: dict[str, int],
         failed_uids: list[str],
+        causes: list[str],
         *,
         originator: bool,
     ) -> None:
+        """One C-STORE sub-operation (PS3.4 C.4.2.3, C.4.3.3), counted.
+
+        A data set that cannot be sent in a syntax the destination accepted (no context, a
+        conversion that would be lossy, a codec missing or failing on a corrupt stream)
+        fails this sub-operation only: its instance goes to the Failed SOP Instance UID
+        List and its cause to the log and the final response's Error Comment.
+        """
         counts["remaining"] = max(0, counts["remaining"] - 1)
         uid = _instance_uid(ds)
         try:
@@ -987,8 +1006,11 @@ class ServiceProviderMixin:
                 originator_id=command.message_id if originator else None,
             )
             code = int(status.Status)
-        except (errors.NoPresentationContext, OSError, ValueError) as exc:
-            self.log.warning("sub-operation for %s failed: %s", uid, exc)
+            if code not in (SUCCESS,) and "ErrorComment" in status:
+                causes.append(f"{uid}: status {code:04X}H, {status.ErrorComment}")
+        except (errors.NoPresentationContext, errors.TranscodeError, OSError, ValueError) as exc:
+            self.log.warning("sub-operation for %s failed: %s", uid or ds, exc)
+            causes.append(f"{uid}: {exc}")
             code = C_FAILURE
         if code == SUCCESS:
             counts["completed"] += 1
@@ -1005,8 +1027,7 @@ class ServiceProviderMixin:
         command: CMoveRQ,
         destination: Any,
         items: list[Any],
-        counts: dict[str, int],
-        failed_uids: list[str],
+        tally: tuple[dict[str, int], list[str], list[str]],
         response: Callable[..., Any],
     ) -> None:
         """Open the sub-association to the move destination and send every instance.
@@ -1016,9 +1037,11 @@ class ServiceProviderMixin:
         class (converted, if need be, to the syntax the acceptor chose, PS3.8 9.3.3.2). Some
         C-STORE SCPs look the transfer syntax up by SOP class rather than by context ID, and
         decode an Explicit VR data set as Implicit when one class has several uncompressed
-        contexts. Only a compressed syntax, which cannot be converted, gets a context of its
-        own for the class.
+        contexts. A compressed syntax gets a context of its own for the class, and the
+        uncompressed one is proposed beside it: if the destination refuses the compressed
+        syntax, ``send_c_store`` decompresses the instance (PS3.5 A.4, losslessly).
         """
+        counts, failed_uids, causes = tally
         from dicomio.dataset import UNCOMPRESSED
         from dicomio.presentation import MAX_PRESENTATION_CONTEXTS, build_context
 
@@ -1030,7 +1053,9 @@ class ServiceProviderMixin:
         for ds in datasets:
             sop_class, ts = await anyio.to_thread.run_sync(_class_and_syntax, ds)
             syntaxes = wanted.setdefault(sop_class, {})
-            syntaxes[_UNCOMPRESSED_KEY if UID(ts) in UNCOMPRESSED else ts] = None
+            syntaxes[_UNCOMPRESSED_KEY] = None
+            if UID(ts) not in UNCOMPRESSED:
+                syntaxes[ts] = None
         contexts = [
             build_context(
                 sop_class,
@@ -1047,7 +1072,9 @@ class ServiceProviderMixin:
                 host, port, ae_title=command.move_destination, contexts=contexts
             ) as sub:
                 for ds in datasets:
-                    await self._sub_store(sub, command, ds, counts, failed_uids, originator=True)
+                    await self._sub_store(
+                        sub, command, ds, counts, failed_uids, causes, originator=True
+                    )
                     await self._respond(context, response(PENDING))
         except (
             errors.AssociationRejected,
@@ -1247,6 +1274,14 @@ async def _handler_items(
 async def _as_async(items: Any) -> AsyncIterator[Any]:
     for item in items:
         yield item
+
+
+def _error_comment(causes: list[str]) -> str:
+    """The first failure's cause as an Error Comment: LO, at most 64 characters (PS3.5 6.2)."""
+    text = causes[0] if len(causes) == 1 else f"{len(causes)} failed; {causes[0]}"
+    # The default repertoire only, and no backslash: it would split an LO value in two.
+    text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _instance_uid(ds: Any) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from io import BytesIO
 from pathlib import Path
@@ -23,7 +25,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
 from dicomio import errors
+from dicomio import transcode as transcode_module
 from dicomio._locks import Gate
+from dicomio._transcoding import Transcoded, transcode_file
 from dicomio.dataset import (
     UNCOMPRESSED,
     decode_dataset,
@@ -49,9 +53,11 @@ from dicomio.dimse import (
 )
 from dicomio.sop import name_of
 from dicomio.status import copy_status, raw_but_status, status_dataset
+from dicomio.transcode import NATIVE_SYNTAXES, choose_syntax
 from dicomio.ul import Role
 
 if TYPE_CHECKING:
+    from dicomio.ae import AE
     from dicomio.association import Association, _Operation
     from dicomio.config import Timeouts
     from dicomio.presentation import PresentationContext
@@ -114,6 +120,7 @@ class ServiceUserMixin:
     if TYPE_CHECKING:
         # What the mixin uses of ``Association`` (declared, not defined, here).
         log: logging.LoggerAdapter[logging.Logger]
+        ae: AE
         role: Role
         timeouts: Timeouts
         requested_contexts: tuple[PresentationContext, ...]
@@ -273,43 +280,59 @@ class ServiceUserMixin:
         priority: int = 2,
         originator_aet: str | None = None,
         originator_id: int | None = None,
+        allow_lossy: bool = False,
     ) -> Dataset:
         """C-STORE (PS3.7 9.1.1) a Dataset, or a Part 10 file streamed from disk.
 
-        A file whose transfer syntax was accepted is sent as its bytes stand, in chunks. A
-        data set in an uncompressed syntax is converted to another accepted uncompressed
-        syntax; otherwise ``NoPresentationContext`` names what was proposed and accepted.
+        The data set travels in its own transfer syntax if the peer accepted that for its
+        SOP class: a file as its bytes stand, in chunks. Otherwise it is converted to an
+        accepted syntax: between uncompressed syntaxes in a thread; across compression
+        (decompressing, or compressing losslessly to RLE, JPEG-LS, JPEG 2000 or JPEG
+        lossless) with the pixel codecs of ``dicomio[codecs]``, in a worker process (or a
+        thread, if ``ae.isolate_codecs`` is false). A lossy target is used only with
+        ``allow_lossy``, and then the instance gets a new SOP Instance UID (PS3.4), which
+        this request carries. Raises ``NoPresentationContext`` when the SOP class has no
+        context, ``LossyTranscodeRefused``/``CodecUnavailable``/``TranscodeError`` (all
+        ``TranscodeError``) when no conversion is allowed, installed or possible.
         """
+        transcoded: Transcoded | None = None
         payload: Any
-        if isinstance(dataset, (str, Path)):
-            context, payload, sop_class, sop_instance = await self._store_payload_from_file(
-                Path(dataset)
-            )
-        else:
-            context, payload, sop_class, sop_instance = self._store_payload_from_dataset(dataset)
+        try:
+            if isinstance(dataset, (str, Path)):
+                plan = await self._store_payload_from_file(Path(dataset), allow_lossy)
+            else:
+                plan = await self._store_payload_from_dataset(dataset, allow_lossy)
+            context, payload, sop_class, sop_instance, transcoded = plan
 
-        def build(mid: int) -> CStoreRQ:
-            return CStoreRQ(
-                message_id=mid,
-                affected_sop_class_uid=sop_class,
-                affected_sop_instance_uid=sop_instance,
-                priority=priority,
-                move_originator_application_entity_title=originator_aet,
-                move_originator_message_id=originator_id,
-                has_dataset=True,
-            )
+            def build(mid: int) -> CStoreRQ:
+                return CStoreRQ(
+                    message_id=mid,
+                    affected_sop_class_uid=sop_class,
+                    affected_sop_instance_uid=sop_instance,
+                    priority=priority,
+                    move_originator_application_entity_title=originator_aet,
+                    move_originator_message_id=originator_id,
+                    has_dataset=True,
+                )
 
-        command, _ = await self._single(context, build, payload)
+            command, _ = await self._single(context, build, payload)
+        finally:
+            if transcoded is not None:
+                transcoded.discard()
         return response_status(command)
 
     def _store_context(
-        self, sop_class: str, transfer_syntax: str
-    ) -> tuple[PresentationContext, bool]:
-        """(context, convert?) for storing ``sop_class`` encoded in ``transfer_syntax``."""
+        self, sop_class: str, transfer_syntax: str, allow_lossy: bool
+    ) -> tuple[PresentationContext, str]:
+        """The context to store ``sop_class`` encoded in ``transfer_syntax`` in, and how.
+
+        How: ``"as is"``; ``"native"`` (re-encoded between uncompressed syntaxes, no pixel
+        codec); or ``"codec"`` (the pixels are decoded and/or encoded, PS3.5 A.4).
+        """
         candidates = [cx for cx in self._contexts_for(sop_class) if self._may_be_scu(cx)]
         for cx in candidates:
             if cx.transfer_syntax == transfer_syntax:
-                return cx, False
+                return cx, "as is"
         if transfer_syntax in UNCOMPRESSED:
             convertible = [cx for cx in candidates if cx.transfer_syntax in UNCOMPRESSED]
             # Keep the byte order where we can: a conversion between Little and Big Endian
@@ -317,26 +340,41 @@ class ServiceUserMixin:
             big = transfer_syntax == ExplicitVRBigEndian
             convertible.sort(key=lambda cx: (cx.transfer_syntax == ExplicitVRBigEndian) != big)
             if convertible:
-                return convertible[0], True
+                return convertible[0], "native"
         what = f"cannot send {_named(sop_class)} in {_named(transfer_syntax)}"
         if not candidates:
             raise self._no_context(sop_class, what)
-        proposed = dict.fromkeys(
-            ts
-            for cx in self.requested_contexts
-            if cx.abstract_syntax == sop_class
-            for ts in cx.transfer_syntaxes
-        )
-        raise errors.NoPresentationContext(
-            f"{what}: accepted only in "
-            + ", ".join(_named(cx.transfer_syntax) for cx in candidates)
-            + ", and only uncompressed syntaxes are converted; proposed: "
-            + (", ".join(map(_named, proposed)) or "nothing")
-        )
+        accepted = [str(cx.transfer_syntax) for cx in candidates]
+        target = choose_syntax(transfer_syntax, accepted, allow_lossy=allow_lossy)
+        if target is not None:
+            return next(cx for cx in candidates if cx.transfer_syntax == target), "codec"
+        raise self._no_conversion(what, transfer_syntax, accepted, allow_lossy)
 
-    def _store_payload_from_dataset(
-        self, ds: Dataset
-    ) -> tuple[PresentationContext, bytes, UID, UID]:
+    def _no_conversion(
+        self, what: str, source: str, accepted: list[str], allow_lossy: bool
+    ) -> errors.TranscodeError:
+        """Why none of the ``accepted`` syntaxes can be reached from ``source``."""
+        listed = ", ".join(map(_named, dict.fromkeys(accepted)))
+        if not allow_lossy and choose_syntax(source, accepted, allow_lossy=True) is not None:
+            return errors.LossyTranscodeRefused(
+                f"{what}: the peer accepted only {listed}, reachable only by lossy compression, "
+                "which is never done unless allowed (allow_lossy=True; storescu --allow-lossy)"
+            )
+        reasons = []
+        for target in dict.fromkeys(accepted):
+            try:
+                transcode_module._decoder(UID(source))
+                if UID(target) not in NATIVE_SYNTAXES:
+                    transcode_module._encoder(UID(target))
+            except errors.CodecUnavailable as exc:
+                reasons.append(str(exc))
+        if reasons:
+            return errors.CodecUnavailable(f"{what}: accepted only {listed}; " + reasons[0])
+        return errors.TranscodeError(f"{what}: accepted only {listed}, and none can be reached")
+
+    async def _store_payload_from_dataset(
+        self, ds: Dataset, allow_lossy: bool
+    ) -> tuple[PresentationContext, Any, UID, UID, Transcoded | None]:
         sop_class = UID(str(ds.SOPClassUID))
         sop_instance = UID(str(ds.SOPInstanceUID))
         meta = getattr(ds, "file_meta", None)
@@ -348,13 +386,26 @@ class ServiceUserMixin:
                 if implicit in (True, None)
                 else UID("1.2.840.10008.1.2.1")
             )
-        context, _ = self._store_context(sop_class, UID(str(ts)))
-        assert context.transfer_syntax is not None
-        return context, encode_dataset(ds, context.transfer_syntax), sop_class, sop_instance
+        source = UID(str(ts))
+        context, how = self._store_context(sop_class, source, allow_lossy)
+        target = context.transfer_syntax
+        assert target is not None
+        if how != "codec":
+            return context, encode_dataset(ds, target), sop_class, sop_instance, None
+        # The codec works on a file: the data set, encoded as it stands, goes to one first.
+        fd, name = tempfile.mkstemp(prefix=".dicomio-", suffix=".dataset")
+        os.close(fd)
+        try:
+            await anyio.to_thread.run_sync(_write_encoded, name, ds, source)
+            done = await self._transcode(name, target, source, allow_lossy)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        return context, _read_chunks(done.path, 0), sop_class, UID(done.sop_instance_uid), done
 
     async def _store_payload_from_file(
-        self, path: Path
-    ) -> tuple[PresentationContext, Any, UID, UID]:
+        self, path: Path, allow_lossy: bool
+    ) -> tuple[PresentationContext, Any, UID, UID, Transcoded | None]:
         # A small file the page cache holds whole is read here, without waiting for a disk;
         # otherwise one thread hop reads it (or, if large, its head) and the meta group.
         cached = read_if_cached(path, WHOLE_FILE_LIMIT)
@@ -364,12 +415,16 @@ class ServiceUserMixin:
             loaded = await anyio.to_thread.run_sync(load_file, path, WHOLE_FILE_LIMIT)
         if loaded is None:
             ds = await anyio.to_thread.run_sync(dcmread, path)
-            return self._store_payload_from_dataset(ds)
+            return await self._store_payload_from_dataset(ds, allow_lossy)
         info, raw = loaded
-        context, convert = self._store_context(info.sop_class_uid, info.transfer_syntax)
-        if convert:
-            target = context.transfer_syntax
-            assert target is not None
+        context, how = self._store_context(info.sop_class_uid, info.transfer_syntax, allow_lossy)
+        target = context.transfer_syntax
+        assert target is not None
+        if how == "codec":
+            done = await self._transcode(path, target, None, allow_lossy)
+            chunks = _read_chunks(done.path, 0)
+            return context, chunks, info.sop_class_uid, UID(done.sop_instance_uid), done
+        if how == "native":
 
             def convert_file() -> bytes:
                 # The bytes already read are decoded, not the file read again; the work
@@ -378,7 +433,8 @@ class ServiceUserMixin:
                 return encode_dataset(ds, target)
 
             data = await anyio.to_thread.run_sync(convert_file)
-            return context, data, info.sop_class_uid, info.sop_instance_uid
+            return context, data, info.sop_class_uid, info.sop_instance_uid, None
+        payload: Any
         if info.dataset_length % 2 and info.transfer_syntax != DeflatedExplicitVRLittleEndian:
             # Only a Deflated stream may end odd (PS3.5 A.5); the fragmenter pads either
             # way, so that the peer gets even fragments (PS3.8 E.1) and can try to parse it.
@@ -389,12 +445,24 @@ class ServiceUserMixin:
                 info.dataset_length,
                 info.transfer_syntax,
             )
-        payload: Any
         if raw is not None:
             payload = memoryview(raw)[info.dataset_offset :]
         else:
             payload = _read_chunks(path, info.dataset_offset)
-        return context, payload, info.sop_class_uid, info.sop_instance_uid
+        return context, payload, info.sop_class_uid, info.sop_instance_uid, None
+
+    async def _transcode(
+        self, src: str | Path, target: str, source_syntax: str | None, allow_lossy: bool
+    ) -> Transcoded:
+        what = f"{src} ({_named(source_syntax)})" if source_syntax else str(src)
+        self.log.info("converting %s to %s", what, _named(target))
+        return await transcode_file(
+            src,
+            target,
+            source_syntax=source_syntax,
+            allow_lossy=allow_lossy,
+            isolate=self.ae.isolate_codecs,
+        )
 
     # -- C-FIND / C-GET / C-MOVE -----------------------------------------------------------
 
@@ -627,6 +695,11 @@ class ServiceUserMixin:
             None,
         )
         return status
+
+
+def _write_encoded(path: str, ds: Dataset, syntax: UID) -> None:
+    with open(path, "wb") as fp:
+        fp.write(encode_dataset(ds, syntax))
 
 
 def _shorter(a: float, b: float | None) -> float:

@@ -87,6 +87,11 @@ class AE(TimeoutAttributes):
         self.maximum_associations = 1000
         self.maximum_associations_per_ae: int | None = None
         self.accept_any_storage = False
+        #: Run pixel codecs (a C-STORE converted to an accepted transfer syntax) in worker
+        #: processes, so that a codec crashing on a corrupt stream fails that one data set,
+        #: not this process, and no codec holds the event loop's GIL. False runs them in
+        #: worker threads: no process start (about a second, once per worker), less copying.
+        self.isolate_codecs = True
         #: Known C-MOVE destinations: AE title -> (host, port).
         self.move_destinations: dict[str, tuple[str, int]] = {}
         #: ``async def verify(assoc, user_identity_rq)`` -> bool, or (bool, server response).

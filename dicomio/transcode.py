@@ -284,24 +284,41 @@ def transcode(
     CodecUnavailable when a codec is missing, and TranscodeError for anything that cannot be
     read, decoded or encoded, naming the cause.
     """
+    return _transcode(src, target, source_syntax=source_syntax, allow_lossy=allow_lossy)[0]
+
+
+def _transcode(
+    src: bytes | bytearray | memoryview | str | os.PathLike[str],
+    target: str,
+    *,
+    source_syntax: str | None,
+    allow_lossy: bool,
+    bare: bool = False,
+) -> tuple[bytes, str]:
+    """:func:`transcode`, and the SOP Instance UID of the result (new after a lossy step).
+
+    With ``bare`` the result is the data set alone even when ``src`` is a Part 10 file: what
+    a C-STORE carries.
+    """
     dst = UID(str(target))
     try:
         ds, part10 = _parse(src, source_syntax)
         src_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
-        if src_syntax == dst:
-            return _read_source(src)
+        if src_syntax == dst and not (bare and part10):
+            return _read_source(src), str(ds.get("SOPInstanceUID", ""))
         # Only Pixel Data is ever compressed (PS3.5 A.4): without it no syntax loses anything.
-        if _PIXEL_DATA in ds:
+        if _PIXEL_DATA in ds and src_syntax != dst:
             source_lossy = _source_is_lossy(ds, src_syntax)
             _check_lossy(src_syntax, dst, source_lossy=source_lossy, allow_lossy=allow_lossy)
             if not (src_syntax in NATIVE_SYNTAXES and dst in NATIVE_SYNTAXES):
                 _convert_pixels(ds, src_syntax, dst, source_lossy=source_lossy)
         body = encode_dataset(ds, dst)
-        if not part10:
-            return body
+        uid = str(ds.get("SOPInstanceUID", ""))
+        if not part10 or bare:
+            return body, uid
         header = BytesIO()
         write_part10_header(header, _file_meta(ds, dst))
-        return b"".join((header.getvalue(), body))
+        return b"".join((header.getvalue(), body)), uid
     except DicomioError:
         raise
     except BaseException as exc:
