@@ -46,6 +46,9 @@ _pool: RunVar[_Pool] = RunVar("dicomio_codec_pool")
 START_TIMEOUT = 60.0
 #: The longest answer line a worker may send (an error message with its cause).
 _MAX_ANSWER = 1 << 16
+#: A worker idle this long is stopped when the pool is next used: a server that converted a
+#: batch an hour ago does not keep one process per CPU for ever.
+IDLE_TIMEOUT = 300.0
 
 
 class _Worker:
@@ -80,7 +83,8 @@ class _Pool:
 
     def __init__(self) -> None:
         self.limiter = anyio.CapacityLimiter(os.cpu_count() or 2)
-        self.idle: list[_Worker] = []
+        #: Idle workers and when each became idle, most recent last.
+        self.idle: list[tuple[_Worker, float]] = []
         self.processes: set[anyio.abc.Process] = set()
         with contextlib.suppress(Exception):
             # As anyio does for its own worker processes: they are killed when the event
@@ -119,9 +123,17 @@ class _Pool:
             raise
         return worker
 
+    async def _prune(self) -> None:
+        now = anyio.current_time()
+        while self.idle and now - self.idle[0][1] > IDLE_TIMEOUT:
+            worker, _ = self.idle.pop(0)
+            self.processes.discard(worker.process)
+            await worker.kill()
+
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         async with self.limiter:
-            worker = self.idle.pop() if self.idle else await self._start()
+            await self._prune()
+            worker = self.idle.pop()[0] if self.idle else await self._start()
             try:
                 answer = await worker.ask(request)
             except BaseException as exc:
@@ -139,7 +151,7 @@ class _Pool:
                         "this input; nothing else is affected"
                     ) from exc
                 raise
-            self.idle.append(worker)
+            self.idle.append((worker, anyio.current_time()))
             return answer
 
 
