@@ -1,7 +1,7 @@
 """A codec worker process: ``python -m dicomio._codec_worker`` (started by dicomio._transcoding).
 
 It reads one JSON request per line on standard input, converts a file to another file with
-:func:`dicomio.transcode._transcode`, and answers one JSON line on standard output:
+:func:`dicomio.transcode._transcode_into`, and answers one JSON line on standard output:
 ``{"uid": ...}``, or ``{"error": <class name in dicomio.errors>, "message": ...}``. It exits
 at the end of its input, which is when its parent closes the pipe or dies. Nothing but the
 answers goes to standard output: the codecs' own chatter is sent to standard error.
@@ -17,18 +17,19 @@ from typing import Any, TextIO
 
 def _answer(request: dict[str, Any]) -> dict[str, Any]:
     from dicomio import errors
-    from dicomio.transcode import _transcode
+    from dicomio.transcode import _transcode_into
 
     try:
-        data, uid = _transcode(
-            request["src"],
-            request["target"],
-            source_syntax=request.get("source_syntax"),
-            allow_lossy=bool(request.get("allow_lossy")),
-            bare=bool(request.get("bare")),
-        )
-        with open(request["out"], "wb") as fp:
-            fp.write(data)
+        # Straight to the file: the pixels are written a frame at a time as they are made.
+        with open(request["out"], "wb") as out:
+            uid = _transcode_into(
+                out,
+                request["src"],
+                request["target"],
+                source_syntax=request.get("source_syntax"),
+                allow_lossy=bool(request.get("allow_lossy")),
+                bare=bool(request.get("bare")),
+            )
     except errors.TranscodeError as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
     except MemoryError:

@@ -188,13 +188,12 @@ def _job(
     bare: bool,
 ) -> str:
     """In a worker thread: convert the file ``src`` into the file ``out``; the result's UID."""
-    from dicomio.transcode import _transcode
+    from dicomio.transcode import _transcode_into
 
-    data, uid = _transcode(
-        src, target, source_syntax=source_syntax, allow_lossy=allow_lossy, bare=bare
-    )
     with open(out, "wb") as fp:
-        fp.write(data)
+        uid = _transcode_into(
+            fp, src, target, source_syntax=source_syntax, allow_lossy=allow_lossy, bare=bare
+        )
     return uid
 
 

@@ -25,12 +25,15 @@ Table, or an Extended Offset Table when the offsets do not fit 32 bits).
 
 from __future__ import annotations
 
+import itertools
 import os
+import struct
 from collections.abc import Iterable, Iterator
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
@@ -165,6 +168,13 @@ def _source_is_lossy(ds: Dataset, syntax: UID) -> bool:
 # -- which codecs are installed -----------------------------------------------------------------
 
 
+def _have_numpy() -> bool:
+    """Whether numpy, which every pixel codec path of pydicom needs, can be imported."""
+    from pydicom.config import have_numpy
+
+    return bool(have_numpy)
+
+
 def _decoder(syntax: UID) -> Decoder:
     """pydicom's decoder for ``syntax``, or CodecUnavailable saying why there is none."""
     from pydicom.pixels.decoders.base import get_decoder
@@ -173,8 +183,9 @@ def _decoder(syntax: UID) -> Decoder:
         decoder = get_decoder(syntax)
     except NotImplementedError:
         raise CodecUnavailable(f"pydicom has no pixel data decoder for {syntax.name}") from None
-    if not decoder.is_available:
-        missing = "; ".join(decoder.missing_dependencies) or "numpy"
+    if not decoder.is_available or not _have_numpy():
+        # pydicom's own RLE decoder calls itself available without numpy, then fails.
+        missing = "; ".join(decoder.missing_dependencies) or "numpy is not installed"
         raise CodecUnavailable(
             f"cannot decode {syntax.name}: no codec installed "
             f"(pip install '{_EXTRA}'; pydicom reports: {missing})"
@@ -193,8 +204,8 @@ def _encoder(syntax: UID) -> Encoder:
             f"no pixel data encoder exists for {syntax.name} in pydicom "
             f"(not even with '{_EXTRA}' installed)"
         ) from None
-    if not encoder.is_available:
-        missing = "; ".join(encoder.missing_dependencies) or "numpy"
+    if not encoder.is_available or not _have_numpy():
+        missing = "; ".join(encoder.missing_dependencies) or "numpy is not installed"
         raise CodecUnavailable(
             f"cannot encode {syntax.name}: no codec installed "
             f"(pip install '{_EXTRA}'; pydicom reports: {missing})"
@@ -295,30 +306,56 @@ def _transcode(
     allow_lossy: bool,
     bare: bool = False,
 ) -> tuple[bytes, str]:
-    """:func:`transcode`, and the SOP Instance UID of the result (new after a lossy step).
+    """:func:`transcode`, and the SOP Instance UID of the result (new after a lossy step)."""
+    out = BytesIO()
+    uid = _transcode_into(
+        out, src, target, source_syntax=source_syntax, allow_lossy=allow_lossy, bare=bare
+    )
+    return out.getvalue(), uid
+
+
+def _transcode_into(
+    out: BinaryIO,
+    src: bytes | bytearray | memoryview | str | os.PathLike[str],
+    target: str,
+    *,
+    source_syntax: str | None,
+    allow_lossy: bool,
+    bare: bool = False,
+) -> str:
+    """Write the conversion of ``src`` to ``out``; return the result's SOP Instance UID.
 
     With ``bare`` the result is the data set alone even when ``src`` is a Part 10 file: what
-    a C-STORE carries.
+    a C-STORE carries. Pixels are written a frame at a time as they are decoded and encoded
+    (see :func:`_stream_pixels`), so beyond the input this holds about one decoded frame;
+    lossy targets, Big Endian, Deflated and data sets with elements after Pixel Data are
+    built in memory instead.
     """
     dst = UID(str(target))
     try:
         ds, part10 = _parse(src, source_syntax)
         src_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+        uid = str(ds.get("SOPInstanceUID", ""))
         if src_syntax == dst and not (bare and part10):
-            return _read_source(src), str(ds.get("SOPInstanceUID", ""))
+            out.write(_read_source(src))
+            return uid
+        meta = _file_meta(ds, dst) if part10 and not bare else None
         # Only Pixel Data is ever compressed (PS3.5 A.4): without it no syntax loses anything.
         if _PIXEL_DATA in ds and src_syntax != dst:
             source_lossy = _source_is_lossy(ds, src_syntax)
             _check_lossy(src_syntax, dst, source_lossy=source_lossy, allow_lossy=allow_lossy)
             if not (src_syntax in NATIVE_SYNTAXES and dst in NATIVE_SYNTAXES):
+                if _can_stream(ds, dst):
+                    _stream_pixels(out, ds, src_syntax, dst, meta, source_lossy=source_lossy)
+                    return uid
                 _convert_pixels(ds, src_syntax, dst, source_lossy=source_lossy)
-        body = encode_dataset(ds, dst)
-        uid = str(ds.get("SOPInstanceUID", ""))
-        if not part10 or bare:
-            return body, uid
-        header = BytesIO()
-        write_part10_header(header, _file_meta(ds, dst))
-        return b"".join((header.getvalue(), body)), uid
+                uid = str(ds.get("SOPInstanceUID", ""))
+                if meta is not None:
+                    meta = _file_meta(ds, dst)  # a lossy step gave a new instance UID
+        if meta is not None:
+            write_part10_header(out, meta)
+        out.write(encode_dataset(ds, dst))
+        return uid
     except DicomioError:
         raise
     except BaseException as exc:
@@ -397,10 +434,9 @@ def _file_meta(ds: Dataset, syntax: UID) -> FileMetaDataset:
     return meta
 
 
-def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool) -> None:
-    """Replace ``ds``'s Pixel Data, decoded from ``source``, by its encoding in ``target``."""
+def _frames(ds: Dataset, source: UID) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """``ds``'s frames, decoded one at a time, each with its image pixel description."""
     decoder = _decoder(source)
-    encoder = None if target in NATIVE_SYNTAXES else _encoder(target)
     # Lossy syntaxes decode as pydicom shows them (JPEG's YBR_FULL_422 to RGB, PS3.5 8.2.1);
     # lossless ones keep their colour space, since YBR to RGB rounds and would lose bits.
     plugin = _PREFERRED_DECODERS.get(source, "")
@@ -409,6 +445,153 @@ def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool
         as_rgb=not _is_lossless(source),
         decoding_plugin=plugin if plugin in decoder.available_plugins else "",
     )
+    return frames
+
+
+def _describe_pixels(
+    ds: Dataset, image_pixel: dict[str, Any], nr_frames: int, *, source_lossy: bool
+) -> None:
+    """Set the attributes that describe ``ds``'s new pixels (PS3.5 8.2, PS3.3 C.7.6.3).
+
+    Changed elements are new DataElement objects, never the source's changed in place: the
+    decoder may still be reading the source data set.
+    """
+
+    def put(keyword: str, value: Any) -> None:
+        tag = Tag(keyword)
+        ds[tag] = DataElement(tag, dictionary_VR(tag), value)
+
+    if source_lossy and "LossyImageCompression" not in ds:
+        put("LossyImageCompression", "01")  # once lossy, always marked (PS3.3 C.7.6.1.1.5)
+    put("PhotometricInterpretation", image_pixel["photometric_interpretation"])
+    if int(image_pixel["samples_per_pixel"]) > 1:
+        # Decoded frames are colour-by-pixel; RLE, JPEG-LS and JPEG 2000 all take them so.
+        put("PlanarConfiguration", int(image_pixel["planar_configuration"]))
+    if "NumberOfFrames" in ds or nr_frames > 1:
+        put("NumberOfFrames", nr_frames)
+    # The Extended Offset Table is rebuilt or not needed; the retired group lengths of the
+    # groups that change would be wrong (PS3.5 7.2), so they go.
+    for tag in (*_EXTENDED_OFFSETS, *_GROUP_LENGTHS):
+        if tag in ds:
+            del ds[tag]
+
+
+def _can_stream(ds: Dataset, target: UID) -> bool:
+    """Whether the pixels can be written a frame at a time, straight to the output.
+
+    Yes for Explicit and Implicit VR Little Endian and the lossless encapsulated syntaxes,
+    when Pixel Data is the data set's last element. A lossy target needs the compression
+    ratio in group 0028 before the pixels are written; Big Endian and Deflated are rare
+    enough to be built in memory.
+    """
+    if target in NATIVE_SYNTAXES:
+        if target not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            return False
+    elif not _is_lossless(target):
+        return False
+    return bool(max(ds.keys()) == _PIXEL_DATA)
+
+
+def _stream_pixels(
+    out: BinaryIO,
+    ds: Dataset,
+    source: UID,
+    target: UID,
+    meta: FileMetaDataset | None,
+    *,
+    source_lossy: bool,
+) -> None:
+    """Write ``ds`` in ``target`` to ``out``, decoding and encoding one frame at a time.
+
+    Native Pixel Data has a defined length: frame size times Number of Frames, known once
+    the first frame is decoded. Encapsulated Pixel Data (PS3.5 A.4) has one fragment per
+    frame and a Basic Offset Table, written as zeros and filled in at the end (empty when
+    the offsets could pass 4 GiB: a Basic Offset Table may be empty).
+    """
+    encoder = None if target in NATIVE_SYNTAXES else _encoder(target)
+    nr_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _frames(ds, source)
+    first = next(frames, None)
+    if first is None:
+        raise TranscodeError(f"{source.name} pixel data holds no frames")
+    arr, image_pixel = first
+    bits_allocated = int(ds.BitsAllocated)
+    source_size = len(ds[_PIXEL_DATA].value or b"")
+
+    head = Dataset()
+    head.file_meta = ds.file_meta
+    for elem in ds:
+        if elem.tag != _PIXEL_DATA:
+            head.add(elem)
+    _describe_pixels(head, image_pixel, nr_frames, source_lossy=source_lossy)
+    if meta is not None:
+        write_part10_header(out, meta)
+    out.write(encode_dataset(head, target))
+    del head
+
+    implicit = target == ImplicitVRLittleEndian
+    count = 0
+    if encoder is None:
+        frame_size = arr.nbytes
+        length = frame_size * nr_frames
+        vr = b"OB" if bits_allocated <= 8 else b"OW"
+        out.write(_element_header(vr, length + length % 2, implicit=implicit))
+        for arr, _ in itertools.chain([first], frames):
+            if arr.nbytes != frame_size:
+                raise TranscodeError(
+                    f"frame {count + 1} decodes to {arr.nbytes} bytes, not {frame_size}"
+                )
+            out.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            count += 1
+        if length % 2:
+            out.write(b"\x00")  # PS3.5 7.1: even value length
+    else:
+        out.write(_element_header(b"OB", 0xFFFFFFFF, implicit=False))
+        with_offsets = source_size + nr_frames * 8 < 2**31 and nr_frames * 4 < 2**31
+        table = nr_frames * 4 if with_offsets else 0
+        out.write(_ITEM + struct.pack("<I", table))
+        table_at = out.tell()
+        out.write(bytes(table))
+        offsets: list[int] = []
+        position = 0
+        for arr, pixel in itertools.chain([first], frames):
+            count += 1
+            if count > nr_frames:
+                break
+            data = _encode_frame(encoder, ds, arr, pixel, target)
+            if len(data) % 2:
+                data += b"\x00"  # PS3.5 A.4: fragments are even in length
+            offsets.append(position)
+            out.write(_ITEM + struct.pack("<I", len(data)))
+            out.write(data)
+            position += 8 + len(data)
+        out.write(_SEQUENCE_DELIMITER)
+        if with_offsets:
+            if position > 2**32 - 1:
+                raise TranscodeError("the encoded frames pass 4 GiB: no Basic Offset Table fits")
+            end = out.tell()
+            out.seek(table_at)
+            out.write(struct.pack(f"<{len(offsets)}I", *offsets))
+            out.seek(end)
+    if count != nr_frames:
+        raise TranscodeError(f"Number of Frames is {nr_frames}, but {count} frames were decoded")
+
+
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) Item, Little Endian
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
+
+
+def _element_header(vr: bytes, length: int, *, implicit: bool) -> bytes:
+    """The header of (7FE0,0010) Pixel Data in a Little Endian syntax (PS3.5 7.1.1-7.1.3)."""
+    if implicit:
+        return struct.pack("<HHI", 0x7FE0, 0x0010, length)
+    return struct.pack("<HH2s2xI", 0x7FE0, 0x0010, vr, length)
+
+
+def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool) -> None:
+    """Replace ``ds``'s Pixel Data, decoded from ``source``, by its encoding in ``target``."""
+    encoder = None if target in NATIVE_SYNTAXES else _encoder(target)
+    frames = _frames(ds, source)
     image_pixel: dict[str, Any] = {}
     native = bytearray()
     encoded: list[bytes] = []
@@ -423,20 +606,7 @@ def _convert_pixels(ds: Dataset, source: UID, target: UID, *, source_lossy: bool
     if not image_pixel:
         raise TranscodeError(f"{source.name} pixel data holds no frames")
     del ds[_PIXEL_DATA]  # the source's pixels are no longer needed: free them first
-    if source_lossy and "LossyImageCompression" not in ds:
-        ds.LossyImageCompression = "01"  # once lossy, always marked (PS3.3 C.7.6.1.1.5)
-
-    ds.PhotometricInterpretation = image_pixel["photometric_interpretation"]
-    if int(image_pixel["samples_per_pixel"]) > 1:
-        # Decoded frames are colour-by-pixel; RLE, JPEG-LS and JPEG 2000 all take them so.
-        ds.PlanarConfiguration = int(image_pixel["planar_configuration"])
-    if "NumberOfFrames" in ds or nr_frames > 1:
-        ds.NumberOfFrames = nr_frames
-    # The Extended Offset Table is rebuilt below or not needed; the retired group lengths of
-    # the groups that change would be wrong (PS3.5 7.2), so they go.
-    for tag in (*_EXTENDED_OFFSETS, *_GROUP_LENGTHS):
-        if tag in ds:
-            del ds[tag]
+    _describe_pixels(ds, image_pixel, nr_frames, source_lossy=source_lossy)
 
     if encoder is None:
         if len(native) % 2:
