@@ -377,6 +377,12 @@ class ServiceUserMixin:
     ) -> tuple[PresentationContext, Any, UID, UID, Transcoded | None]:
         sop_class = UID(str(ds.SOPClassUID))
         sop_instance = UID(str(ds.SOPInstanceUID))
+        # pydicom holds what it read as raw elements, converted on access. One read in a VR
+        # encoding other than its meta names (pydicom's SC_rgb_jpeg.dcm: meta Explicit, body
+        # Implicit) has no VR, and pydicom's writer fails on it with a TypeError: converting
+        # every element now gives each its VR from the dictionary, as reading it would.
+        for _ in ds.iterall():
+            pass
         meta = getattr(ds, "file_meta", None)
         ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
         if ts is None:

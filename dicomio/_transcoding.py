@@ -117,9 +117,17 @@ class _Pool:
         worker = _Worker(process)
         try:
             await worker.ready()
-        except BaseException:
+        except BaseException as exc:
             self.processes.discard(process)
             await worker.kill()
+            if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                # It died importing its codecs (anyio's EndOfStream or IncompleteRead), said
+                # something else, or took too long: one type for callers, who count a failed
+                # sub-operation on TranscodeError.
+                raise TranscodeError(
+                    f"the codec worker process did not start (exit status "
+                    f"{process.returncode}): {type(exc).__name__}: {exc}"
+                ) from exc
             raise
         return worker
 
