@@ -18,9 +18,15 @@ import sys
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
 
 from dicomio import AE, AssociationAborted, AssociationRejected, NoPresentationContext
+from dicomio.errors import LossyTranscodeRefused
 from dicomio.presentation import build_role
 from dicomio.sop import CTImageStorage, MRImageStorage, Verification
 from tests.conftest import LOOPBACK, run_tool, tool_output
@@ -190,21 +196,24 @@ async def test_no_context_names_the_sop_class_and_the_rejection() -> None:
 
 
 @pytest.mark.anyio
-async def test_no_context_names_the_transfer_syntaxes() -> None:
+async def test_no_conversion_names_the_transfer_syntaxes() -> None:
+    """A data set that could reach the accepted syntax only lossily: the refusal names the
+    SOP class, its own syntax and the accepted one, and the way to allow it."""
     scp = AE("SCP")
-    scp.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    scp.add_supported_context(CTImageStorage, JPEG2000)
     scu = AE("SCU")
-    scu.add_requested_context(CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian])
+    scu.add_requested_context(CTImageStorage, [JPEGBaseline8Bit, JPEG2000])
     async with (
         scp.start_server((LOOPBACK, 0)) as server,
         scu.associate(LOOPBACK, server.port, ae_title="SCP") as assoc,
     ):
-        with pytest.raises(NoPresentationContext) as info:
+        with pytest.raises(LossyTranscodeRefused) as info:
             await assoc.send_c_store(_ct(JPEGBaseline8Bit))
     text = str(info.value)
     assert f"CT Image Storage ({CTImageStorage})" in text, text
     assert f"JPEG Baseline (Process 1) ({JPEGBaseline8Bit})" in text, text
-    assert f"Explicit VR Little Endian ({ExplicitVRLittleEndian})" in text, text
+    assert f"JPEG 2000 Image Compression ({JPEG2000})" in text, text
+    assert "allow_lossy=True" in text, text
 
 
 @pytest.mark.anyio

@@ -582,12 +582,6 @@ def test_without_the_codecs_extra_nothing_else_changed(without_extra: dict[str, 
     assert without_extra["worker native"] == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pydicom's RLE decoder reports itself available without numpy, then fails with "
-    "ImportError: dicomio.transcode._decoder should check pydicom's HAVE_NP (not fixed "
-    "here: transcode.py is outside this change)",
-)
 @pytest.mark.parametrize("where", ["", "worker "], ids=["here", "in-worker"])
 def test_without_numpy_rle_names_the_extra(without_extra: dict[str, Any], where: str) -> None:
     kind, message = without_extra[where + "MR_small_RLE.dcm"]
