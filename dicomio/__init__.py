@@ -9,6 +9,7 @@ Runs on asyncio and trio through anyio. Start with :class:`AE`::
 """
 
 from dicomio import events as evt
+from dicomio._debug import debug_logger
 from dicomio._receive import IncomingRequests
 from dicomio._scp import stream_to_disk
 from dicomio._scu import ResponseStream
@@ -35,6 +36,7 @@ from dicomio.errors import (
 )
 from dicomio.presentation import PresentationContext, build_context, build_role
 from dicomio.server import Server
+from dicomio.sop import register_uid
 
 __version__ = "0.1.0.dev0"
 
@@ -66,7 +68,9 @@ __all__ = [
     "TranscodeError",
     "build_context",
     "build_role",
+    "debug_logger",
     "evt",
+    "register_uid",
     "stream_to_disk",
     "tune_allocator",
 ]

@@ -42,6 +42,7 @@ from dicomio.pdu.items import (
 
 __all__ = [
     "DEFAULT_ROLES",
+    "FrozenContextError",
     "MAX_PRESENTATION_CONTEXTS",
     "PresentationContext",
     "assign_context_ids",
@@ -132,6 +133,42 @@ class PresentationContext:
             abstract_syntax=self.abstract_syntax,
             transfer_syntaxes=self.transfer_syntaxes,
         )
+
+
+class FrozenContextError(attrs.exceptions.FrozenInstanceError):
+    """Raised on setting or deleting an attribute of a ``PresentationContext``.
+
+    pynetdicom's contexts are mutable (``cx.scp_role = True``); dicomio's are values, shared
+    by the preset lists and by both sides of a negotiation, so changing one in place would
+    change it everywhere. A subclass of attrs' ``FrozenInstanceError`` (an ``AttributeError``),
+    so existing ``except`` clauses still catch it.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.msg = (
+            f"presentation contexts are immutable, so {name!r} cannot be changed: make a "
+            f"changed copy with attrs.evolve(cx, {name}=...), build a new one with "
+            "build_context(abstract_syntax, transfer_syntaxes), and give roles with "
+            "ae.add_supported_context(..., scu_role=, scp_role=) (acceptor) or "
+            "build_role(sop_class, scu_role=, scp_role=) (requestor)"
+        )
+        self.args = (self.msg,)
+
+
+def _refuse_setattr(self: PresentationContext, name: str, value: object) -> None:
+    raise FrozenContextError(name)
+
+
+def _refuse_delattr(self: PresentationContext, name: str) -> None:
+    raise FrozenContextError(name)
+
+
+# attrs' generated __init__ and attrs.evolve() set fields through object.__setattr__, so
+# replacing the frozen class's __setattr__ only changes what callers see: a clearer error.
+PresentationContext.__setattr__ = _refuse_setattr  # type: ignore[method-assign,assignment]
+PresentationContext.__delattr__ = _refuse_delattr  # type: ignore[method-assign,assignment]
 
 
 def _checked_uid(value: str) -> UID:

@@ -11,41 +11,59 @@ The names are served by a module ``__getattr__`` (PEP 562), which mypy understan
 
 The preset lists (``StoragePresentationContexts`` and friends) are tuples of
 ``dicomio.presentation.PresentationContext`` without context IDs, each offering
-``DEFAULT_TRANSFER_SYNTAXES``.
+``DEFAULT_TRANSFER_SYNTAXES``. Every preset list name pynetdicom has exists here, with the same
+SOP classes (pynetdicom's Query/Retrieve list also has Repository Query, PS3.4 Annex II, which
+dicomio's leaves out), plus pynetdicom's spellings of the procedure step lists as aliases.
+
+``register_uid`` makes a private or newer SOP class known by keyword, like pynetdicom's.
 """
 
 from __future__ import annotations
 
+import keyword as _python_keyword
 from collections.abc import Iterable
 
 from pydicom import _uid_dict
 from pydicom.uid import UID
 
-from dicomio.presentation import PresentationContext, build_context
+from dicomio.presentation import PresentationContext, _checked_uid, build_context
 
 __all__ = [
+    "ALL_TRANSFER_SYNTAXES",
     "AllStoragePresentationContexts",
+    "ApplicationEventLoggingPresentationContexts",
     "BasicWorklistManagementPresentationContexts",
     "ColorPalettePresentationContexts",
     "DEFAULT_TRANSFER_SYNTAXES",
     "DefinedProcedureProtocolPresentationContexts",
+    "DisplaySystemPresentationContexts",
     "HangingProtocolPresentationContexts",
     "ImplantTemplatePresentationContexts",
     "InstanceAvailabilityPresentationContexts",
+    "MediaCreationManagementPresentationContexts",
+    "MediaStoragePresentationContexts",
+    "ModalityPerformedPresentationContexts",
     "ModalityPerformedProcedureStepPresentationContexts",
+    "NonPatientObjectPresentationContexts",
+    "PrintManagementPresentationContexts",
+    "ProcedureStepPresentationContexts",
     "ProtocolApprovalPresentationContexts",
     "QR_SOP_CLASSES",
     "QueryRetrievePresentationContexts",
+    "RTMachineVerificationPresentationContexts",
     "RelevantPatientInformationPresentationContexts",
     "STORAGE_SOP_CLASSES",
     "StorageCommitmentPresentationContexts",
     "StoragePresentationContexts",
+    "SubstanceAdministrationPresentationContexts",
     "UNCOMPRESSED_TRANSFER_SYNTAXES",
+    "UnifiedProcedurePresentationContexts",
     "UnifiedProcedureStepPresentationContexts",
     "VerificationPresentationContexts",
     "is_known",
     "is_storage",
     "name_of",
+    "register_uid",
     "uid_for",
 ]
 
@@ -55,6 +73,15 @@ _UIDS = _uid_dict.UID_dictionary
 _BY_KEYWORD: dict[str, UID] = {entry[4]: UID(uid) for uid, entry in _UIDS.items() if entry[4]}
 _BY_NAME: dict[str, UID] = {entry[0]: UID(uid) for uid, entry in _UIDS.items() if entry[0]}
 _SEEN = [len(_UIDS)]
+
+# SOP classes added by register_uid() that pydicom does not know, in pydicom's entry shape, and
+# the service every registered UID was given (which decides is_storage() for it).
+_REGISTERED: dict[str, tuple[str, str, str, str, str]] = {}
+_SERVICE_OF: dict[str, str] = {}
+
+
+def _entry(uid: str) -> tuple[str, str, str, str, str] | None:
+    return _REGISTERED.get(uid) or _UIDS.get(uid)
 
 
 def __getattr__(name: str) -> UID:
@@ -89,15 +116,16 @@ def uid_for(name: str) -> UID:
 def name_of(uid: str) -> str:
     """Return the readable PS3.6 name of a UID (``"CT Image Storage"``), or the UID itself
     when pydicom's registry does not know it (private and newer UIDs)."""
-    entry = _UIDS.get(str(uid))
+    entry = _entry(str(uid))
     if entry is None or not entry[0]:
         return str(uid)
     return entry[0]
 
 
 def is_known(uid: str) -> bool:
-    """True if the UID is in pydicom's copy of the PS3.6 Annex A registry."""
-    return str(uid) in _UIDS
+    """True if the UID is in pydicom's copy of the PS3.6 Annex A registry or was registered
+    with ``register_uid``."""
+    return _entry(str(uid)) is not None
 
 
 def _is_storage_entry(entry: tuple[str, str, str, str, str]) -> bool:
@@ -119,8 +147,12 @@ def is_storage(uid: str) -> bool:
 
     Unknown UIDs (private SOP classes, classes newer than the installed pydicom) give False:
     callers that want to treat them as storage must say so (see
-    ``dicomio.presentation.negotiate_as_acceptor(accept_any_storage=True)``).
+    ``dicomio.presentation.negotiate_as_acceptor(accept_any_storage=True)``), or register
+    them with ``register_uid(uid, keyword, "Storage")``.
     """
+    service = _SERVICE_OF.get(str(uid))
+    if service is not None:
+        return service in _STORAGE_SERVICES
     entry = _UIDS.get(str(uid))
     return entry is not None and _is_storage_entry(entry)
 
@@ -171,6 +203,36 @@ DEFAULT_TRANSFER_SYNTAXES: tuple[UID, ...] = _uids(
         "ImplicitVRLittleEndian",
         "DeflatedExplicitVRLittleEndian",
         "ExplicitVRBigEndian",
+    )
+)
+
+#: Every transfer syntax to accept when any will do (pynetdicom's ``ALL_TRANSFER_SYNTAXES``):
+#: the ``DEFAULT_TRANSFER_SYNTAXES`` first, then each transfer syntax of pydicom's PS3.6
+#: registry that is not retired, in registry order. Retired ones (the old JPEG processes,
+#: Papyrus, RFC 2557 MIME, XML) are left out as pynetdicom leaves them out: no current
+#: implementation sends them. A storage SCP that accepts these keeps whatever arrives.
+#: Four syntaxes newer than pydicom 3.0's registry close the list (typed out, the one
+#: exception to this module's rule, so the list does not depend on the pydicom release or on
+#: whether pynetdicom, which registers them, was imported first): JPEG XL Lossless, JPEG XL
+#: JPEG Recompression, JPEG XL and Deflated Image Frame Compression (PS3.6 Table A-1, 2024
+#: editions; PS3.5 Annex A.4).
+ALL_TRANSFER_SYNTAXES: tuple[UID, ...] = tuple(
+    dict.fromkeys(
+        DEFAULT_TRANSFER_SYNTAXES
+        + tuple(
+            UID(uid)
+            for uid, entry in _UIDS.items()
+            if entry[1] == "Transfer Syntax" and not entry[3]
+        )
+        + tuple(
+            UID(uid)
+            for uid in (
+                "1.2.840.10008.1.2.4.110",
+                "1.2.840.10008.1.2.4.111",
+                "1.2.840.10008.1.2.4.112",
+                "1.2.840.10008.1.2.8.1",
+            )
+        )
     )
 )
 
@@ -455,3 +517,187 @@ UnifiedProcedureStepPresentationContexts = _contexts(
 
 #: Instance Availability Notification (PS3.4 Annex R).
 InstanceAvailabilityPresentationContexts = _contexts(_uids(("InstanceAvailabilityNotification",)))
+
+#: Application Event Logging: procedural events and substance administration (PS3.4 Annex P).
+ApplicationEventLoggingPresentationContexts = _contexts(
+    _uids(("ProceduralEventLogging", "SubstanceAdministrationLogging"))
+)
+
+#: Display System Management (PS3.4 Annex EE).
+DisplaySystemPresentationContexts = _contexts(_uids(("DisplaySystem",)))
+
+#: Media Creation Management (PS3.4 Annex S).
+MediaCreationManagementPresentationContexts = _contexts(_uids(("MediaCreationManagement",)))
+
+#: Media Storage Directory Storage: a DICOMDIR sent with C-STORE (PS3.4 Annex I, PS3.10).
+MediaStoragePresentationContexts = _contexts(_uids(("MediaStorageDirectoryStorage",)))
+
+#: Non-Patient Object Storage: hanging protocols, colour palettes, implant templates, defined
+#: procedure protocols, protocol approvals and inventories (PS3.4 Annex GG).
+NonPatientObjectPresentationContexts = _contexts(
+    _uids(
+        (
+            "HangingProtocolStorage",
+            "ColorPaletteStorage",
+            "GenericImplantTemplateStorage",
+            "ImplantAssemblyTemplateStorage",
+            "ImplantTemplateGroupStorage",
+            "CTDefinedProcedureProtocolStorage",
+            "ProtocolApprovalStorage",
+            "XADefinedProcedureProtocolStorage",
+            "InventoryStorage",
+        )
+    )
+)
+
+#: Print Management: the current (not retired) SOP classes and meta SOP classes (PS3.4 Annex H).
+PrintManagementPresentationContexts = _contexts(
+    _uids(
+        (
+            "BasicFilmSession",
+            "BasicFilmBox",
+            "BasicGrayscaleImageBox",
+            "BasicColorImageBox",
+            "PrintJob",
+            "BasicAnnotationBox",
+            "Printer",
+            "PrinterConfigurationRetrieval",
+            "PresentationLUT",
+            "BasicGrayscalePrintManagementMeta",
+            "BasicColorPrintManagementMeta",
+        )
+    )
+)
+
+#: RT Machine Verification: conventional and ion (PS3.4 Annex DD).
+RTMachineVerificationPresentationContexts = _contexts(
+    _uids(("RTConventionalMachineVerification", "RTIonMachineVerification"))
+)
+
+#: Substance Administration Query: product characteristics and substance approval (PS3.4
+#: Annex V).
+SubstanceAdministrationPresentationContexts = _contexts(
+    _uids(("ProductCharacteristicsQuery", "SubstanceApprovalQuery"))
+)
+
+# pynetdicom's spellings, the same tuples.
+ModalityPerformedPresentationContexts = ModalityPerformedProcedureStepPresentationContexts
+ProcedureStepPresentationContexts = ModalityPerformedProcedureStepPresentationContexts
+UnifiedProcedurePresentationContexts = UnifiedProcedureStepPresentationContexts
+
+_ALIASES = {
+    "ModalityPerformedPresentationContexts": "ModalityPerformedProcedureStepPresentationContexts",
+    "ProcedureStepPresentationContexts": "ModalityPerformedProcedureStepPresentationContexts",
+    "UnifiedProcedurePresentationContexts": "UnifiedProcedureStepPresentationContexts",
+}
+
+# register_uid's services, one row per PS3.4 service class, named as pynetdicom's service
+# classes are less the "ServiceClass" suffix, with the preset list each SOP class joins.
+_SERVICE_PRESETS = {
+    "ApplicationEventLogging": "ApplicationEventLoggingPresentationContexts",
+    "BasicWorklistManagement": "BasicWorklistManagementPresentationContexts",
+    "ColorPaletteQueryRetrieve": "ColorPalettePresentationContexts",
+    "DefinedProcedureProtocolQueryRetrieve": "DefinedProcedureProtocolPresentationContexts",
+    "DisplaySystemManagement": "DisplaySystemPresentationContexts",
+    "HangingProtocolQueryRetrieve": "HangingProtocolPresentationContexts",
+    "ImplantTemplateQueryRetrieve": "ImplantTemplatePresentationContexts",
+    "InstanceAvailabilityNotification": "InstanceAvailabilityPresentationContexts",
+    "MediaCreationManagement": "MediaCreationManagementPresentationContexts",
+    "NonPatientObjectStorage": "NonPatientObjectPresentationContexts",
+    "PrintManagement": "PrintManagementPresentationContexts",
+    "ProcedureStep": "ModalityPerformedProcedureStepPresentationContexts",
+    "ProtocolApprovalQueryRetrieve": "ProtocolApprovalPresentationContexts",
+    "QueryRetrieve": "QueryRetrievePresentationContexts",
+    "RelevantPatientInformationQuery": "RelevantPatientInformationPresentationContexts",
+    "RTMachineVerification": "RTMachineVerificationPresentationContexts",
+    "Storage": "AllStoragePresentationContexts",
+    "StorageCommitment": "StorageCommitmentPresentationContexts",
+    "SubstanceAdministrationQuery": "SubstanceAdministrationPresentationContexts",
+    "UnifiedProcedureStep": "UnifiedProcedureStepPresentationContexts",
+    "Verification": "VerificationPresentationContexts",
+}
+
+# Services whose SOP classes are sent with C-STORE: is_storage() is True for them.
+_STORAGE_SERVICES = frozenset({"Storage", "NonPatientObjectStorage"})
+
+_QR_MESSAGES = ("C-FIND", "C-GET", "C-MOVE")
+
+
+def _service_name(service_class: str | type) -> str:
+    name = service_class if isinstance(service_class, str) else service_class.__name__
+    name = name.removesuffix("ServiceClass")
+    if name not in _SERVICE_PRESETS:
+        known = ", ".join(sorted(_SERVICE_PRESETS))
+        raise ValueError(f"unknown service class {name!r}; one of: {known}")
+    return name
+
+
+def register_uid(
+    uid: str,
+    keyword: str,
+    service_class: str | type,
+    dimse_msg_type: str = "",
+    *,
+    name: str | None = None,
+) -> UID:
+    """Make a private or newer SOP class known to dicomio by ``keyword``, as pynetdicom's
+    ``register_uid`` does, and return it as a ``UID``.
+
+    ``service_class`` names its PS3.4 service: ``"Storage"``, ``"QueryRetrieve"``,
+    ``"BasicWorklistManagement"``, ... (pynetdicom's service class names, with or without
+    the ``ServiceClass`` suffix; a pynetdicom service class object works too). Afterwards:
+
+    - ``dicomio.sop.<keyword>``, ``uid_for``, ``name_of`` and ``is_known`` know the UID
+      (``name`` is its readable name, the keyword by default);
+    - a Storage or Non-Patient Object Storage class counts for ``is_storage``, so C-GET SCUs
+      propose the SCP role for it (``storage_scp_roles``) and storage SCPs accept it;
+    - the service's preset list (``AllStoragePresentationContexts`` for storage,
+      ``QueryRetrievePresentationContexts``, ...) and, for storage and Q/R,
+      ``STORAGE_SOP_CLASSES`` / ``QR_SOP_CLASSES`` gain it. These are rebound in this module:
+      read them as ``dicomio.sop.NAME`` after registering (a name imported earlier with
+      ``from dicomio.sop import ...`` keeps the tuple it had).
+
+    ``dimse_msg_type`` is pynetdicom's C-FIND/C-GET/C-MOVE for a Query/Retrieve class; it is
+    checked but changes nothing, as dicomio dispatches on the DIMSE command the peer sends.
+    Registering the same UID and keyword again does nothing more; a keyword or UID that
+    already means something else raises ``ValueError``.
+    """
+    uid = _checked_uid(uid)
+    service = _service_name(service_class)
+    if not keyword.isidentifier() or _python_keyword.iskeyword(keyword):
+        raise ValueError(f"keyword {keyword!r} is not a valid Python identifier")
+    if dimse_msg_type and dimse_msg_type not in _QR_MESSAGES:
+        raise ValueError(f"dimse_msg_type must be one of {', '.join(_QR_MESSAGES)} or empty")
+    if keyword in globals():
+        raise ValueError(f"keyword {keyword!r} is already a name in dicomio.sop")
+    if _BY_KEYWORD.get(keyword, uid) != uid:
+        raise ValueError(f"keyword {keyword!r} already names {_BY_KEYWORD[keyword]}")
+    entry = _entry(uid)
+    if entry is not None and entry[4] != keyword:
+        raise ValueError(f"{uid} is already known as {entry[4] or entry[0]!r}")
+    if entry is None:
+        _REGISTERED[uid] = (name or keyword, "SOP Class", "", "", keyword)
+        _BY_NAME[name or keyword] = uid
+    _BY_KEYWORD[keyword] = uid
+    _SERVICE_OF[uid] = service
+
+    module = globals()
+    preset = _SERVICE_PRESETS[service]
+    contexts: tuple[PresentationContext, ...] = module[preset]
+    if uid not in {cx.abstract_syntax for cx in contexts}:
+        module[preset] = (*contexts, build_context(uid, DEFAULT_TRANSFER_SYNTAXES))
+        for alias, target in _ALIASES.items():
+            if target == preset:
+                module[alias] = module[preset]
+    if service in _STORAGE_SERVICES and uid not in STORAGE_SOP_CLASSES:
+        module["STORAGE_SOP_CLASSES"] = (*STORAGE_SOP_CLASSES, uid)
+        if service != "Storage" and uid not in {
+            cx.abstract_syntax for cx in AllStoragePresentationContexts
+        }:
+            module["AllStoragePresentationContexts"] = (
+                *AllStoragePresentationContexts,
+                build_context(uid, DEFAULT_TRANSFER_SYNTAXES),
+            )
+    if service == "QueryRetrieve" and uid not in QR_SOP_CLASSES:
+        module["QR_SOP_CLASSES"] = (*QR_SOP_CLASSES, uid)
+    return uid
