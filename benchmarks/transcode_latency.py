@@ -317,8 +317,8 @@ async def one_run(
     return {
         "wall_s": wall,
         "decoded_mb_s": workload["decoded_bytes"] / 1e6 / wall,
-        "idle_ms": [r * 1000 for r in idle],
-        "busy_ms": [r * 1000 for r in busy],
+        "idle_ms": [round(r * 1000, 3) for r in idle],
+        "busy_ms": [round(r * 1000, 3) for r in busy],
         "memory_before": before,
         "memory_after": after,
     }
