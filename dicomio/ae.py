@@ -87,6 +87,9 @@ class AE(TimeoutAttributes):
         self.maximum_associations = 1000
         self.maximum_associations_per_ae: int | None = None
         self.accept_any_storage = False
+        #: As acceptor, pick each context's transfer syntax in the order of our supported
+        #: contexts' lists (the first of ours that was proposed), not the requestor's order.
+        self.prefer_own_syntax_order = False
         #: Run pixel codecs (a C-STORE converted to an accepted transfer syntax) in worker
         #: processes, so that a codec crashing on a corrupt stream fails that one data set,
         #: not this process, and no codec holds the event loop's GIL. False runs them in

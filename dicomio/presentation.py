@@ -306,6 +306,7 @@ def negotiate_as_acceptor(
     role_requests: Sequence[RoleSelection] = (),
     *,
     accept_any_storage: bool = False,
+    acceptor_order: bool = False,
 ) -> tuple[list[PresentationContextAC], list[RoleSelection], tuple[PresentationContext, ...]]:
     """Answer an A-ASSOCIATE-RQ's presentation contexts and role selections.
 
@@ -314,6 +315,8 @@ def negotiate_as_acceptor(
     - one A-ASSOCIATE-AC item per requested context (PS3.8 9.3.3.2, Table 9-18): result 0
       with the first of the *requestor's* transfer syntaxes that we support (PS3.8 lets the
       acceptor pick any one; following the requestor's preference is the predictable choice),
+      or, with ``acceptor_order``, the first of *ours* that was proposed (a storage SCP that
+      prefers, say, uncompressed data whatever order the requestor lists);
       3 if the abstract syntax is not supported, 4 if none of its transfer syntaxes is;
     - the role selection replies (PS3.7 D.3.3.4): one for each proposed SOP class that has an
       accepted context and a supported entry that configures roles (see the module doc);
@@ -360,9 +363,12 @@ def negotiate_as_acceptor(
         if ours is None:
             result = PresentationContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED
         else:
-            agreed = next(
-                (ts for ts in rq.transfer_syntaxes if ts in ours.transfer_syntaxes), None
+            first, then = (
+                (ours.transfer_syntaxes, rq.transfer_syntaxes)
+                if acceptor_order
+                else (rq.transfer_syntaxes, ours.transfer_syntaxes)
             )
+            agreed = next((ts for ts in first if ts in then), None)
             result = (
                 PresentationContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED
                 if agreed is None

@@ -419,6 +419,7 @@ class Server:
             ae.supported_contexts if self.contexts is None else self.contexts,
             role_requests,
             accept_any_storage=ae.accept_any_storage,
+            acceptor_order=ae.prefer_own_syntax_order,
         )
         replies.extend(role_replies)
         ext = [i for i in rq.user_information if isinstance(i, SOPClassExtendedNegotiation)]

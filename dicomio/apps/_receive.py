@@ -23,7 +23,9 @@ from dicomio import stream_to_disk
 from dicomio._structure import check_file, truncation
 from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import safe_name
+from dicomio.apps._store_as import convert_in_place, refusal
 from dicomio.dataset import write_part10
+from dicomio.errors import TranscodeError
 from dicomio.events import Event
 
 __all__ = ["LAYOUTS", "Receiver"]
@@ -56,11 +58,21 @@ def _refuse_truncated(sop_uid: str, reason: str) -> Dataset:
 class Receiver:
     """A C-STORE handler that files what it receives under ``folder``; counts what it got."""
 
-    def __init__(self, folder: Path, layout: str = "flat") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        layout: str = "flat",
+        *,
+        store_as: str | None = None,
+        allow_lossy: bool = False,
+    ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}")
         self.folder = folder
         self.layout = layout
+        #: Convert each instance to this transfer syntax before filing it (``_store_as``).
+        self.store_as = store_as
+        self.allow_lossy = allow_lossy
         #: How many instances were filed.
         self.count = 0
         #: The paths of the last ``RECENT`` instances filed: a server that runs for months
@@ -89,6 +101,21 @@ class Receiver:
                 await anyio.to_thread.run_sync(write_part10, tmp, meta, [raw])
             else:
                 tmp = event.dataset_path
+            if self.store_as is not None:
+                # Checked whole first: a truncated data set is refused as such, not as
+                # something the codec could not read.
+                reason = await anyio.to_thread.run_sync(check_file, tmp, syntax)
+                if reason is not None:
+                    tmp.unlink(missing_ok=True)
+                    return _refuse_truncated(sop_uid, reason)
+                try:
+                    new_uid = await convert_in_place(
+                        tmp, self.store_as, allow_lossy=self.allow_lossy
+                    )
+                except (TranscodeError, OSError) as exc:
+                    tmp.unlink(missing_ok=True)
+                    return refusal(sop_uid, exc)
+                syntax, sop_uid = self.store_as, new_uid or sop_uid
             target = await anyio.to_thread.run_sync(self._file_away, tmp, sop_uid, syntax)
         except _Truncated as exc:
             return _refuse_truncated(sop_uid, str(exc))

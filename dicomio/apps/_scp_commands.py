@@ -21,6 +21,7 @@ from dicomio.apps._common import (
 )
 from dicomio.apps._receive import LAYOUTS, Receiver
 from dicomio.apps._server_config import apply_config, identity_verifier, load_config
+from dicomio.apps._syntaxes import UNCOMPRESSED_ACCEPTED, parse_syntax, syntax_list
 from dicomio.apps.archive import Archive, add_archive_contexts, add_storage_contexts
 from dicomio.config import Timeouts
 from dicomio.events import Event
@@ -57,17 +58,57 @@ async def _echo(event: Event) -> int:
     return 0
 
 
+def _acceptance(args: argparse.Namespace, app: str) -> list[str] | None:
+    """Apply the settings file; the transfer syntaxes to accept, in our order of preference,
+    or None for every one pydicom knows in the requestor's order. Also checks --store-as.
+
+    ``--accept`` lists exactly what is accepted (``uncompressed`` standing for the three
+    uncompressed syntaxes, from ``+x=``); each ``+x`` letter prefers its syntax and then
+    accepts the uncompressed ones too, as DCMTK storescp does; ``+xa`` accepts all.
+    """
+    given_on_command_line = bool(args.accept or args.prefer)
+    if args.accept_all and given_on_command_line:
+        raise UsageError("+xa/--accept-all accepts everything: give it alone, or a list")
+    if args.prefer and args.accept is None:
+        args.accept = []  # the command line's list wins over the settings file's
+    apply_config(args, app)
+    if args.store_as is not None:
+        args.store_as = parse_syntax(args.store_as, "--store-as")
+    if args.accept_all:
+        return None
+    listed: list[str] = []
+    for text in args.accept or ():
+        listed.extend(UNCOMPRESSED_ACCEPTED if text == "uncompressed" else [text])
+    preferred = syntax_list(args.prefer, "+x")
+    accepted = syntax_list(listed, "--accept") + preferred
+    if preferred:
+        accepted += UNCOMPRESSED_ACCEPTED
+    return list(dict.fromkeys(accepted)) or None
+
+
+def _apply_acceptance(ae: AE, accepted: list[str] | None) -> None:
+    if accepted is not None:
+        ae.prefer_own_syntax_order = True
+        log.info("accepting %s, in this order", ", ".join(accepted))
+
+
 async def run_storescp(args: argparse.Namespace) -> int:
-    apply_config(args, "storescp")
+    accepted = _acceptance(args, "storescp")
     if args.layout not in LAYOUTS:
         raise UsageError(f"layout must be one of {', '.join(LAYOUTS)}, not {args.layout!r}")
     ae = AE(args.aet or "STORESCP", timeouts=_timeouts(args))
     _lock_down(ae, args)
     ae.async_ops_window = (MAX_OPERATIONS, MAX_OPERATIONS)
     ae.add_supported_context(VERIFICATION)
-    add_storage_contexts(ae)
+    add_storage_contexts(ae, syntaxes=accepted)
+    _apply_acceptance(ae, accepted)
     ssl_context = server_ssl_context(args)
-    receiver = Receiver(Path(args.output_directory), args.layout)
+    receiver = Receiver(
+        Path(args.output_directory),
+        args.layout,
+        store_as=args.store_as,
+        allow_lossy=args.allow_lossy,
+    )
     async with ae.start_server(
         (args.bind, args.port),
         evt_handlers=[(evt.EVT_C_ECHO, _echo), (evt.EVT_C_STORE, receiver.handler)],
@@ -106,7 +147,7 @@ def _timeouts(args: argparse.Namespace) -> Timeouts:
 
 
 async def run_qrscp(args: argparse.Namespace) -> int:
-    apply_config(args, "qrscp")
+    accepted = _acceptance(args, "qrscp")
     aet = args.aet or "DICOMIO"
     data = Path(args.data)
     destinations: dict[str, tuple[str, int]] = {}
@@ -120,10 +161,17 @@ async def run_qrscp(args: argparse.Namespace) -> int:
     ae = AE(aet, timeouts=_timeouts(args))
     _lock_down(ae, args)
     ae.async_ops_window = (MAX_OPERATIONS, MAX_OPERATIONS)
-    add_archive_contexts(ae)
+    add_archive_contexts(ae, syntaxes=accepted)
+    _apply_acceptance(ae, accepted)
     ae.move_destinations = destinations
     ssl_context = server_ssl_context(args)
-    archive = Archive(data, relational=args.relational, pn_ignore_case=args.pn_ignore_case)
+    archive = Archive(
+        data,
+        relational=args.relational,
+        pn_ignore_case=args.pn_ignore_case,
+        store_as=args.store_as,
+        allow_lossy=args.allow_lossy,
+    )
     await archive.open()
     try:
         async with ae.start_server(

@@ -46,6 +46,7 @@ from dicomio.apps._common import (
 )
 from dicomio.apps._progress import Progress, human_bytes
 from dicomio.apps._receive import Receiver
+from dicomio.apps._syntaxes import syntax_list
 from dicomio.apps.archive import add_storage_contexts
 from dicomio.dataset import UNCOMPRESSED, parse_file_meta, part10_header, read_file_info
 from dicomio.presentation import (
@@ -228,32 +229,74 @@ def _detect_syntax(first: bytes) -> str | None:
 
 
 def plan_associations(
-    items: Sequence[SendItem],
+    items: Sequence[SendItem], propose: Sequence[str] = (), *, uncompressed: bool = True
 ) -> list[tuple[list[PresentationContext], list[SendItem]]]:
-    """Contexts from the files' SOP classes and transfer syntaxes, 128 per association.
+    """Presentation contexts for the files, at most 128 per association, and the files each
+    association sends.
 
-    One context per (SOP class, transfer syntax); an uncompressed syntax also offers
-    Explicit and Implicit VR Little Endian, to which the file can be converted.
+    Per SOP class, by default: one context per transfer syntax of its files, listing
+    Explicit and Implicit VR Little Endian after an uncompressed one (the file can be
+    converted to them), and one uncompressed context if any file is compressed (it can be
+    decompressed, ``send_c_store``). Each of ``propose`` gets a context of its own, so that
+    the acceptor can take it (or refuse it) alone. With ``uncompressed=False``, only the
+    ``propose`` contexts. All the contexts of a class go on the same association.
     """
-    keys: dict[tuple[str, str], list[SendItem]] = {}
+    by_class: dict[str, dict[str, list[SendItem]]] = {}
     for item in items:
-        keys.setdefault((item.sop_class, item.transfer_syntax), []).append(item)
-    # Deflated contexts go last: a file whose own syntax was not accepted is converted to the
-    # first accepted uncompressed context of its class, and dicomio.dataset.encode_dataset
-    # does not pad an odd-length deflated stream (DCMTK then aborts: "Odd Fragment Length").
-    ordered = sorted(keys, key=lambda key: key[1] == "1.2.840.10008.1.2.1.99")
-    plans = []
-    for start in range(0, len(ordered), MAX_CONTEXTS):
-        chunk = ordered[start : start + MAX_CONTEXTS]
-        contexts = []
-        for sop_class, ts in chunk:
-            syntaxes = [ts]
-            if UID(ts) in UNCOMPRESSED:
-                syntaxes += ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-            contexts.append(build_context(sop_class, syntaxes))
-        files = sorted((i for key in chunk for i in keys[key]), key=items.index)
-        plans.append((contexts, files))
+        by_class.setdefault(item.sop_class, {}).setdefault(item.transfer_syntax, []).append(item)
+    rank = {id(item): n for n, item in enumerate(items)}
+    plans: list[tuple[list[PresentationContext], list[SendItem]]] = []
+    contexts: list[PresentationContext] = []
+    files: list[SendItem] = []
+
+    def flush() -> None:
+        if contexts:
+            # Deflated contexts go last: a file whose own syntax was not accepted is
+            # converted to the first accepted uncompressed context of its class, and
+            # encode_dataset does not pad an odd-length deflated stream (DCMTK then aborts:
+            # "Odd Fragment Length").
+            contexts.sort(key=lambda cx: cx.transfer_syntaxes[0] == _DEFLATED)
+            plans.append((contexts[:], sorted(files, key=lambda i: rank[id(i)])))
+            contexts.clear()
+            files.clear()
+
+    for sop_class, by_syntax in by_class.items():
+        wanted = _class_syntax_lists(list(by_syntax), propose, uncompressed)
+        if contexts and len(contexts) + len(wanted) > MAX_CONTEXTS:
+            flush()
+        for start in range(0, len(wanted), MAX_CONTEXTS):
+            # Only a class with more than 128 syntax lists (none in practice) is split.
+            if start:
+                flush()
+            contexts.extend(
+                build_context(sop_class, ts) for ts in wanted[start : start + MAX_CONTEXTS]
+            )
+        files.extend(i for group in by_syntax.values() for i in group)
+    flush()
     return plans
+
+
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _class_syntax_lists(
+    own: list[str], propose: Sequence[str], uncompressed: bool
+) -> list[list[str]]:
+    """The transfer syntax lists, one per context, that storescu proposes for one class."""
+    lists: list[list[str]] = []
+    if uncompressed:
+        for ts in own:
+            native = UID(ts) in UNCOMPRESSED
+            lists.append([ts, _EXPLICIT_LE, _IMPLICIT_LE] if native else [ts])
+        if any(UID(ts) not in UNCOMPRESSED for ts in own):
+            lists.append([_EXPLICIT_LE, _IMPLICIT_LE])
+    for ts in propose:
+        if not any(listed[0] == ts for listed in lists):
+            lists.append([ts])
+    unique: dict[tuple[str, ...], list[str]] = {}
+    for listed in lists:
+        unique.setdefault(tuple(dict.fromkeys(listed)), listed)
+    return [list(key) for key in unique]
 
 
 async def run_storescu(args: argparse.Namespace) -> int:
@@ -264,7 +307,12 @@ async def run_storescu(args: argparse.Namespace) -> int:
     progress = Progress(len(items), sum(i.size for i in items), sys.stderr)
     ssl_context = client_ssl_context(args)
     lost: BaseException | None = None
-    for contexts, files in plan_associations(items):
+    propose = syntax_list(args.propose, "--propose")
+    if args.no_uncompressed and not propose:
+        raise UsageError("--no-uncompressed needs the syntaxes to propose: --propose or -x...")
+    for contexts, files in plan_associations(
+        items, propose, uncompressed=not args.no_uncompressed
+    ):
         ae = _ae(args)
         if args.window > 1:
             ae.async_ops_window = (args.window, 1)
@@ -277,7 +325,9 @@ async def run_storescu(args: argparse.Namespace) -> int:
                 contexts=contexts,
                 ssl_context=ssl_context,
             ) as assoc:
-                lost = await _send_files(assoc, files, args.window, progress, failures, done)
+                lost = await _send_files(
+                    assoc, files, args.window, progress, failures, done, args.allow_lossy
+                )
         except _LOST as exc:
             lost = exc
         if lost is not None:
@@ -320,6 +370,7 @@ async def _send_files(
     progress: Progress,
     failures: list[tuple[Path, str]],
     done: set[Path],
+    allow_lossy: bool = False,
 ) -> BaseException | None:
     """Send with up to ``window`` C-STOREs outstanding; the association error, if any."""
     queue = iter(files)
@@ -332,15 +383,17 @@ async def _send_files(
             ok, reason = True, ""
             try:
                 if item.bare_offset is None:
-                    status = await assoc.send_c_store(item.path)
+                    status = await assoc.send_c_store(item.path, allow_lossy=allow_lossy)
                 else:
-                    status = await _send_bare(assoc, item)
+                    status = await _send_bare(assoc, item, allow_lossy)
                 code = int(status.Status)
                 if category(code) not in (Category.SUCCESS, Category.WARNING):
                     ok, reason = False, status_text(code, "C-STORE")
                 elif code:
                     log.warning("%s: %s", item.path, status_text(code, "C-STORE"))
-            except (errors.NoPresentationContext, ValueError) as exc:
+            except (errors.NoPresentationContext, errors.TranscodeError, ValueError) as exc:
+                # This file cannot go (no context, or no conversion allowed, installed or
+                # possible); the others still do.
                 ok, reason = False, str(exc)
             except OSError as exc:
                 ok, reason = False, f"cannot read: {exc}"
@@ -359,7 +412,7 @@ async def _send_files(
     return lost[0] if lost else None
 
 
-async def _send_bare(assoc: Any, item: SendItem) -> Dataset:
+async def _send_bare(assoc: Any, item: SendItem, allow_lossy: bool = False) -> Dataset:
     """C-STORE a data set without file meta, its bytes as they are in the file.
 
     It goes through a Part 10 copy with a meta header naming the detected syntax, which
@@ -380,7 +433,7 @@ async def _send_bare(assoc: Any, item: SendItem) -> Dataset:
 
     path = await anyio.to_thread.run_sync(copy)
     try:
-        status: Dataset = await assoc.send_c_store(path)
+        status: Dataset = await assoc.send_c_store(path, allow_lossy=allow_lossy)
         return status
     finally:
         path.unlink(missing_ok=True)
@@ -545,6 +598,18 @@ def _retrieve_summary(
     )
 
 
+def _print_failures(final: Dataset | None, identifier: Dataset | None) -> None:
+    """The final response's Error Comment and Failed SOP Instance UID List (PS3.4 C.4.2.1.4,
+    C.4.3.1.3.1), which say which sub-operations failed and why."""
+    comment = str(final.get("ErrorComment", "") or "").strip() if final is not None else ""
+    if comment:
+        print(f"E: error comment: {comment}", file=sys.stderr)
+    failed = identifier.get("FailedSOPInstanceUIDList") if identifier is not None else None
+    values = [failed] if isinstance(failed, str) else list(failed or ())
+    for uid in values:
+        print(f"E: failed SOP instance: {uid}", file=sys.stderr)
+
+
 async def run_getscu(args: argparse.Namespace) -> int:
     query = _identifier(args)
     model = _model(args, "get")
@@ -560,6 +625,7 @@ async def run_getscu(args: argparse.Namespace) -> int:
             roles.append(build_role(cx.abstract_syntax, scp_role=True))
     ae = _ae(args)
     final: Dataset | None = None
+    final_identifier: Dataset | None = None
     try:
         async with ae.associate(
             args.host,
@@ -570,13 +636,14 @@ async def run_getscu(args: argparse.Namespace) -> int:
             evt_handlers=[(evt.EVT_C_STORE, receiver.handler)],
             ssl_context=client_ssl_context(args),
         ) as assoc:
-            async for status, _ in assoc.send_c_get(query, model):
+            async for status, identifier in assoc.send_c_get(query, model):
                 if int(status.Status) not in (0xFF00, 0xFF01):
-                    final = status
+                    final, final_identifier = status, identifier
     except _LOST as exc:
         return _connection_error(args, exc)
     text, code = _retrieve_summary("C-GET", final, receiver.count)
     print(text)
+    _print_failures(final, final_identifier)
     return EXIT_OK if code == 0 else EXIT_FAILURE
 
 
@@ -589,16 +656,17 @@ async def run_movescu(args: argparse.Namespace) -> int:
     ae = _ae(args)
     ae.add_requested_context(model)
     final: Dataset | None = None
+    final_identifier: Dataset | None = None
     receiver: Receiver | None = None
 
     async def move() -> None:
-        nonlocal final
+        nonlocal final, final_identifier
         async with ae.associate(
             args.host, args.port, ae_title=args.aec, ssl_context=client_ssl_context(args)
         ) as assoc:
-            async for status, _ in assoc.send_c_move(query, destination, model):
+            async for status, identifier in assoc.send_c_move(query, destination, model):
                 if int(status.Status) not in (0xFF00, 0xFF01):
-                    final = status
+                    final, final_identifier = status, identifier
 
     try:
         if args.store:
@@ -621,4 +689,5 @@ async def run_movescu(args: argparse.Namespace) -> int:
         "C-MOVE", final, receiver.count if receiver is not None else None
     )
     print(text)
+    _print_failures(final, final_identifier)
     return EXIT_OK if code == 0 else EXIT_FAILURE

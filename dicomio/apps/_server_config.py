@@ -83,6 +83,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("destinations", "config_destinations", "table", {}, frozenset({QRSCP})),
     Setting("relational", "relational", "bool", False, frozenset({QRSCP})),
     Setting("pn_ignore_case", "pn_ignore_case", "bool", True, frozenset({QRSCP})),
+    # Transfer syntaxes (dicomio.apps._syntaxes): names or UIDs. accept: what to accept, in
+    # our order of preference (default: all, in the requestor's); store_as: convert to this.
+    Setting("accept", "accept", "list", None),
+    Setting("store_as", "store_as", "str", None),
+    Setting("allow_lossy", "allow_lossy", "bool", False),
 )
 
 

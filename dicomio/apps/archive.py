@@ -50,6 +50,7 @@ from dicomio._structure import check_file, truncation
 from dicomio.ae import AE
 from dicomio.apps._attributes import read_attributes
 from dicomio.apps._common import is_valid_uid, safe_name
+from dicomio.apps._store_as import convert_in_place, refusal
 from dicomio.apps.matching import (
     UNABLE_TO_PROCESS,
     UNIQUE_KEYS,
@@ -64,6 +65,8 @@ from dicomio.apps.matching import (
     parse_retrieve,
     response_identifier,
 )
+from dicomio.dataset import write_part10
+from dicomio.errors import TranscodeError
 from dicomio.events import Event
 from dicomio.sop import QR_SOP_CLASSES, STORAGE_SOP_CLASSES
 
@@ -348,9 +351,19 @@ class Archive:
     """
 
     def __init__(
-        self, root: str | Path, *, pn_ignore_case: bool = True, relational: bool = False
+        self,
+        root: str | Path,
+        *,
+        pn_ignore_case: bool = True,
+        relational: bool = False,
+        store_as: str | None = None,
+        allow_lossy: bool = False,
     ) -> None:
         self.root = Path(root)
+        #: Convert each received instance to this transfer syntax before storing it
+        #: (``dicomio.apps._store_as``); the index records the syntax stored.
+        self.store_as = store_as
+        self.allow_lossy = allow_lossy
         self.files = self.root / "files"
         self.incoming = self.root / "incoming"
         self.database = self.root / "index.sqlite"
@@ -852,6 +865,35 @@ class Archive:
 
     # -- the SCP -------------------------------------------------------------------------------
 
+    async def _store_converted(self, event: Event) -> int | Dataset:
+        """C-STORE with ``store_as``: the received file converted, then stored (moved in);
+        a failed conversion refuses the instance and leaves nothing for it on disk."""
+        assert self.store_as is not None
+        sop_uid = str(event.request.affected_sop_instance_uid)
+        path = event.dataset_path
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix=".dicomio-", suffix=".part", dir=self.incoming)
+            os.close(fd)
+            path = Path(name)
+            raw = event.raw or b""
+            try:
+                await anyio.to_thread.run_sync(write_part10, path, event.file_meta, [raw])
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                return refusal(sop_uid, exc)
+        try:
+            try:
+                await convert_in_place(path, self.store_as, allow_lossy=self.allow_lossy)
+            except (TranscodeError, OSError) as exc:
+                return refusal(sop_uid, exc)
+            try:
+                await self.store(path, move=True)
+            except (ValueError, OSError, sqlite3.OperationalError) as exc:
+                return _store_failure(exc)
+            return SUCCESS
+        finally:
+            path.unlink(missing_ok=True)  # moved in when stored; otherwise not kept
+
     def handlers(self) -> list[tuple[evt.EventType, Any]]:
         """Event handlers serving this archive: C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE.
 
@@ -874,6 +916,8 @@ class Archive:
                 refused.Status = UNABLE_TO_PROCESS
                 refused.ErrorComment = "truncated or malformed data set"
                 return refused
+            if self.store_as is not None:
+                return await self._store_converted(event)
             try:
                 if event.dataset_path is not None:
                     await self.store(event.dataset_path, move=True)
@@ -881,17 +925,8 @@ class Archive:
                     ds = event.dataset
                     ds.file_meta = event.file_meta
                     await self.store(ds)
-            except InvalidInstanceUID as exc:
-                log.warning("refused C-STORE: %s", exc)
-                return INVALID_SOP_INSTANCE
-            except ValueError as exc:
-                log.warning("refused C-STORE: %s", exc)
-                return UNABLE_TO_PROCESS
-            except (OSError, sqlite3.OperationalError) as exc:
-                # A full disk, an I/O error, or an index that cannot be written (SQLITE_FULL,
-                # SQLITE_IOERR, a lock held too long): "Refused: Out of Resources".
-                log.error("cannot store: %s", exc)
-                return OUT_OF_RESOURCES
+            except (ValueError, OSError, sqlite3.OperationalError) as exc:
+                return _store_failure(exc)
             return SUCCESS
 
         async def on_find(event: Event) -> AsyncIterator[tuple[int, Dataset | None]]:
@@ -929,6 +964,20 @@ class Archive:
         ]
 
 
+def _store_failure(exc: Exception) -> int:
+    """The C-STORE status for an instance ``Archive.store`` refused."""
+    if isinstance(exc, InvalidInstanceUID):
+        log.warning("refused C-STORE: %s", exc)
+        return INVALID_SOP_INSTANCE
+    if isinstance(exc, ValueError):
+        log.warning("refused C-STORE: %s", exc)
+        return UNABLE_TO_PROCESS
+    # A full disk, an I/O error, or an index that cannot be written (SQLITE_FULL,
+    # SQLITE_IOERR, a lock held too long): "Refused: Out of Resources".
+    log.error("cannot store: %s", exc)
+    return OUT_OF_RESOURCES
+
+
 async def _truncation(event: Event) -> str | None:
     """Why the received data set is not whole, or None (dicomio._structure)."""
     syntax = str(event.context.transfer_syntax) if event.context else ImplicitVRLittleEndian
@@ -937,14 +986,17 @@ async def _truncation(event: Event) -> str | None:
     return truncation(event.raw or b"", syntax)
 
 
-def add_storage_contexts(ae: AE, *, scp_role_for_get: bool = False) -> None:
-    """Accept every Storage SOP class in every transfer syntax pydicom knows.
+def add_storage_contexts(
+    ae: AE, *, scp_role_for_get: bool = False, syntaxes: Sequence[str] | None = None
+) -> None:
+    """Accept every Storage SOP class in ``syntaxes`` (default: every one pydicom knows).
 
     With ``scp_role_for_get``, also agree to a C-GET SCU taking the Storage SCP role on
     its association (PS3.7 D.3.3.4), so that the C-STORE sub-operations can be sent.
     Unknown (private) storage classes are accepted through ``ae.accept_any_storage``.
     """
-    syntaxes: Sequence[str] = [str(ts) for ts in AllTransferSyntaxes]
+    if syntaxes is None:
+        syntaxes = [str(ts) for ts in AllTransferSyntaxes]
     for uid in STORAGE_SOP_CLASSES:
         if scp_role_for_get:
             ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
@@ -953,10 +1005,11 @@ def add_storage_contexts(ae: AE, *, scp_role_for_get: bool = False) -> None:
     ae.accept_any_storage = True
 
 
-def add_archive_contexts(ae: AE) -> None:
-    """Verification, all storage, and the Patient and Study Root FIND/MOVE/GET models."""
+def add_archive_contexts(ae: AE, *, syntaxes: Sequence[str] | None = None) -> None:
+    """Verification, all storage (in ``syntaxes``, default all), and the Patient and Study
+    Root FIND/MOVE/GET models."""
     ae.add_supported_context("1.2.840.10008.1.1")
-    add_storage_contexts(ae, scp_role_for_get=True)
+    add_storage_contexts(ae, scp_role_for_get=True, syntaxes=syntaxes)
     for uid in QR_SOP_CLASSES:
         if str(uid).startswith(("1.2.840.10008.5.1.4.1.2.1.", "1.2.840.10008.5.1.4.1.2.2.")):
             ae.add_supported_context(uid)

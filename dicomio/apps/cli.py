@@ -33,6 +33,7 @@ from dicomio.apps._scu_commands import (
     run_movescu,
     run_storescu,
 )
+from dicomio.apps._syntaxes import add_syntax_letters, names_help
 
 __all__ = ["build_parser", "main"]
 
@@ -98,6 +99,87 @@ def _output(parser: argparse.ArgumentParser, default: str = ".") -> None:
         default="flat",
         help="flat: DIR/<SOPInstanceUID>.dcm; hierarchy: "
         "DIR/<PatientID>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm",
+    )
+
+
+def _proposals(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "transfer syntaxes proposed",
+        "By default each file's own syntax is proposed for its SOP class, and the"
+        " uncompressed ones (Explicit, Implicit VR Little Endian) beside it: a file the"
+        " receiver takes only uncompressed is decompressed before it is sent. Each syntax"
+        " named here is proposed as well, in a context of its own; a file is compressed"
+        " (losslessly) to it when the receiver accepts nothing closer. Names: " + names_help(),
+    )
+    group.add_argument(
+        "--propose",
+        action="append",
+        metavar="SYNTAX",
+        help="also propose this transfer syntax, a UID or a name (repeatable)",
+    )
+    add_syntax_letters(group, "-", "propose", "as --propose {name} (DCMTK storescu's letter)")
+    group.add_argument(
+        "--no-uncompressed",
+        action="store_true",
+        help="propose only the --propose syntaxes (not the files' own, nor uncompressed)",
+    )
+    group.add_argument(
+        "--allow-lossy",
+        action="store_true",
+        help="allow lossy compression when the receiver accepts only lossy syntaxes (the"
+        " instance then gets a new SOP Instance UID); default: such files fail",
+    )
+
+
+def _acceptance(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "transfer syntaxes accepted and stored",
+        "By default every syntax pydicom knows is accepted, in the requestor's order of"
+        " preference, and each instance is kept as received, byte for byte. With --accept,"
+        " --accept-uncompressed or a +x option, the acceptor picks per context the first of"
+        " its own list that was proposed. Names: " + names_help(),
+    )
+    group.add_argument(
+        "--accept",
+        action="append",
+        metavar="SYNTAX",
+        help="accept only the syntaxes listed, in this order of preference (repeatable; a"
+        " UID or a name; settings file: accept = [...])",
+    )
+    group.add_argument(
+        "+x=",
+        "--accept-uncompressed",
+        dest="accept",
+        action="append_const",
+        const="uncompressed",
+        help="accept the uncompressed syntaxes: Explicit VR Little Endian, Big Endian,"
+        " Implicit VR Little Endian (DCMTK storescp's default)",
+    )
+    add_syntax_letters(
+        group,
+        "+",
+        "prefer",
+        "prefer {name}, then accept the uncompressed syntaxes (as DCMTK storescp)",
+    )
+    group.add_argument(
+        "+xa",
+        "--accept-all",
+        action="store_true",
+        default=None,
+        help="accept every syntax pydicom knows, in the requestor's order (the default)",
+    )
+    group.add_argument(
+        "--store-as",
+        metavar="SYNTAX",
+        help="convert each received instance to this syntax before filing it (a codec"
+        " worker process; lossless only unless --allow-lossy); an instance that cannot be"
+        " converted is refused (0xC000) and nothing is kept of it. Default: as received",
+    )
+    group.add_argument(
+        "--allow-lossy",
+        action="store_true",
+        default=None,
+        help="let --store-as compress lossily (the instance gets a new SOP Instance UID)",
     )
 
 
@@ -190,8 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dicomio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Command, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+    def command(
+        name: str, run: Command, help_text: str, prefix_chars: str = "-"
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            allow_abbrev=False,
+            prefix_chars=prefix_chars,
+        )
         p.set_defaults(run=run)
         _common(p)
         return p
@@ -223,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="propose an asynchronous operations window of N and keep up to N"
         " C-STOREs outstanding (default 1)",
     )
+    _proposals(p)
     add_tls_options(p)
 
     p = command("findscu", run_findscu, "Query/Retrieve FIND SCU: send C-FIND, print matches.")
@@ -298,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         "storescp",
         run_storescp,
         "Storage SCP: accept every storage SOP class and transfer syntax into -od.",
+        # "+" starts options too: DCMTK's SCPs spell their acceptance flags +x=, +xa, +xr.
+        prefix_chars="-+",
     )
     p.add_argument("port", type=int, nargs="?", default=None, help="TCP port (default 11112)")
     add_network_options(p, aet="STORESCP", called=False)
@@ -305,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", default="0.0.0.0", metavar="HOST", help="address to listen on (default all)"
     )
     _output(p)
+    _acceptance(p)
     add_tls_options(p, server=True)
     _server(p)
     p.set_defaults(output_directory=None, layout=None)
@@ -314,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         run_qrscp,
         "Query/Retrieve SCP: Verification, Storage, FIND/GET/MOVE (Patient and Study"
         " Root) over an SQLite-indexed archive.",
+        prefix_chars="-+",
     )
     p.add_argument(
         "port",
@@ -349,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="match person names case-sensitively (default: ignore case)",
     )
+    _acceptance(p)
     add_tls_options(p, server=True)
     _server(p)
     return parser
