@@ -846,7 +846,7 @@ class ServiceProviderMixin:
         is_move = isinstance(command, CMoveRQ)
         counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
         failed_uids: list[str] = []
-        #: Why sub-operations failed, "<SOP Instance UID>: <cause>", first first.
+        #: Why sub-operations failed, first first (the Failed SOP Instance UID List names them).
         causes: list[str] = []
 
         def response(status: int, *, final: bool = False) -> Any:
@@ -1007,10 +1007,10 @@ class ServiceProviderMixin:
             )
             code = int(status.Status)
             if code not in (SUCCESS,) and "ErrorComment" in status:
-                causes.append(f"{uid}: status {code:04X}H, {status.ErrorComment}")
+                causes.append(f"status {code:04X}H, {status.ErrorComment}")
         except (errors.NoPresentationContext, errors.TranscodeError, OSError, ValueError) as exc:
             self.log.warning("sub-operation for %s failed: %s", uid or ds, exc)
-            causes.append(f"{uid}: {exc}")
+            causes.append(_cause(exc))
             code = C_FAILURE
         if code == SUCCESS:
             counts["completed"] += 1
@@ -1276,9 +1276,24 @@ async def _as_async(items: Any) -> AsyncIterator[Any]:
         yield item
 
 
+def _cause(exc: Exception) -> str:
+    """A failed sub-operation's cause, its kind first: the Error Comment keeps 64 characters."""
+    if isinstance(exc, errors.LossyTranscodeRefused):
+        return f"lossy conversion not allowed: {exc}"
+    if isinstance(exc, errors.CodecUnavailable):
+        return f"no codec installed: {exc}"
+    if isinstance(exc, errors.NoPresentationContext):
+        return f"no presentation context: {exc}"
+    return str(exc)
+
+
 def _error_comment(causes: list[str]) -> str:
-    """The first failure's cause as an Error Comment: LO, at most 64 characters (PS3.5 6.2)."""
-    text = causes[0] if len(causes) == 1 else f"{len(causes)} failed; {causes[0]}"
+    """The first failure's cause as an Error Comment: LO, at most 64 characters (PS3.5 6.2).
+
+    The instances are in the Failed SOP Instance UID List; the comment gives the cause,
+    which a user otherwise finds only in the server's log.
+    """
+    text = causes[0] if len(causes) == 1 else f"{len(causes)} failed, first: {causes[0]}"
     # The default repertoire only, and no backslash: it would split an LO value in two.
     text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)
     return text if len(text) <= 64 else text[:61] + "..."

@@ -384,16 +384,16 @@ def _assert_one_failed(
     final: tuple[Dataset, Dataset | None], good: list[str], bad: str, reason: str
 ) -> None:
     """The final C-MOVE/C-GET response (PS3.4 C.4.2.1.4): the failed instance is counted,
-    listed in the identifier's Failed SOP Instance UID List, and named with its cause in
-    the Error Comment."""
+    listed in the identifier's Failed SOP Instance UID List, and its cause given in the
+    Error Comment."""
     final, identifier = final
     assert final.Status == 0xB000, final  # sub-operations complete, one or more failures
     assert final.NumberOfCompletedSuboperations == len(good)
     assert final.NumberOfFailedSuboperations == 1
     assert identifier is not None and identifier.FailedSOPInstanceUIDList == bad
     comment = str(final.ErrorComment)
-    assert len(comment) <= 64 and comment.startswith(bad[:40]), comment
-    assert reason in comment or comment.endswith("..."), comment
+    # The cause, kind first; the instance is in the Failed SOP Instance UID List.
+    assert len(comment) <= 64 and reason in comment, comment
 
 
 async def _echo(port: int) -> None:
