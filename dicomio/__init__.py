@@ -33,6 +33,7 @@ from dicomio.errors import (
     TimeoutError,
     TranscodeError,
 )
+from dicomio.pool import AssociationPool, Peer
 from dicomio.presentation import PresentationContext, build_context, build_role
 from dicomio.server import Server
 
@@ -43,6 +44,7 @@ __all__ = [
     "AssociateRequest",
     "Association",
     "AssociationAborted",
+    "AssociationPool",
     "AssociationRejected",
     "AssociationReleased",
     "CodecUnavailable",
@@ -55,6 +57,7 @@ __all__ = [
     "LocalProtocolError",
     "LossyTranscodeRefused",
     "NoPresentationContext",
+    "Peer",
     "PresentationContext",
     "ProtocolError",
     "RemoteProtocolError",
