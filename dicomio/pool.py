@@ -48,12 +48,13 @@ needs no lock: one event loop runs it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import select
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -69,6 +70,8 @@ if TYPE_CHECKING:
     from dicomio.ae import AE
 
 __all__ = ["AssociationPool", "Peer", "PeerStatistics", "PoolStatistics"]
+
+_log = logging.getLogger("dicomio.pool")
 
 
 def _to_contexts(
@@ -86,6 +89,10 @@ def _stripped(ae_title: str) -> str:
     return ae_title.strip()
 
 
+def _uses_tls(ssl_context: ssl.SSLContext | None) -> bool:
+    return ssl_context is not None
+
+
 def _default_name(peer: Peer) -> str:
     return f"{peer.ae_title}@{peer.host}:{peer.port}"
 
@@ -96,8 +103,9 @@ class Peer:
 
     ``contexts`` None proposes the AE's requested contexts. ``ssl_context`` makes the
     associations TLS (PS3.15 B.1) with the server's certificate checked against ``host``;
-    it is not part of equality, so two equal peers share the pool's associations even if
-    each was given its own (equivalent) context. ``max_associations`` overrides the pool's
+    equality looks only at whether there is one, so equal peers share the pool's
+    associations even if each was given its own (equivalent) context, and a TLS peer never
+    gets a plain association or the other way round. ``max_associations`` overrides the pool's
     ``max_per_peer`` for this peer. ``name`` is for display: logs and statistics.
     """
 
@@ -107,7 +115,7 @@ class Peer:
     contexts: tuple[PresentationContext, ...] | None = attrs.field(
         default=None, converter=_to_contexts
     )
-    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=_uses_tls, repr=False)
     max_associations: int | None = attrs.field(default=None, validator=_check_limit)
     name: str = attrs.field(
         default=attrs.Factory(_default_name, takes_self=True), eq=False, repr=False
@@ -285,14 +293,16 @@ class AssociationPool:
         assert self._tg is not None
         try:
             with anyio.CancelScope(shield=True):
-                await self.aclose()
+                # After a failure or a cancellation, nobody waits for A-RELEASE round trips.
+                await self.aclose(release=exc_type is None)
         finally:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
 
-    async def aclose(self) -> None:
-        """Close the pool: waiting borrowers fail, idle associations are released and lent
-        ones aborted (their borrowers see ``AssociationAborted``)."""
+    async def aclose(self, *, release: bool = True) -> None:
+        """Close the pool: waiting borrowers fail, idle associations are released (aborted
+        if not ``release``) and lent ones aborted (their borrowers see
+        ``AssociationAborted``)."""
         if self._closed:
             return
         self._closed = True
@@ -302,6 +312,9 @@ class AssociationPool:
             idle.extend((state, assoc) for assoc, _ in state.idle)
             state.idle.clear()
             for assoc in list(state.borrowed):
+                await assoc.abort()
+        if not release:
+            for _, assoc in idle:
                 await assoc.abort()
         async with anyio.create_task_group() as tg:
             for state, assoc in idle:
@@ -316,8 +329,11 @@ class AssociationPool:
         Raises what ``AE.associate`` raises when a new one cannot be opened
         (``ConnectionRefused``, ``AssociationRejected``, ``TimeoutError`` ...), and
         ``RuntimeError`` if the pool is closed. Leaving the block with an exception aborts
-        the association instead of returning it (see the module's notes).
+        the association instead of returning it (see the module's notes). A task that
+        borrows twice from a peer at once may wait for itself: count it in the limit.
         """
+        if self._tg is None:
+            raise RuntimeError("use the pool as `async with AssociationPool(ae) as pool:`")
         state = self._state(peer)
         assoc = await self._acquire(state)
         try:
@@ -331,7 +347,9 @@ class AssociationPool:
         """The pool's counters and state now, per peer."""
         return PoolStatistics(
             associations=self._total,
-            peers={peer: state.snapshot() for peer, state in self._peers.items()},
+            peers=MappingProxyType(
+                {peer: state.snapshot() for peer, state in self._peers.items()}
+            ),
         )
 
     def peer_statistics(self, peer: Peer) -> PeerStatistics:
@@ -353,6 +371,7 @@ class AssociationPool:
                 state.borrowed.add(grant)
                 return grant
             # Ended by the peer while idle: abort it, open its replacement in its slot.
+            _log.info("%s: idle association ended by the peer; replacing it", state.peer)
             state.replaced += 1
             grant = _Slot(replacing=grant)
         state.opening += 1
@@ -378,6 +397,7 @@ class AssociationPool:
             raise
         state.opening -= 1
         state.opened += 1
+        _log.debug("opened an association: %s", state.snapshot())
         if self._closed:
             await assoc.abort()
             state.closed += 1
@@ -532,6 +552,7 @@ class AssociationPool:
             )
             state.idle[:] = keep
         if expired:
+            _log.debug("releasing %d idle associations", len(expired))
             async with anyio.create_task_group() as tg:
                 for state, assoc in expired:
                     tg.start_soon(self._close, state, assoc)

@@ -97,22 +97,27 @@ async def echo(pool: AssociationPool, peer: Peer) -> None:
         assert (await assoc.send_c_echo()).Status == 0
 
 
-def test_peer_equality_ignores_tls_context_and_name() -> None:
+def test_peer_equality_looks_at_tls_but_not_at_the_context_or_the_name() -> None:
     import ssl
 
-    a = Peer(ae_title=" ARCHIVE ", host=LOOPBACK, port=104)
-    b = Peer(
+    plain = Peer(ae_title=" ARCHIVE ", host=LOOPBACK, port=104)
+    assert str(plain) == "ARCHIVE@127.0.0.1:104"
+    assert plain == Peer(ae_title="ARCHIVE", host=LOOPBACK, port=104, name="the archive")
+    one = Peer(
         ae_title="ARCHIVE",
         host=LOOPBACK,
         port=104,
         ssl_context=ssl.create_default_context(),
         name="the archive",
     )
-    assert a == b and hash(a) == hash(b)
-    assert str(a) == "ARCHIVE@127.0.0.1:104"
-    assert str(b) == "the archive"
+    another = Peer(
+        ae_title="ARCHIVE", host=LOOPBACK, port=104, ssl_context=ssl.create_default_context()
+    )
+    assert str(one) == "the archive"
+    assert one == another and hash(one) == hash(another)
+    assert plain != one  # a TLS peer never shares associations with a plain one
     c = Peer(ae_title="ARCHIVE", host=LOOPBACK, port=104, contexts=[build_context(Verification)])
-    assert isinstance(c.contexts, tuple) and c != a
+    assert isinstance(c.contexts, tuple) and c != plain
     with pytest.raises(ValueError):
         Peer(ae_title="X", host=LOOPBACK, port=1, max_associations=0)
 
@@ -394,3 +399,86 @@ def test_all_lists_the_public_names() -> None:
     }
     assert public == set(pool_module.__all__)
     assert {"AssociationPool", "Peer"} <= set(dicomio.__all__)
+
+
+async def test_tls_associations_are_reused_and_replaced() -> None:
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(LOOPBACK).configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_ctx)
+    seen = Peerside()
+    async with scp_ae().start_server(
+        (LOOPBACK, 0), evt_handlers=seen.handlers(), ssl_context=server_ctx
+    ) as server:
+        peer = Peer(ae_title="POOLSCP", host=LOOPBACK, port=server.port, ssl_context=client_ctx)
+        with anyio.fail_after(10):
+            async with AssociationPool(scu_ae()) as pool:
+                await echo(pool, peer)
+                await echo(pool, peer)
+                await seen.associations[0].abort()
+                await seen.closed.wait()
+                await anyio.wait_all_tasks_blocked()
+                await echo(pool, peer)
+                stats = stats_of(pool, peer)
+    assert seen.accepted == 2
+    assert (stats.opened, stats.reused, stats.replaced) == (2, 1, 1)
+
+
+async def test_a_borrower_cancelled_while_opening_frees_its_slot() -> None:
+    """A peer that takes the TCP connection and never answers the A-ASSOCIATE-RQ."""
+    requested = anyio.Event()
+    gone = anyio.Event()
+
+    async def mute(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with anyio.move_on_after(10):
+                try:
+                    await stream.receive()  # the A-ASSOCIATE-RQ, never answered
+                    requested.set()
+                    await stream.receive()  # the A-ABORT, then the end of the connection
+                    await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    gone.set()
+
+    async with await anyio.create_tcp_listener(local_host=LOOPBACK) as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        peer = Peer(ae_title="MUTE", host=LOOPBACK, port=port, max_associations=1)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as serving:
+                serving.start_soon(listener.serve, mute)
+                async with AssociationPool(scu_ae()) as pool:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(echo, pool, peer)
+                        await requested.wait()
+                        assert stats_of(pool, peer).opening == 1
+                        tg.cancel_scope.cancel()
+                    stats = stats_of(pool, peer)
+                    assert (stats.opening, stats.failed_opens, stats.in_use) == (0, 0, 0)
+                    assert pool.statistics().associations == 0
+                    await gone.wait()  # the requestor closed its end
+                serving.cancel_scope.cancel()
+
+
+async def test_a_failing_pool_block_aborts_idle_associations() -> None:
+    seen = Peerside()
+    async with scp_ae().start_server((LOOPBACK, 0), evt_handlers=seen.handlers()) as server:
+        peer = Peer(ae_title="POOLSCP", host=LOOPBACK, port=server.port)
+        with anyio.fail_after(10):
+            with pytest.raises(KeyError):
+                async with AssociationPool(scu_ae()) as pool:
+                    await echo(pool, peer)
+                    raise KeyError("the caller failed")
+            await seen.aborted.wait()
+    assert not seen.released.is_set()
+    assert pool.statistics().associations == 0
+
+
+async def test_a_pool_must_be_entered() -> None:
+    pool = AssociationPool(scu_ae())
+    with pytest.raises(RuntimeError, match="async with"):
+        async with pool.association(Peer(ae_title="X", host=LOOPBACK, port=1)):
+            pass
