@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import select
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -600,11 +600,16 @@ def _input_waiting(stream: anyio.abc.ByteStream) -> bool:
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     except anyio.TypedAttributeLookupError:
         return False  # not a socket (an in-memory stream): nothing to look at
+    if not isinstance(sock, socket.socket) or sock.getblocking():
+        return False  # not one we can look at without waiting
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True  # a closed socket
-    return bool(readable)
+        # A peek, not select(): select fails for descriptors past FD_SETSIZE (1024).
+        sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # reset, or closed: ended either way
+    return True  # bytes, or b"" for the end of the connection
 
 
 async def _release_or_abort(assoc: Association) -> None:

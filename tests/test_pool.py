@@ -58,6 +58,12 @@ class Peerside:
             self.aborted.set()
 
         async def on_find(event: evt.Event) -> AsyncIterator[tuple[int, Dataset]]:
+            if event.identifier.get("PatientID") == "MANY":
+                for i in range(100_000):
+                    match = Dataset()
+                    match.PatientID = str(i)
+                    yield 0xFF00, match
+                return
             # Stalls until the requestor goes away (bounded, in case it never does).
             self.find_started.set()
             with anyio.move_on_after(10):
@@ -283,6 +289,26 @@ async def test_a_borrower_cancelled_mid_find_leaves_the_pool_clean() -> None:
                 await anyio.wait_all_tasks_blocked()
                 assert len(anyio.get_running_tasks()) == tasks_before
                 await echo(pool, peer)  # the slot (the only one) is free
+    assert seen.accepted == 2
+
+
+async def test_an_association_with_requests_outstanding_is_released_not_lent() -> None:
+    seen = Peerside()
+    async with scp_ae().start_server((LOOPBACK, 0), evt_handlers=seen.handlers()) as server:
+        peer = Peer(ae_title="POOLSCP", host=LOOPBACK, port=server.port)
+        with anyio.fail_after(10):
+            async with AssociationPool(scu_ae()) as pool:
+                query = Dataset()
+                query.QueryRetrieveLevel = "PATIENT"
+                query.PatientID = "MANY"
+                async with pool.association(peer) as assoc:
+                    async for status, _ in assoc.send_c_find(query, FIND):
+                        assert status.Status == 0xFF00
+                        break  # C-CANCEL sent; the final response is still to come
+                await seen.released.wait()
+                stats = stats_of(pool, peer)
+                assert (stats.idle, stats.closed) == (0, 1)
+                await echo(pool, peer)
     assert seen.accepted == 2
 
 
