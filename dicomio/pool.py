@@ -24,11 +24,13 @@ Theory of operation.
   closing run in the borrower's own task, outside any bookkeeping, so a slow peer delays
   nobody else.
 - Returning. A borrower that leaves its block normally returns the association, if it is
-  still established, for the next borrower. A borrower that leaves with an exception
-  (an association failure, a DIMSE timeout, a cancellation, anything) aborts it
-  (PS3.8 7.3, shielded and bounded): the association may be in the middle of an
-  operation, and a half-used association is never lent again. Non-success DIMSE statuses
-  are values, not exceptions (``dicomio.status``), so they return it like success does.
+  still established and has no request outstanding, for the next borrower (one left with
+  a C-FIND unfinished is released instead: its peer is still answering). A borrower that
+  leaves with an exception (an association failure, a DIMSE timeout, a cancellation,
+  anything) aborts it (PS3.8 7.3, shielded and bounded): the association may be in the
+  middle of an operation, and a half-used association is never lent again. Non-success
+  DIMSE statuses are values, not exceptions (``dicomio.status``), so they return it as
+  success does.
 - Replacing. An idle association is lent only if it is still established and nothing
   arrived on it while it was idle. A requestor reads only while it waits for responses,
   so a peer's A-ABORT, A-RELEASE-RQ or closed connection on an idle association waits
