@@ -34,6 +34,7 @@ from dicomio.errors import (
     TimeoutError,
     TranscodeError,
 )
+from dicomio.pool import AssociationPool, Peer
 from dicomio.presentation import PresentationContext, build_context, build_role
 from dicomio.server import Server
 from dicomio.sop import register_uid
@@ -45,6 +46,7 @@ __all__ = [
     "AssociateRequest",
     "Association",
     "AssociationAborted",
+    "AssociationPool",
     "AssociationRejected",
     "AssociationReleased",
     "CodecUnavailable",
@@ -57,6 +59,7 @@ __all__ = [
     "LocalProtocolError",
     "LossyTranscodeRefused",
     "NoPresentationContext",
+    "Peer",
     "PresentationContext",
     "ProtocolError",
     "RemoteProtocolError",
