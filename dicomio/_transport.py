@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence, Sized
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSStream
 
 __all__ = [
     "AsyncioSocketStream",
@@ -162,6 +163,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         # system call each time (it guards against a fork).
         self._loop = loop = asyncio.get_running_loop()
         self._ready: Sized = getattr(loop, "_ready", (None,))
+
+    def has_buffered_input(self) -> bool:
+        """Whether bytes or the end of the connection wait in the buffer, unread."""
+        protocol = self._protocol
+        return bool(protocol.chunks) or protocol.eof or protocol.lost
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -442,3 +448,32 @@ async def wrap_accepted_socket(sock: socket.socket) -> anyio.abc.SocketStream:
     transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
     assert isinstance(transport, asyncio.Transport)
     return AsyncioSocketStream(transport, protocol, sock)
+
+
+def input_waiting(stream: anyio.abc.ByteStream) -> bool:
+    """Whether ``stream`` has unread bytes or an end-of-stream, looked at without reading.
+
+    A pooled requestor association reads only while a request waits, so whatever its peer
+    sent while it was idle is still unread: an A-ABORT, an A-RELEASE-RQ, the end of the
+    connection (or a request, which an idle association in a pool cannot serve either).
+    """
+    inner: anyio.abc.AnyByteStream = stream
+    while isinstance(inner, TLSStream):
+        inner = inner.transport_stream
+    if isinstance(inner, AsyncioSocketStream):
+        # It reads eagerly into its buffer: the socket itself shows nothing.
+        return inner.has_buffered_input()
+    try:
+        sock = inner.extra(anyio.abc.SocketAttribute.raw_socket)
+    except anyio.TypedAttributeLookupError:
+        return False  # not a socket (an in-memory stream): nothing to look at
+    if not isinstance(sock, socket.socket) or sock.getblocking():
+        return False  # not one we can look at without waiting
+    try:
+        # A peek, not select(): select fails for descriptors past FD_SETSIZE (1024).
+        sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # reset, or closed: ended either way
+    return True  # bytes, or b"" for the end of the connection

@@ -311,6 +311,28 @@ class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
 
     # -- handlers ---------------------------------------------------------------------------
 
+    @property
+    def is_usable(self) -> bool:
+        """Established, not released or aborted, and with no failure or closed connection
+        seen so far: a request may be sent (as far as this side knows without reading)."""
+        if not self.is_established or self.is_released or self.is_aborted:
+            return False
+        return self._failure is None and not self._transport_closed
+
+    @property
+    def outstanding_requests(self) -> int:
+        """Requests sent on this association whose final response has not arrived."""
+        return len(self._ops)
+
+    def has_unread_input(self) -> bool:
+        """Whether the peer sent something not read yet (looked at without reading).
+
+        A requestor reads only while a call waits for a response, so what an idle peer
+        sent (an A-ABORT, an A-RELEASE-RQ, the end of the connection) waits unread; an
+        association pool asks this before lending an idle association.
+        """
+        return _transport.input_waiting(self._stream)
+
     def get_events(self) -> list[EventType]:
         """The events that have handlers bound (pynetdicom's ``get_events``)."""
         return [event for event, handlers in self._handlers.items() if handlers]

@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -62,9 +61,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import attrs
-from anyio.streams.tls import TLSStream
 
-from dicomio import _transport
 from dicomio.association import Association
 from dicomio.presentation import PresentationContext
 
@@ -368,7 +365,7 @@ class AssociationPool:
     async def _acquire(self, state: _PeerState) -> Association:
         grant = await self._wait_for_grant(state)
         if isinstance(grant, Association):
-            if _still_usable(grant) and not _input_waiting(grant._stream):
+            if grant.is_usable and not grant.has_unread_input():
                 state.reused += 1
                 state.borrowed.add(grant)
                 return grant
@@ -514,7 +511,7 @@ class AssociationPool:
         those, so it is released instead (the release reads past them, PS3.8 7.2).
         """
         state.borrowed.discard(assoc)
-        if self._closed or not _still_usable(assoc) or assoc._ops:
+        if self._closed or not assoc.is_usable or assoc.outstanding_requests:
             await self._close(state, assoc)
             return
         self._put_idle(state, assoc, idle_since=None)
@@ -574,44 +571,6 @@ class AssociationPool:
                 continue
             await anyio.sleep_until(oldest + self.idle_timeout)
             await self.reap()
-
-
-def _still_usable(assoc: Association) -> bool:
-    """Whether ``assoc`` is established, as far as it knows."""
-    if not assoc.is_established or assoc.is_released or assoc.is_aborted:
-        return False
-    return assoc._failure is None and not assoc._transport_closed
-
-
-def _input_waiting(stream: anyio.abc.ByteStream) -> bool:
-    """Whether ``stream`` has unread bytes or an end-of-stream, looked at without reading.
-
-    A pooled requestor association reads only while a request waits, so whatever its peer
-    sent while it was idle is still unread: an A-ABORT, an A-RELEASE-RQ, the end of the
-    connection (or a request, which an idle association in a pool cannot serve either).
-    """
-    inner: Any = stream
-    while isinstance(inner, TLSStream):
-        inner = inner.transport_stream
-    stream = inner
-    if isinstance(stream, _transport.AsyncioSocketStream):
-        # It reads eagerly into its buffer: the socket itself shows nothing.
-        protocol = stream._protocol
-        return bool(protocol.chunks) or protocol.eof or protocol.lost
-    try:
-        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-    except anyio.TypedAttributeLookupError:
-        return False  # not a socket (an in-memory stream): nothing to look at
-    if not isinstance(sock, socket.socket) or sock.getblocking():
-        return False  # not one we can look at without waiting
-    try:
-        # A peek, not select(): select fails for descriptors past FD_SETSIZE (1024).
-        sock.recv(1, socket.MSG_PEEK)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # reset, or closed: ended either way
-    return True  # bytes, or b"" for the end of the connection
 
 
 async def _release_or_abort(assoc: Association) -> None:
