@@ -188,9 +188,7 @@ def cli_page() -> str:
         doc[1].strip() if len(doc) > 1 else "",
         "",
     ]
-    subparsers = next(
-        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-    )
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {c.dest: c.help for c in subparsers._choices_actions}
     for name, sub in subparsers.choices.items():
         lines += [f"## `dicomio {name}`", ""]

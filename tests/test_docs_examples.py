@@ -52,9 +52,7 @@ def uncompressed(corpus: Corpus) -> list[Instance]:
 
 
 @asynccontextmanager
-async def running(
-    serve: Callable[..., Awaitable[None]], *args: Any
-) -> AsyncIterator[int]:
+async def running(serve: Callable[..., Awaitable[None]], *args: Any) -> AsyncIterator[int]:
     """Run an example's ``serve(..., port, task_status=)``; yield its port; stop it."""
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve, *args, 0)
@@ -167,9 +165,7 @@ async def test_scu_basics_against_the_scp(tmp_path: Path, corpus: Corpus) -> Non
 
 
 @pytest.mark.interop
-def test_asyncio_app_against_storescp(
-    dcmtk_storescp: tuple[int, Path], corpus: Corpus
-) -> None:
+def test_asyncio_app_against_storescp(dcmtk_storescp: tuple[int, Path], corpus: Corpus) -> None:
     import asyncio
 
     app = example("asyncio_app")

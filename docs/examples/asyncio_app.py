@@ -36,7 +36,10 @@ async def echo(host: str, port: int, ae_title: str) -> bool:
 async def check_peers(peers: Sequence[tuple[str, int, str]]) -> dict[str, bool]:
     """Echo every peer at once: each association is a coroutine, not a thread."""
     results = await asyncio.gather(*(echo(*peer) for peer in peers))
-    return {f"{title}@{host}:{port}": ok for (host, port, title), ok in zip(peers, results)}
+    return {
+        f"{title}@{host}:{port}": ok
+        for (host, port, title), ok in zip(peers, results, strict=True)
+    }
 
 
 # --8<-- [end:many]

@@ -37,7 +37,9 @@ def storage_scp(folder: Path) -> tuple[AE, list[Any]]:
     return ae, [(evt.EVT_C_STORE, handle_store)]
 
 
-async def run_storage_scp(folder: Path, port: int, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+async def run_storage_scp(
+    folder: Path, port: int, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+) -> None:
     ae, handlers = storage_scp(folder)
     async with ae.start_server(("127.0.0.1", port), evt_handlers=handlers) as server:
         task_status.started(server.port)
@@ -109,7 +111,9 @@ def get_scp(fdir: Path) -> tuple[AE, list[Any]]:
     return ae, [(evt.EVT_C_GET, handle_get)]
 
 
-async def run_get_scp(fdir: Path, port: int, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+async def run_get_scp(
+    fdir: Path, port: int, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+) -> None:
     ae, handlers = get_scp(fdir)
     async with ae.start_server(("127.0.0.1", port), evt_handlers=handlers) as server:
         task_status.started(server.port)

@@ -6,7 +6,8 @@ nothing. ``tests/test_docs_examples.py`` compiles and imports it; the ports in
 ``migration.py`` are what it runs.
 """
 
-# ruff: noqa: F401, SIM102
+# pynetdicom's documentation code, kept as it is written there.
+# ruff: noqa: B007
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ def storage_scp() -> None:
 
     ae = AE()
     ae.supported_contexts = AllStoragePresentationContexts
-    ae.start_server(("127.0.0.1", 11112), block=True, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    ae.start_server(
+        ("127.0.0.1", 11112), block=True, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
+    )
     # --8<-- [end:storage_scp]
 
 
@@ -94,6 +97,7 @@ def roles(ae: Any) -> None:
     cx.transfer_syntax = ["1.2.840.10008.1.2.1"]  # contexts are mutable in pynetdicom
     role = build_role(CTImageStorage, scp_role=True)
     assoc = ae.associate("127.0.0.1", 11112, ext_neg=[role])
+    assoc.release()
     # --8<-- [end:roles]
 
 

@@ -54,7 +54,7 @@ async def find_patients(host: str, port: int, *, first_only: bool = False) -> li
     found = []
     async with ae.associate(host, port, ae_title="DICOMIO") as assoc:
         results = assoc.send_c_find(query, PatientRootQueryRetrieveInformationModelFind)
-        async for status, identifier in results:
+        async for _status, identifier in results:
             if identifier is not None:  # Pending: a match
                 found.append(str(identifier.PatientID))
                 if first_only:
@@ -92,9 +92,9 @@ async def get_patient(host: str, port: int, patient_id: str, folder: Path) -> in
         ext_neg=storage_scp_roles(ae.requested_contexts),
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     ) as assoc:
-        async for status, _ in assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet):
-            pass  # Pending responses count the sub-operations; the last one is final
-    assert status.Status == 0x0000, hex(status.Status)
+        responses = assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet)
+        statuses = [status async for status, _ in responses]  # the last one is final
+    assert statuses[-1].Status == 0x0000, hex(statuses[-1].Status)
     return len(received)
 
 
