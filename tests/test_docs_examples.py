@@ -323,7 +323,7 @@ async def test_window_example() -> None:
         async with ae.start_server((LOOPBACK, 0), evt_handlers=handlers) as server:
             negotiated, elapsed = await window.eight_at_once(LOOPBACK, server.port)
             assert negotiated == (8, 8)
-            assert elapsed < 8 * 0.2 / 2  # they overlapped
+            assert elapsed < 8 * 0.2 * 0.75  # they overlapped (one by one: at least 1.6 s)
             found = await window.first_matches(LOOPBACK, server.port, 5)
             assert found == [f"P{n:06d}" for n in range(1, 6)]
 
