@@ -60,6 +60,7 @@ async def main() -> Dataset:
             item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
             item.ReferencedSOPInstanceUID = generate_uid()
             request.ReferencedSOPSequence = [item]
+            # --8<-- [start:receive]
             # Open the receiver before asking: every request answered from then on is
             # yielded, even a report that comes before the N-ACTION-RSP (read, then, by
             # send_n_action waiting for its response). Wait up to 30 s for each.
@@ -79,6 +80,7 @@ async def main() -> Dataset:
                 async for _event in requests:
                     if request.TransactionUID in results:
                         break
+            # --8<-- [end:receive]
             # Leaving the block released the association at once.
     return results[request.TransactionUID]
 
