@@ -444,8 +444,8 @@ class FanOut:
 
     async def _stop(self, run: _Run, outcome: Outcome) -> None:
         """End ``run`` now: abort what it has in flight, then cancel its task."""
-        if run.done:
-            return
+        if run.done or self._all_done(run):
+            return  # every answer is in: a deadline passing now changes nothing
         if run.ending is None:
             run.ending = outcome
         for assoc in list(run.in_flight):

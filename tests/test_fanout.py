@@ -269,7 +269,10 @@ async def test_cancel_stops_every_peer() -> None:
                 assert all(s.in_use == 0 for s in pool.statistics().peers.values())
 
 
-async def test_duplicates_across_peers_are_dropped_and_counted() -> None:
+async def test_duplicates_across_peers_are_dropped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="dicomio.fanout")
     one, two = Script(("1.1", "7.7")), Script(("7.7", "2.2"))
     async with scripted(one) as a, scripted(two) as b:
         with anyio.fail_after(10):
@@ -280,6 +283,10 @@ async def test_duplicates_across_peers_are_dropped_and_counted() -> None:
                 studies = [x.identifier.StudyInstanceUID async for x in answers if x.identifier]
     assert sorted(studies) == ["1.1", "2.2", "7.7"]
     assert sum(r.duplicates for r in answers.reports.values()) == 1
+    # One structured line per peer: the text, and the values on the record.
+    lines = [r for r in caplog.records if r.name == "dicomio.fanout" and hasattr(r, "fanout")]
+    assert sorted(r.fanout["peer"] for r in lines) == sorted([a.name, b.name])
+    assert all(r.getMessage().startswith(f"peer={r.fanout['peer']} outcome=ok") for r in lines)
 
 
 async def test_a_slow_consumer_slows_the_peer() -> None:
