@@ -326,6 +326,8 @@ class FanOut:
     ) -> None:
         if per_peer < 1:
             raise ValueError(f"per_peer must be at least 1, not {per_peer}")
+        if buffer < 0:
+            raise ValueError(f"buffer must not be negative, not {buffer}")
         if max_peers is not None and max_peers < 1:
             raise ValueError(f"max_peers must be at least 1, not {max_peers}")
         self.pool = pool
@@ -344,9 +346,10 @@ class FanOut:
             seen_peers.add(peer)
             self._runs.append(_Run(peer, list(items)))
         self._limiter = anyio.CapacityLimiter(max_peers or max(1, len(self._runs)))
+        self._buffer = buffer
+        # Created on entry, so that a fan-out never entered leaves nothing to close.
         self._send: MemoryObjectSendStream[Answer]
         self._receive: MemoryObjectReceiveStream[Answer]
-        self._send, self._receive = anyio.create_memory_object_stream[Answer](buffer)
         self._tg: anyio.abc.TaskGroup | None = None
         self._all = anyio.CancelScope()
         self._stopping: Outcome | None = None
@@ -362,6 +365,7 @@ class FanOut:
             self._deadline = now + self.timeout
         for run in self._runs:
             run.queued_at = now
+        self._send, self._receive = anyio.create_memory_object_stream[Answer](self._buffer)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._run_all)
@@ -394,6 +398,8 @@ class FanOut:
         return self
 
     async def __anext__(self) -> Answer:
+        if self._tg is None:
+            raise RuntimeError("iterate inside `async with fan_out as answers:`")
         try:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
