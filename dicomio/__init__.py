@@ -34,6 +34,7 @@ from dicomio.errors import (
     TimeoutError,
     TranscodeError,
 )
+from dicomio.fanout import FanOut, Outcome, PeerReport, Retry
 from dicomio.pool import AssociationPool, Peer
 from dicomio.presentation import PresentationContext, build_context, build_role
 from dicomio.server import Server
@@ -55,15 +56,19 @@ __all__ = [
     "DEFAULT_MAX_PDU",
     "DIMSETimeout",
     "DicomioError",
+    "FanOut",
     "IncomingRequests",
     "LocalProtocolError",
     "LossyTranscodeRefused",
     "NoPresentationContext",
+    "Outcome",
     "Peer",
+    "PeerReport",
     "PresentationContext",
     "ProtocolError",
     "RemoteProtocolError",
     "ResponseStream",
+    "Retry",
     "Server",
     "ServiceUser",
     "TimeoutError",

@@ -67,6 +67,7 @@ from dicomio.presentation import PresentationContext
 
 if TYPE_CHECKING:
     from dicomio.ae import AE
+    from dicomio.events import HandlerList
 
 __all__ = ["AssociationPool", "Peer", "PeerStatistics", "PoolStatistics"]
 
@@ -105,7 +106,9 @@ class Peer:
     equality looks only at whether there is one, so equal peers share the pool's
     associations even if each was given its own (equivalent) context, and a TLS peer never
     gets a plain association or the other way round. ``max_associations`` overrides the pool's
-    ``max_per_peer`` for this peer. ``name`` is for display: logs and statistics.
+    ``max_per_peer`` for this peer. ``ext_neg`` are extended negotiation items to propose
+    (PS3.7 D.3.3: SCP/SCU role selection, which a C-GET SCU needs for the storage classes it
+    receives). ``name`` is for display: logs and statistics.
     """
 
     ae_title: str = attrs.field(converter=_stripped)
@@ -116,6 +119,7 @@ class Peer:
     )
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=_uses_tls, repr=False)
     max_associations: int | None = attrs.field(default=None, validator=_check_limit)
+    ext_neg: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
     name: str = attrs.field(
         default=attrs.Factory(_default_name, takes_self=True), eq=False, repr=False
     )
@@ -242,7 +246,8 @@ class AssociationPool:
     ``max_per_peer`` bounds the associations to each peer (a ``Peer`` may say otherwise),
     ``max_total`` those to all peers together (None: no bound but the peers'),
     ``idle_timeout`` how long, in seconds, an unused one stays open (None: until the pool
-    closes). Use it as ``async with AssociationPool(ae) as pool:``; leaving the block
+    closes). ``evt_handlers`` are bound to every association it opens (an
+    ``EVT_C_STORE`` handler receives C-GET sub-operations). Use it as ``async with AssociationPool(ae) as pool:``; leaving the block
     releases the idle associations and aborts those still lent.
     """
 
@@ -253,6 +258,7 @@ class AssociationPool:
         max_per_peer: int = 4,
         max_total: int | None = None,
         idle_timeout: float | None = 30.0,
+        evt_handlers: HandlerList | None = None,
     ) -> None:
         if max_per_peer < 1:
             raise ValueError(f"max_per_peer must be at least 1, not {max_per_peer}")
@@ -264,6 +270,7 @@ class AssociationPool:
         self.max_per_peer = max_per_peer
         self.max_total = math.inf if max_total is None else max_total
         self.idle_timeout = idle_timeout
+        self.evt_handlers = evt_handlers
         self._peers: dict[Peer, _PeerState] = {}
         self._total = 0
         self._waiters: deque[_Waiter] = deque()
@@ -413,6 +420,8 @@ class AssociationPool:
             ae_title=peer.ae_title,
             contexts=peer.contexts,
             ssl_context=peer.ssl_context,
+            ext_neg=peer.ext_neg or None,
+            evt_handlers=self.evt_handlers,
         )
 
     async def _wait_for_grant(self, state: _PeerState) -> Association | _Slot:

@@ -5,7 +5,9 @@ and ``storescp``, ``qrscp`` (service providers). Flags follow DCMTK's tools wher
 exists (``-aet``, ``-aec``, ``-aem``, ``-k``, ``-P``/``-S``, ``-od``, ``-v``/``-d``).
 
 Exit status: 0 only on full success; 1 when a DICOM operation failed or some files were not
-sent; 2 for a bad command line; 3 when the association or the connection failed.
+sent; 2 for a bad command line; 3 when the association or the connection failed. echoscu
+and findscu with --peer/--peers: 0 when every peer answered, 4 when some did, 1 when none
+did; 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from dicomio.apps._common import (
     add_network_options,
     add_tls_options,
     setup_logging,
+)
+from dicomio.apps._fanout_commands import (
+    add_fanout_options,
+    add_keys_file_options,
+    fan_out_or,
+    retrieve_many_or,
 )
 from dicomio.apps._receive import LAYOUTS
 from dicomio.apps._scp_commands import run_qrscp, run_storescp
@@ -51,9 +59,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _peer(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("host", help="the peer's host name or address")
-    parser.add_argument("port", type=int, help="the peer's TCP port")
+def _peer(parser: argparse.ArgumentParser, *, or_peers: bool = False) -> None:
+    if not or_peers:
+        parser.add_argument("host", help="the peer's host name or address")
+        parser.add_argument("port", type=int, help="the peer's TCP port")
+        return
+    parser.add_argument(
+        "host", nargs="?", help="the peer's host name or address (or --peer/--peers)"
+    )
+    parser.add_argument("port", nargs="?", type=int, help="the peer's TCP port")
 
 
 def _model(parser: argparse.ArgumentParser) -> None:
@@ -286,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         return p
 
-    p = command("echoscu", run_echoscu, "Verification SCU: send C-ECHO.")
-    _peer(p)
+    p = command("echoscu", fan_out_or(run_echoscu, "echo"), "Verification SCU: send C-ECHO.")
+    _peer(p, or_peers=True)
     add_network_options(p, aet="ECHOSCU")
     p.add_argument(
         "-r",
@@ -297,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="send N C-ECHOs on the association",
     )
+    p.add_argument(
+        "--json", action="store_true", help="with --peer/--peers: one JSON object per line"
+    )
+    add_fanout_options(p)
     add_tls_options(p)
 
     p = command(
@@ -316,20 +334,32 @@ def build_parser() -> argparse.ArgumentParser:
     _proposals(p)
     add_tls_options(p)
 
-    p = command("findscu", run_findscu, "Query/Retrieve FIND SCU: send C-FIND, print matches.")
-    _peer(p)
+    p = command(
+        "findscu",
+        fan_out_or(run_findscu, "find"),
+        "Query/Retrieve FIND SCU: send C-FIND, print matches.",
+    )
+    _peer(p, or_peers=True)
     add_network_options(p, aet="FINDSCU")
     _model(p)
     p.add_argument(
         "--json",
         action="store_true",
-        help="print each match as DICOM JSON (PS3.18 F.2), one object per line",
+        help="print each match as DICOM JSON (PS3.18 F.2), one object per line (with"
+        ' --peer/--peers: {"peer": NAME, "identifier": ...}, then a summary per peer)',
     )
+    p.add_argument(
+        "--dedupe",
+        metavar="KEYWORD",
+        help="with --peer/--peers: print a match only the first time its KEYWORD value"
+        " (e.g. StudyInstanceUID) is seen, from any peer",
+    )
+    add_fanout_options(p)
     add_tls_options(p)
 
     p = command(
         "getscu",
-        run_getscu,
+        retrieve_many_or(run_getscu, "get"),
         "Query/Retrieve GET SCU: C-GET, receiving the instances on the association.",
     )
     _peer(p)
@@ -347,11 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         " the common storage classes uncompressed, and common image classes in the common"
         " compressed syntaxes as well",
     )
+    add_keys_file_options(p)
     add_tls_options(p)
 
     p = command(
         "movescu",
-        run_movescu,
+        retrieve_many_or(run_movescu, "move"),
         "Query/Retrieve MOVE SCU: C-MOVE to -aem, or to ourselves with --store.",
     )
     _peer(p)
@@ -383,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to receive on with --store (default all)",
     )
     _output(p)
+    add_keys_file_options(p)
     add_tls_options(p)
 
     p = command(
