@@ -21,8 +21,8 @@ live beside a second copy of the whole. The buffer grows as fragments arrive (it
 not known in advance: PS3.8 gives none), and when the last one arrives the buffer's own
 ``bytes`` object is cut to length and handed over as it is (``BytesIO.getvalue`` with no
 other reference to the buffer does not copy). Peak memory for a data set of N bytes is
-therefore N plus the bytes the transport and PDU reader hold (about one read), plus the
-buffer's growth slack: CPython over-allocates by up to an eighth when it grows, address
+therefore N plus what the transport and the PDU reader hold of the stream (a read or two,
+bounded by the transport's read-ahead), plus the buffer's growth slack: CPython over-allocates by up to an eighth when it grows, address
 space that is never written, so not resident, and given back when the buffer is cut to
 length. A data set that arrived as one ``bytes`` fragment (which the PDU reader makes of a
 PDV that straddled its reads) is kept as it is, with no copy at all. Streamed fragments
