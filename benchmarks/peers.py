@@ -1,7 +1,7 @@
 """Python servers under test, one per process: ``python -m benchmarks.peers KIND [options]``.
 
-    python -m benchmarks.peers dicomio-scp --mode discard|write|find [--dir D] [--servers K]
-    python -m benchmarks.peers pynetdicom-scp --mode discard|write|stream|find [--dir D]
+    python -m benchmarks.peers dicomio-scp --mode discard|write|memory|find [--dir D] [--servers K]
+    python -m benchmarks.peers pynetdicom-scp --mode discard|write|stream|memory|find [--dir D]
 
 Each listens on 127.0.0.1 (port 0 unless ``--port``), prints one JSON line
 ``{"ports": [...], "pid": N}`` once it accepts connections, and serves until SIGTERM or
@@ -10,7 +10,9 @@ SIGINT. Every server supports Verification, CT Image Storage and Study Root C-FI
 Modes: ``discard`` answers C-STORE with Success without looking at the data set; ``write``
 stores it as a file in ``--dir`` (dicomio: ``stream_to_disk``, written while it arrives;
 pynetdicom: ``event.encoded_dataset()``, the undecoded bytes); ``stream`` is pynetdicom with
-``STORE_RECV_CHUNKED_DATASET`` (its own write-while-receiving); ``find`` answers every C-FIND
+``STORE_RECV_CHUNKED_DATASET`` (its own write-while-receiving); ``memory`` reads every byte of
+the data set as received, in memory, and keeps nothing (dicomio: ``event.raw``; pynetdicom:
+``event.request.DataSet``, without a copy); ``find`` answers every C-FIND
 with ``--matches`` precomputed identifiers, after ``--find-delay`` seconds (a stand-in for a
 database query).
 """
@@ -25,6 +27,7 @@ import resource
 import signal
 import sys
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,11 @@ def dicomio_scp(args: argparse.Namespace) -> None:
     async def on_store_discard(event: Any) -> int:
         return 0x0000
 
+    async def on_store_memory(event: Any) -> int:
+        # Reads every byte of the data set as received, as a handler using it would.
+        zlib.crc32(event.raw or b"")
+        return 0x0000
+
     async def on_store_write(event: Any) -> int:
         uid = event.request.affected_sop_instance_uid
         os.replace(event.dataset_path, directory / f"CT.{uid}.dcm")  # type: ignore[operator]
@@ -91,6 +99,8 @@ def dicomio_scp(args: argparse.Namespace) -> None:
     if args.mode == "write":
         assert directory is not None
         handlers.append((evt.EVT_C_STORE, stream_to_disk(directory)(on_store_write)))
+    elif args.mode == "memory":
+        handlers.append((evt.EVT_C_STORE, on_store_memory))
     else:
         handlers.append((evt.EVT_C_STORE, on_store_discard))
 
@@ -148,6 +158,8 @@ def pynetdicom_scp(args: argparse.Namespace) -> None:
             uid = event.request.AffectedSOPInstanceUID
             with open(directory / f"CT.{uid}.dcm", "wb") as fp:  # type: ignore[operator]
                 fp.write(event.encoded_dataset())
+        elif args.mode == "memory":
+            zlib.crc32(event.request.DataSet.getbuffer())
         elif args.mode == "stream":
             uid = event.request.AffectedSOPInstanceUID
             shutil.move(event.dataset_path, directory / f"CT.{uid}.dcm")  # type: ignore[operator]
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--servers", type=int, default=1, help="listening AEs in this process")
     parser.add_argument(
-        "--mode", choices=["discard", "write", "stream", "find"], default="discard"
+        "--mode", choices=["discard", "write", "stream", "memory", "find"], default="discard"
     )
     parser.add_argument("--dir", help="output folder for --mode write/stream")
     parser.add_argument("--matches", type=int, default=0, help="C-FIND matches per query")

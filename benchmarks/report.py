@@ -175,6 +175,26 @@ def targets(rows: list[Row]) -> list[dict[str, str]]:
             "dicomio client from paths → dicomio SCP stream_to_disk",
         )
 
+    # Issue #18, acceptance 4: holding an instance costs about the instance.
+    held = [
+        r for r in rows if r.scenario == "S4" and r.variant.endswith("server holds it in memory")
+    ]
+    ours = next((r for r in held if r.client == DCMTK and r.server == DICOMIO), None)
+    theirs = next((r for r in held if r.client == DCMTK and r.server == DCMTK), None)
+    target = "S4 in memory: server peak RSS above idle ≤ 1.1x the instance, rate ≥ 0.8x storescp"
+    if ours is None or ours.status != "ok" or not ours.values:
+        add(target, "—", None)
+    else:
+        instance_mb = float(ours.variant.split(" x ")[1].split(" MiB")[0]) * 1024 * 1024 / 1e6
+        growth = max(ours.extras.get("server +MB", [math.nan])) / instance_mb
+        speed = advantage(ours, theirs if theirs and theirs.status == "ok" else None)
+        add(
+            target,
+            f"{growth:.2f}x the instance at most; {fmt_ratio(speed)} storescp's rate",
+            None if speed is None else growth <= 1.1 and speed >= 0.8,
+            "storescu → dicomio SCP (handler reads event.raw) vs storescu → storescp -od",
+        )
+
     s6 = [r for r in rows if r.scenario == "S6" and r.server == DICOMIO and r.status == "ok"]
     big = next((r for r in s6 if r.variant.startswith("10,000")), None)
     summary = (

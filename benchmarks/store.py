@@ -8,10 +8,13 @@ S3 runs twice: servers discarding what they receive, and servers writing files:
   ``event.encoded_dataset()`` written to a file (its fastest documented way).
 - DCMTK: ``storescp --ignore``; ``storescp -od DIR``.
 
-S4 uses writing servers only, each in its bounded-memory mode: dicomio ``stream_to_disk``,
-pynetdicom ``STORE_RECV_CHUNKED_DATASET``, DCMTK ``storescp -od DIR +B`` (bit-preserving, written
-as received); and clients sending from files: dicomio ``send_c_store(path)`` (streamed),
-pynetdicom with ``STORE_SEND_CHUNKED_DATASET``, DCMTK ``storescu``.
+S4 runs servers in their bounded-memory mode: dicomio ``stream_to_disk``, pynetdicom
+``STORE_RECV_CHUNKED_DATASET``, DCMTK ``storescp -od DIR +B`` (bit-preserving, written as
+received); then servers holding each instance in memory (issue #18: peak RSS about the object):
+dicomio and pynetdicom with a handler reading every byte as received (``event.raw``;
+``event.request.DataSet``), DCMTK ``storescp -od DIR`` (built in memory, then written). Clients
+send from files: dicomio ``send_c_store(path)`` (streamed), pynetdicom with
+``STORE_SEND_CHUNKED_DATASET``, DCMTK ``storescu``.
 
 All clients send the same files (Explicit VR Little Endian CT images) from the page cache.
 """
@@ -46,19 +49,21 @@ S3_COUNT = {DICOMIO: (100, 1000), PYNETDICOM: (40, 1000), DCMTK: (100, 1000)}
 def start_server(ws: Workspace, impl: str, mode: str, folder: Path | None) -> Server:
     tag = f"store-{mode}-{impl}"
     if impl == DICOMIO:
-        args = (
-            ["--mode", "discard"]
-            if mode == "discard"
-            else ["--mode", "write", "--dir", str(folder)]
-        )
+        if mode in ("discard", "memory"):
+            args = ["--mode", mode]
+        else:
+            args = ["--mode", "write", "--dir", str(folder)]
         return ws.python_server(tag, "dicomio-scp", args)
     if impl == PYNETDICOM:
-        pyn_mode = {"discard": "discard", "write": "write", "stream": "stream"}[mode]
-        args = ["--mode", pyn_mode] + ([] if mode == "discard" else ["--dir", str(folder)])
+        args = ["--mode", mode] + ([] if folder is None else ["--dir", str(folder)])
         return ws.python_server(tag, "pynetdicom-scp", args)
     args = ["-aet", SCP_TITLE, "-pdu", "131072"]
     if mode == "discard":
         args.append("--ignore")
+    elif mode == "memory":
+        # storescp has no handler to give the data set to: it builds it in memory and then
+        # writes it (without +B), the nearest to a Python handler reading event.raw.
+        args += ["-od", str(folder)]
     else:
         args += ["-od", str(folder)]
         if mode == "stream":
@@ -80,7 +85,11 @@ def _matrix(
     chunked: bool,
 ) -> None:
     for server_impl in IMPLS:
-        folder = None if server_mode == "discard" else ws.folder(f"{scenario}-{server_impl}-out")
+        folder = (
+            None
+            if server_mode == "discard" or (server_mode == "memory" and server_impl != DCMTK)
+            else ws.folder(f"{scenario}-{server_impl}-{server_mode}-out")
+        )
         try:
             server = start_server(ws, server_impl, server_mode, folder)
         except HarnessError as exc:
@@ -170,6 +179,19 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
             scenario="S4",
             variant=f"{settings.s4_count} x {settings.s4_mb:g} MiB, server writes",
             server_mode="stream",
+            files=paths[0].parent,
+            counts=dict.fromkeys(IMPLS, settings.s4_count),
+            unit="MB/s",
+            chunked=True,
+        )
+        # Issue #18: the server holds each instance in memory, once, while a handler reads it.
+        _matrix(
+            settings,
+            ws,
+            rows,
+            scenario="S4",
+            variant=f"{settings.s4_count} x {settings.s4_mb:g} MiB, server holds it in memory",
+            server_mode="memory",
             files=paths[0].parent,
             counts=dict.fromkeys(IMPLS, settings.s4_count),
             unit="MB/s",

@@ -112,7 +112,8 @@ class Event:
     ``event_information``) is decoded from the received bytes on first access. A C-STORE
     handler that only stores the instance should use ``raw`` (the encoded data set) with
     ``file_meta``, or ``encoded_dataset()``, or ``dataset_path`` when the association streams
-    data sets to disk. pynetdicom's names for request fields are here too: ``action_type``,
+    data sets to disk. ``raw`` is the buffer the data set was received into, handed over
+    without a copy (``MessageAssembler``): holding it costs the data set's size, once. pynetdicom's names for request fields are here too: ``action_type``,
     ``event_type``, ``attribute_identifiers``, ``modification_list``, ``move_destination``,
     ``is_cancelled``, ``timestamp``.
     """
@@ -215,7 +216,12 @@ class Event:
         file (preamble, ``DICM``, file meta information) ready to be written as it is.
 
         For a C-STORE request (the file meta information names its SOP class and instance):
-        what a storage SCP writes, with no decoding at all.
+        what a storage SCP writes, with no decoding at all. Without ``include_meta`` this is
+        ``raw`` itself, not a copy. With it, the header and the data set are joined into a
+        new ``bytes``, one copy of the data set (a ``bytes`` cannot be extended in front, and
+        ``raw`` stays ``bytes`` for the handlers that read it); to store a large instance
+        without holding it twice, write ``raw`` after the header yourself, or use
+        ``stream_to_disk``.
         """
         if self.dataset_path is not None:
             data = self.dataset_path.read_bytes()  # a Part 10 file, as stream_to_disk writes

@@ -14,19 +14,28 @@ state per presentation context and accepts such PDVs (be liberal in what you acc
 within one context the order of PS3.8 E.1 is enforced, because there a stray PDV cannot be
 attributed to any message. Our own sender (``fragment``) never interleaves.
 
-Copies: command fragments are joined once; a data set that is not streamed is kept as a
-list of the received fragments and joined once when its last fragment arrives, so its
-cost is linear in its size. A data set that arrived as one ``bytes`` fragment (which the
-PDU reader makes of a PDV that straddled its reads) is kept as it is, with no copy at all.
-Streamed fragments are handed on as they are.
+Copies and memory: command fragments are joined once. A data set that is not streamed is
+received into place: each fragment is copied, as it arrives, onto the end of one buffer
+(an ``io.BytesIO``), so the received bytes it was a view of can be freed at once and never
+live beside a second copy of the whole. The buffer grows as fragments arrive (its size is
+not known in advance: PS3.8 gives none), and when the last one arrives the buffer's own
+``bytes`` object is cut to length and handed over as it is (``BytesIO.getvalue`` with no
+other reference to the buffer does not copy). Peak memory for a data set of N bytes is
+therefore N plus what the transport and the PDU reader hold of the stream (a read or two,
+bounded by the transport's read-ahead), plus the buffer's growth slack: CPython over-allocates by up to an eighth when it grows, address
+space that is never written, so not resident, and given back when the buffer is cut to
+length. A data set that arrived as one ``bytes`` fragment (which the PDU reader makes of a
+PDV that straddled its reads) is kept as it is, with no copy at all. Streamed fragments
+are handed on as they are.
 
 The hot path is a P-DATA-TF holding one data set fragment that is not the last: it costs one
-dictionary lookup and one append, and returns no event. A ``DataRun`` (many such PDUs, from
-``PDUReader.next_pdu_or_run``) costs one lookup and one extend for all of them.
+dictionary lookup and one buffer write, and returns no event. A ``DataRun`` (many such PDUs,
+from ``PDUReader.next_pdu_or_run``) costs one lookup and one ``writelines`` for all of them.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
 from typing import Final, TypeAlias
 
@@ -87,14 +96,15 @@ _new_tuple = tuple.__new__
 class _Partial:
     """What has arrived so far of the message in progress on one presentation context."""
 
-    __slots__ = ("command", "command_length", "command_parts", "data_parts", "streaming")
+    __slots__ = ("command", "command_length", "command_parts", "data", "streaming")
 
     def __init__(self) -> None:
         self.command_parts: list[bytes | memoryview] = []
         self.command_length = 0
         self.command: Message | None = None  # set once the command is whole
         self.streaming = False
-        self.data_parts: list[bytes | memoryview] = []
+        # The data set received so far, once the command is whole and it is not streamed.
+        self.data: io.BytesIO | None = None
 
 
 class MessageAssembler:
@@ -116,9 +126,9 @@ class MessageAssembler:
         self._stream_if = stream_if
         self._max_command_length = max_command_length
         self._partial: dict[int, _Partial] = {}
-        # For each context whose data set is being collected (not streamed): the list of
-        # fragments so far, the same list as its _Partial's data_parts.
-        self._collecting: dict[int, list[bytes | memoryview]] = {}
+        # For each context whose data set is being collected (not streamed): the buffer it
+        # is received into, the same as its _Partial's data.
+        self._collecting: dict[int, io.BytesIO] = {}
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -136,9 +146,9 @@ class MessageAssembler:
         up to the first ``RemoteProtocolError``.
         """
         if isinstance(pdata, DataRun):
-            parts = self._collecting.get(pdata.context_id)
-            if parts is not None:
-                parts += pdata.fragments
+            buffer = self._collecting.get(pdata.context_id)
+            if buffer is not None:
+                buffer.writelines(pdata.fragments)
                 return []
             context_id = pdata.context_id
             return self._receive_pdvs(
@@ -149,9 +159,9 @@ class MessageAssembler:
         if len(pdvs) == 1:
             pdv = pdvs[0]
             if not pdv.is_last and not pdv.is_command:
-                parts = self._collecting.get(pdv.context_id)
-                if parts is not None:
-                    parts.append(pdv.data)
+                buffer = self._collecting.get(pdv.context_id)
+                if buffer is not None:
+                    buffer.write(pdv.data)
                     return []
         return self._receive_pdvs(pdvs)
 
@@ -179,19 +189,26 @@ class MessageAssembler:
                 if pdv.is_last:
                     del partials[context_id]
                 continue
-            parts = partial.data_parts
-            parts.append(pdv.data)
-            if pdv.is_last:
-                del partials[context_id]
-                del self._collecting[context_id]
-                events.append(
-                    MessageReceived(
-                        context_id=context_id,
-                        command=partial.command,
-                        # One bytes part is returned as it is: join would copy a memoryview.
-                        dataset=b"".join(parts),
-                    )
-                )
+            buffer = partial.data
+            assert buffer is not None
+            data = pdv.data
+            if not pdv.is_last:
+                buffer.write(data)
+                continue
+            del partials[context_id]
+            del self._collecting[context_id]
+            partial.data = None
+            if isinstance(data, bytes) and not buffer.tell():
+                dataset = data  # the whole data set in one bytes fragment: kept as it is
+            else:
+                buffer.write(data)
+                # The buffer's own bytes, cut to length: no copy while nothing else refers
+                # to the buffer (no getbuffer() views), and nothing else will.
+                dataset = buffer.getvalue()
+            del buffer
+            events.append(
+                MessageReceived(context_id=context_id, command=partial.command, dataset=dataset)
+            )
         return events
 
     def _command_fragment(
@@ -247,4 +264,4 @@ class MessageAssembler:
             partial.streaming = True
             events.append(CommandReceived(context_id=context_id, command=command))
         else:
-            self._collecting[context_id] = partial.data_parts
+            partial.data = self._collecting[context_id] = io.BytesIO()
