@@ -34,6 +34,7 @@ from pydicom.uid import UID
 from dicomio import _transport, errors
 from dicomio._locks import Gate, Signal
 from dicomio._receive import IncomingRequests
+from dicomio._retrieve import RetrieveProviderMixin
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
 from dicomio.config import TimeoutAttributes, Timeouts
@@ -157,7 +158,9 @@ class ServiceUser:
     implementation_version_name: str | None
 
 
-class Association(ServiceUserMixin, ServiceProviderMixin, TimeoutAttributes):
+class Association(
+    ServiceUserMixin, ServiceProviderMixin, RetrieveProviderMixin, TimeoutAttributes
+):
     """An association, as requestor (made by ``AE.associate``) or acceptor (by the server).
 
     Attributes follow pynetdicom where a pynetdicom user would look: ``accepted_contexts``,
