@@ -13,23 +13,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from dicomio.apps.matching import UNIQUE_KEYS, Kind, Level, Query
 
-__all__ = ["POSTGRES", "SQLITE", "Dialect", "InstanceRecord", "Cursor"]
-
-
-class Cursor(Protocol):
-    """What both drivers' connections give: ``execute`` returning rows."""
-
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+__all__ = ["POSTGRES", "SQLITE", "Dialect", "InstanceRecord", "select_paths", "select_rows"]
 
 
 @attrs.frozen(kw_only=True)
 class Dialect:
+    """Where SQLite's and PostgreSQL's SQL differ, for the queries here."""
+
     name: str
     #: SQL for the distinct non-empty modalities of a study, comma-separated (alias x).
     modalities: str
