@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,40 @@ async def run_tool(
 def tool_output(result: subprocess.CompletedProcess[bytes]) -> str:
     """Both output streams of a finished tool, for assertion messages."""
     return (result.stdout + result.stderr).decode(errors="replace")
+
+
+# -- the archive's index backends (dicomio.apps.index) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A PostgreSQL server for this session (tests/postgres.py); skips without one."""
+    from tests.postgres import start_postgres
+
+    yield from start_postgres()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def index_backend(request: pytest.FixtureRequest) -> str:
+    """Which index the archive tests run on: each runs on both."""
+    return str(request.param)
+
+
+def _database(backend: str, request: pytest.FixtureRequest) -> str | None:
+    if backend == "sqlite":
+        return None  # the archive's default: index.sqlite in its data folder
+    server = request.getfixturevalue("postgres_server")
+    return str(server.new_database())
+
+
+@pytest.fixture(scope="module")
+def index_db(index_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The ``db`` of an archive shared by a module's tests: None (SQLite) or a new
+    PostgreSQL database's URL."""
+    return _database(index_backend, request)
+
+
+@pytest.fixture
+def empty_index_db(index_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """Like ``index_db``, but a new database for each test."""
+    return _database(index_backend, request)

@@ -97,17 +97,19 @@ async def load(archive: Archive, corpus: Corpus) -> None:
 
 
 @pytest.fixture(scope="module")
-def archive_dir(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def archive_dir(
+    corpus: Corpus, tmp_path_factory: pytest.TempPathFactory, index_db: str | None
+) -> Path:
     root = tmp_path_factory.mktemp("archive")
-    archive = Archive(root)
+    archive = Archive(root, db=index_db)
     anyio.run(load, archive, corpus)
     archive.close()
     return root
 
 
 @pytest.fixture(scope="module")
-def archive(archive_dir: Path) -> Any:
-    archive = Archive(archive_dir)
+def archive(archive_dir: Path, index_db: str | None) -> Any:
+    archive = Archive(archive_dir, db=index_db)
     yield archive
     archive.close()
 
@@ -545,10 +547,12 @@ def run_case(archive: Archive, model: str, keys: dict[str, Any]) -> list[Dataset
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_find(archive: Archive, archive_dir: Path, case: tuple[Any, ...]) -> None:
+def test_find(
+    archive: Archive, archive_dir: Path, index_db: str | None, case: tuple[Any, ...]
+) -> None:
     _name, model, keys, expected, *rest = case
     if rest and rest[0]:
-        archive = Archive(archive_dir, relational=True)
+        archive = Archive(archive_dir, db=index_db, relational=True)
     try:
         if isinstance(expected, int):
             with pytest.raises(QueryError) as info:
@@ -641,10 +645,13 @@ def test_matcher(vr: str, query: str, stored: str, expected: bool) -> None:
     assert Matcher.build(vr, [query]).matches(stored) is expected
 
 
-def test_restart_answers_the_same(archive: Archive, archive_dir: Path) -> None:
-    """A new Archive on the same folder (as after a restart) gives the same answers."""
+def test_restart_answers_the_same(
+    archive: Archive, archive_dir: Path, index_db: str | None
+) -> None:
+    """A new Archive on the same folder and index (as after a restart) gives the same
+    answers, in the same order."""
     archive.close()
-    again = Archive(archive_dir)
+    again = Archive(archive_dir, db=index_db)
     try:
         for case in CASES:
             _name, model, keys, expected, *rest = case
@@ -659,8 +666,8 @@ def test_restart_answers_the_same(archive: Archive, archive_dir: Path) -> None:
         again.close()
 
 
-def test_second_store_replaces_the_first(tmp_path: Path) -> None:
-    archive = Archive(tmp_path / "a")
+def test_second_store_replaces_the_first(tmp_path: Path, empty_index_db: str | None) -> None:
+    archive = Archive(tmp_path / "a", db=empty_index_db)
     sop = xuid("replace")
     first = tiny(
         SOPClassUID=CT,
@@ -716,8 +723,10 @@ def test_second_store_replaces_the_first(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_concurrent_stores_from_several_associations(tmp_path: Path) -> None:
-    archive = await Archive(tmp_path / "a").open()
+async def test_concurrent_stores_from_several_associations(
+    tmp_path: Path, empty_index_db: str | None
+) -> None:
+    archive = await Archive(tmp_path / "a", db=empty_index_db).open()
     scp = AE("ARCHIVE")
     add_archive_contexts(scp)
     scp.async_ops_window = (8, 8)
@@ -778,9 +787,9 @@ async def test_concurrent_stores_from_several_associations(tmp_path: Path) -> No
 
 @pytest.mark.anyio
 async def test_find_get_move_over_the_network(
-    archive_dir: Path, corpus: Corpus, tmp_path: Path
+    archive_dir: Path, index_db: str | None, corpus: Corpus, tmp_path: Path
 ) -> None:
-    archive = Archive(archive_dir)
+    archive = Archive(archive_dir, db=index_db)
     scp = AE("ARCHIVE")
     add_archive_contexts(scp)
     received: list[str] = []

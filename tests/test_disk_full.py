@@ -299,18 +299,18 @@ async def test_archive_index_full_refuses_and_leaves_no_file(tmp_path: Path) -> 
                     LOOPBACK, server.port, ae_title="DISKFULL"
                 ) as assoc:
                     assert (await assoc.send_c_store(first)).Status == 0
-                    writer = archive._writer
+                    writer = archive.index._writer
                     assert writer is not None
-                    archive._writer = FullIndex(writer)  # type: ignore[assignment]
+                    archive.index._writer = FullIndex(writer)  # type: ignore[assignment]
                     assert (await assoc.send_c_store(refused)).Status == OUT_OF_RESOURCES
                     await echo_works(server.port)
-                    archive._writer = writer
+                    archive.index._writer = writer
                     assert (await assoc.send_c_store(later)).Status == 0
                 await echo_works(server.port)
         stored = {p.stem for p in files_in(archive.files)}
         assert stored == {str(first.SOPInstanceUID), str(later.SOPInstanceUID)}
         assert files_in(archive.incoming) == []
-        with sqlite3.connect(archive.database) as conn:
+        with sqlite3.connect(archive.root / "index.sqlite") as conn:
             rows = {r[0] for r in conn.execute("SELECT sop_uid FROM instances")}
         assert rows == stored
     finally:

@@ -14,6 +14,7 @@ import attrs
 
 from dicomio import AE, evt
 from dicomio.apps._common import (
+    EXIT_CONNECTION,
     EXIT_OK,
     UsageError,
     server_ssl_context,
@@ -165,14 +166,22 @@ async def run_qrscp(args: argparse.Namespace) -> int:
     _apply_acceptance(ae, accepted)
     ae.move_destinations = destinations
     ssl_context = server_ssl_context(args)
-    archive = Archive(
-        data,
-        relational=args.relational,
-        pn_ignore_case=args.pn_ignore_case,
-        store_as=args.store_as,
-        allow_lossy=args.allow_lossy,
-    )
-    await archive.open()
+    try:
+        archive = Archive(
+            data,
+            db=args.db,
+            relational=args.relational,
+            pn_ignore_case=args.pn_ignore_case,
+            store_as=args.store_as,
+            allow_lossy=args.allow_lossy,
+        )
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"--db: {exc}") from exc
+    try:
+        await archive.open()
+    except archive.index.errors as exc:
+        log.error("cannot open the index %s: %s", archive.index.location, exc)
+        return EXIT_CONNECTION
     try:
         async with ae.start_server(
             (args.bind, args.port),

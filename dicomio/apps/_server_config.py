@@ -80,6 +80,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output_directory", "output_directory", "str", ".", frozenset({STORESCP})),
     Setting("layout", "layout", "str", "flat", frozenset({STORESCP})),
     Setting("data", "data", "str", "./dicomio-data", frozenset({QRSCP})),
+    # The index: an SQLite file (default: index.sqlite in the data folder) or a
+    # postgresql:// URL (dicomio.apps.index).
+    Setting("db", "db", "str", None, frozenset({QRSCP})),
     Setting("destinations", "config_destinations", "table", {}, frozenset({QRSCP})),
     Setting("relational", "relational", "bool", False, frozenset({QRSCP})),
     Setting("pn_ignore_case", "pn_ignore_case", "bool", True, frozenset({QRSCP})),

@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "qrscp",
         run_qrscp,
         "Query/Retrieve SCP: Verification, Storage, FIND/GET/MOVE (Patient and Study"
-        " Root) over an SQLite-indexed archive.",
+        " Root) over an archive indexed in SQLite or PostgreSQL.",
         prefix_chars="-+",
     )
     p.add_argument(
@@ -456,6 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data", default=None, metavar="DIR", help="the archive folder (default ./dicomio-data)"
+    )
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="the index: postgresql://user@host/db to share one archive between processes"
+        " or machines, or an SQLite file (default: index.sqlite in the archive folder)",
     )
     p.add_argument(
         "--dest",
