@@ -84,8 +84,7 @@ async def test_find_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_tutorial_shows_the_example() -> None:
-    import inspect
-
-    source = inspect.getsource(load_example().find_everywhere)
-    assert source in (EXAMPLE.parent.parent / "fanout.md").read_text()
+    """The page includes the file whole (mkdocs' snippets), and the tool is under 40 lines."""
+    page = (EXAMPLE.parent.parent / "fanout.md").read_text()
+    assert '--8<-- "examples/find_everywhere.py"' in page
     assert len(EXAMPLE.read_text().splitlines()) < 40
