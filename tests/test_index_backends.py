@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,7 @@ import pytest
 
 from dicomio.apps.cli import main
 from dicomio.apps.index import open_index
+from dicomio.apps.index._base import SchemaTooNew
 from dicomio.apps.index.sqlite import SQLiteIndex
 
 
@@ -68,6 +72,39 @@ def test_postgres_schema_is_created_once_and_a_newer_one_refused(postgres_server
         assert conn.execute("SELECT version FROM dicomio_schema").fetchall() == [(VERSION,)]
         conn.execute("UPDATE dicomio_schema SET version = %s", (VERSION + 1,))
     newer = PostgresIndex(url)
-    with pytest.raises(RuntimeError, match="upgrade dicomio"):
+    with pytest.raises(SchemaTooNew, match="upgrade dicomio"):
         newer.open()
     newer.close()
+
+
+def test_sqlite_newer_schema_refused_at_start(tmp_path: Path) -> None:
+    """qrscp on an index a newer dicomio wrote: a message and exit 3, not a traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    index = SQLiteIndex(data / "index.sqlite", data)
+    index.open()
+    index.close()
+    with sqlite3.connect(data / "index.sqlite") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="upgrade dicomio"):
+        SQLiteIndex(data / "index.sqlite", data).open()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dicomio",
+            "qrscp",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--data",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "upgrade dicomio" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

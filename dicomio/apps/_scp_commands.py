@@ -24,6 +24,7 @@ from dicomio.apps._receive import LAYOUTS, Receiver
 from dicomio.apps._server_config import apply_config, identity_verifier, load_config
 from dicomio.apps._syntaxes import UNCOMPRESSED_ACCEPTED, parse_syntax, syntax_list
 from dicomio.apps.archive import Archive, add_archive_contexts, add_storage_contexts
+from dicomio.apps.index._base import SchemaTooNew
 from dicomio.config import Timeouts
 from dicomio.events import Event
 from dicomio.server import Server
@@ -177,9 +178,10 @@ async def run_qrscp(args: argparse.Namespace) -> int:
         )
     except (ValueError, ImportError) as exc:
         raise UsageError(f"--db: {exc}") from exc
+    cannot_open: tuple[type[Exception], ...] = (*archive.index.errors, SchemaTooNew)
     try:
         await archive.open()
-    except archive.index.errors as exc:
+    except cannot_open as exc:
         log.error("cannot open the index %s: %s", archive.index.location, exc)
         return EXIT_CONNECTION
     try:

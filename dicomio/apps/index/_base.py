@@ -40,6 +40,10 @@ log = logging.getLogger("dicomio.apps.archive")
 ATTEMPTS = 6
 
 
+class SchemaTooNew(Exception):
+    """The index was written by a newer dicomio, whose schema this one does not know."""
+
+
 class Index(abc.ABC):
     """Studies (with their patients' attributes), series and instances; see the module."""
 

@@ -31,7 +31,7 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from dicomio.apps.index._base import Index
+from dicomio.apps.index._base import Index, SchemaTooNew
 from dicomio.apps.index._sql import POSTGRES
 
 __all__ = ["MIGRATIONS", "POOL_SIZE", "PostgresIndex"]
@@ -164,7 +164,7 @@ class PostgresIndex(Index):
             row = conn.execute("SELECT max(version) FROM dicomio_schema").fetchone()
             version = int(row[0]) if row is not None and row[0] is not None else 0
             if version > VERSION:
-                raise RuntimeError(
+                raise SchemaTooNew(
                     f"the index {self.location} has schema version {version}; this dicomio"
                     f" knows up to {VERSION}: upgrade dicomio"
                 )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomio.apps._attributes import read_attributes
-from dicomio.apps.index._base import Index, prune
+from dicomio.apps.index._base import Index, SchemaTooNew, prune
 from dicomio.apps.index._sql import SQLITE
 
 try:
@@ -217,6 +217,11 @@ class SQLiteIndex(Index):
         one small part of one file per study is the cost, once.
         """
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise SchemaTooNew(
+                f"the index {self.database} has schema version {version}; this dicomio"
+                f" knows up to {VERSION}: upgrade dicomio"
+            )
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version >= VERSION or "patients" not in tables:
             return
