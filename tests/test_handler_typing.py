@@ -4,7 +4,8 @@ tests/typing/handlers_ok.py binds a right handler to every event type (with ``ev
 as pynetdicom-style tuples in ``evt_handlers``, and with ``Association.bind``) and must be
 clean; every line of tests/typing/handlers_bad.py marked ``# E: <fragment>`` must get an
 error whose message holds the fragment, and no other line any error. Both files go to one
-mypy run (about 15 s without a cache) with a cache of its own, so nothing is left behind.
+mypy run (about 15 s without a cache) with a cache of its own, so nothing is left behind,
+with the typed handlers example of docs/migration.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "typing"
+#: The migration page's typed handlers example is checked with the fixtures.
+EXAMPLE = ROOT / "docs" / "examples" / "migration.py"
 _ERROR = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): error: (?P<message>.*)$")
 
 
@@ -41,7 +44,7 @@ def _expected(path: Path) -> dict[int, str]:
 
 @pytest.fixture(scope="module")
 def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, list[str]]]:
-    """``{file name: {line: [messages]}}`` from one ``mypy --strict`` run over both files."""
+    """``{file name: {line: [messages]}}`` from one ``mypy --strict`` run over the files."""
     cache = tmp_path_factory.mktemp("mypy-cache")
     result = subprocess.run(
         [
@@ -59,6 +62,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int,
             "--show-absolute-path",
             str(FIXTURES / "handlers_ok.py"),
             str(FIXTURES / "handlers_bad.py"),
+            str(EXAMPLE),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -110,3 +114,13 @@ def test_the_bad_fixture_names_every_event_type() -> None:
     ok = (FIXTURES / "handlers_ok.py").read_text()
     assert {n for n in names if f"evt.{n}," not in bad} == set()
     assert {n for n in names if f"evt.{n}," not in ok} == set()
+
+
+def test_the_migration_pages_typed_handlers_are_clean(
+    mypy_errors: dict[str, dict[int, list[str]]],
+) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines, 1) if "[start:typed_handlers]" in line)
+    end = next(i for i, line in enumerate(lines, 1) if "[end:typed_handlers]" in line)
+    errors = mypy_errors.get(EXAMPLE.name, {})
+    assert {line: m for line, m in errors.items() if start < line < end} == {}
