@@ -32,7 +32,7 @@ from dicomio._scp import (
 )
 from dicomio.dataset import read_file_info
 from dicomio.dimse import CMoveRQ
-from dicomio.events import EVT_C_GET, EVT_C_MOVE, Event, EventType
+from dicomio.events import EVT_C_GET, EVT_C_MOVE, AnyEventType, Event
 
 if TYPE_CHECKING:
     from dicomio.ae import AE
@@ -61,7 +61,7 @@ class RetrieveProviderMixin:
         _failure: errors.DicomioError | None
         _running: dict[int, anyio.CancelScope]
 
-        def _handler(self, event: EventType) -> tuple[Any, tuple[Any, ...]] | None: ...
+        def _handler(self, event: AnyEventType) -> tuple[Any, tuple[Any, ...]] | None: ...
         async def _respond(
             self, context: Any, response: Any, dataset: Dataset | None = None
         ) -> None: ...

@@ -75,8 +75,8 @@ from dicomio.events import (
     EVT_N_EVENT_REPORT,
     EVT_N_GET,
     EVT_N_SET,
+    AnyEventType,
     Event,
-    EventType,
 )
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ OUT_OF_RESOURCES = 0xA700
 #: bounded however many matches the handler yields.
 FIND_AHEAD_BYTES = 65_536
 
-_N_SERVICES: dict[type, tuple[EventType, type]] = {
+_N_SERVICES: dict[type, tuple[AnyEventType, type]] = {
     NEventReportRQ: (EVT_N_EVENT_REPORT, NEventReportRSP),
     NGetRQ: (EVT_N_GET, NGetRSP),
     NSetRQ: (EVT_N_SET, NSetRSP),
@@ -295,7 +295,7 @@ class ServiceProviderMixin:
         _receivers: weakref.WeakSet[IncomingRequests]
         async_ops_window: tuple[int, int]
 
-        def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]: ...
+        def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
         def _send_nowait(self, context_id: int, command: Any) -> None: ...
         def _wake_waiters(self) -> None: ...
@@ -639,7 +639,7 @@ class ServiceProviderMixin:
             await self._on_n_service(event, context, command, rsp_class)
         return event
 
-    def _handler(self, event: EventType) -> tuple[Any, tuple[Any, ...]] | None:
+    def _handler(self, event: AnyEventType) -> tuple[Any, tuple[Any, ...]] | None:
         handlers = self.get_handlers(event)
         if not handlers:
             return None

@@ -14,7 +14,7 @@ import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -45,6 +45,9 @@ from dicomio.presentation import (
     negotiate_as_requestor,
 )
 from dicomio.ul import Role
+
+if TYPE_CHECKING:
+    from dicomio.server import Server
 
 __all__ = ["AE", "AssociateRequest"]
 
@@ -409,7 +412,7 @@ class AE(TimeoutAttributes):
         shutdown_timeout: float = 10.0,
         ae_title: str | None = None,
         contexts: Sequence[PresentationContext] | None = None,
-    ) -> Any:
+    ) -> Server:
         """A server accepting associations on ``address``; use as ``async with ... as server``.
 
         ``backlog`` is the listen queue; the kernel caps it at ``net.core.somaxconn``. A small

@@ -23,8 +23,8 @@ import logging
 import math
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, TypeVarTuple, overload
 
 import anyio
 import anyio.abc
@@ -55,8 +55,10 @@ from dicomio.events import (
     EVT_CONN_CLOSE,
     EVT_REJECTED,
     EVT_RELEASED,
+    AnyEventType,
     Event,
     EventType,
+    Handler,
     HandlerList,
 )
 from dicomio.pdu import (
@@ -76,6 +78,9 @@ from dicomio.pdu import (
 )
 from dicomio.presentation import PresentationContext
 from dicomio.ul import ProviderAbort, Role, TransportClosed, ULConnection
+
+_Answer = TypeVar("_Answer")
+_Fields = TypeVarTuple("_Fields")
 
 if TYPE_CHECKING:
     from dicomio.ae import AE
@@ -195,7 +200,7 @@ class Association(
         self.local_ae_title = local_ae_title
         self.remote_address = remote_address
         self.local_max_pdu = max_pdu
-        self._handlers: dict[EventType, list[tuple[Any, Sequence[Any]]]] = {}
+        self._handlers: dict[AnyEventType, list[tuple[Any, Sequence[Any]]]] = {}
         for entry in handlers:
             self.bind(entry[0], entry[1], entry[2] if len(entry) > 2 else ())
 
@@ -336,21 +341,31 @@ class Association(
         """
         return _transport.input_waiting(self._stream)
 
-    def get_events(self) -> list[EventType]:
+    def get_events(self) -> list[AnyEventType]:
         """The events that have handlers bound (pynetdicom's ``get_events``)."""
         return [event for event, handlers in self._handlers.items() if handlers]
 
-    def bind(self, event: EventType, handler: Any, args: Sequence[Any] = ()) -> None:
-        """Bind ``handler`` to ``event`` (pynetdicom's ``Association.bind``)."""
+    @overload
+    def bind(
+        self, event: EventType[_Answer, *_Fields], handler: Callable[[Event, *_Fields], _Answer]
+    ) -> None: ...
+    @overload
+    def bind(self, event: AnyEventType, handler: Handler, args: Sequence[Any]) -> None: ...
+    def bind(self, event: AnyEventType, handler: Handler, args: Sequence[Any] = ()) -> None:
+        """Bind ``handler`` to ``event`` (pynetdicom's ``Association.bind``).
+
+        Without ``args``, mypy checks the handler against the event (see ``EventType``);
+        with them it cannot, as in ``evt_handlers`` (``events.handler`` can).
+        """
         self._handlers.setdefault(event, []).append((handler, tuple(args)))
 
-    def unbind(self, event: EventType, handler: Any) -> None:
+    def unbind(self, event: AnyEventType, handler: Handler) -> None:
         self._handlers[event] = [h for h in self._handlers.get(event, []) if h[0] is not handler]
 
-    def get_handlers(self, event: EventType) -> list[tuple[Any, Sequence[Any]]]:
+    def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]:
         return self._handlers.get(event, [])
 
-    async def _notify(self, event: EventType) -> None:
+    async def _notify(self, event: AnyEventType) -> None:
         """Fire a notification event; a failing notification handler is logged, not fatal."""
         for handler, args in self._handlers.get(event, []):
             try:

@@ -47,8 +47,8 @@ from dicomio.events import (
     EVT_SOP_COMMON,
     EVT_SOP_EXTENDED,
     EVT_USER_ID,
+    AnyEventType,
     Event,
-    EventType,
     HandlerList,
 )
 from dicomio.pdu import (
@@ -493,7 +493,7 @@ def _is_window(answer: Any) -> bool:
     )
 
 
-async def _call_handler(assoc: Association, event: EventType, *fields: Any) -> Any:
+async def _call_handler(assoc: Association, event: AnyEventType, *fields: Any) -> Any:
     """Call the association's last handler for a negotiation ``event`` (plain or ``async``)
     with pynetdicom's arguments, and return its answer; it must be bound."""
     handler, args = assoc.get_handlers(event)[-1]
@@ -503,7 +503,7 @@ async def _call_handler(assoc: Association, event: EventType, *fields: Any) -> A
     return answer
 
 
-async def _ask(assoc: Association, event: EventType, *fields: Any) -> Any:
+async def _ask(assoc: Association, event: AnyEventType, *fields: Any) -> Any:
     """The answer of the association's handler for a negotiation ``event``, or None if none
     is bound or it raised (logged): the negotiation then goes on without it."""
     if not assoc.get_handlers(event):

@@ -295,6 +295,39 @@ async def test_migration_roles_blocking_and_logging(
         logger.setLevel(logging.NOTSET)
 
 
+@pytest.mark.anyio
+async def test_migration_typed_handlers(tmp_path: Path) -> None:
+    """The typed handlers example: a store with its extra argument, a find, as bound."""
+    from pydicom.dataset import Dataset
+
+    from dicomio import evt
+    from dicomio.sop import CTImageStorage, PatientRootQueryRetrieveInformationModelFind
+
+    migration = example("migration")
+    find = PatientRootQueryRetrieveInformationModelFind
+    scp, scu = AE(), AE()
+    for uid in (CTImageStorage, find):
+        scp.add_supported_context(uid)
+        scu.add_requested_context(uid)
+    ct = Dataset()
+    ct.SOPClassUID = CTImageStorage
+    ct.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = ""
+    handlers = migration.typed_handlers(tmp_path)
+    assert isinstance(handlers[0], evt.HandlerBinding)
+    with anyio.fail_after(10):
+        async with (
+            scp.start_server((LOOPBACK, 0), evt_handlers=handlers) as server,
+            scu.associate(LOOPBACK, server.port) as assoc,
+        ):
+            assert (await assoc.send_c_store(ct)).Status == 0
+            found = [ds async for status, ds in assoc.send_c_find(query, find) if ds]
+    assert dcmread(tmp_path / f"{ct.SOPInstanceUID}.dcm").SOPClassUID == CTImageStorage
+    assert [ds.PatientID for ds in found] == ["PID000"]
+
+
 # -- associations, the window, TLS, logging -------------------------------------------------
 
 

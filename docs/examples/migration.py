@@ -27,7 +27,7 @@ def storage_scp(folder: Path) -> tuple[AE, list[Any]]:
 
     async def handle_store(event: evt.Event) -> int:
         """Write the received data set to a file named after its SOP Instance UID."""
-        uid = event.request.affected_sop_instance_uid  # was AffectedSOPInstanceUID
+        uid = event.request.affected_sop_instance_uid  # or AffectedSOPInstanceUID, as before
         data = event.encoded_dataset()  # preamble, prefix, file meta, data set
         await anyio.Path(folder / f"{uid}.dcm").write_bytes(data)  # off the event loop
         return 0x0000
@@ -169,3 +169,26 @@ def logging_setup() -> logging.Logger:
     logger = dicomio.debug_logger()  # the "dicomio" logger, DEBUG, to stderr
     # --8<-- [end:logging]
     return logger
+
+
+# --8<-- [start:typed_handlers]
+async def on_store(event: evt.Event, folder: Path) -> int:
+    uid = event.request.AffectedSOPInstanceUID  # pynetdicom's name still reads
+    await anyio.Path(folder / f"{uid}.dcm").write_bytes(event.encoded_dataset())
+    return 0x0000
+
+
+async def on_find(event: evt.Event) -> AsyncIterator[tuple[int, Dataset]]:
+    match = Dataset()
+    match.PatientID = "PID000"
+    yield 0xFF00, match
+
+
+def typed_handlers(folder: Path) -> list[evt.HandlerEntry]:
+    return [
+        evt.handler(evt.EVT_C_STORE, on_store, folder),  # was (EVT_C_STORE, on_store, [folder])
+        (evt.EVT_C_FIND, on_find),  # checked as it is
+    ]
+
+
+# --8<-- [end:typed_handlers]
