@@ -95,16 +95,26 @@ def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
     return False, True, False
 
 
-def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
+def encode_dataset(ds: Dataset, transfer_syntax: UID, *, convert_raw: bool = False) -> bytes:
     """Encode ``ds`` (without file meta) in ``transfer_syntax`` (PS3.5 section 10).
 
     pydicom writes OB/OW/OL/OF/OD/OV values as the raw bytes it holds, so when the target
     byte order differs from the one those bytes were read in, they are swapped here on a
     copy (PS3.5 7.3): pixel values survive a Little to Big Endian conversion.
+
+    In Little Endian the direct encoder below gives pydicom's bytes without pydicom's
+    writer; where it cannot be sure to, pydicom's writer encodes the data set, after
+    converting every raw element first if ``convert_raw``.
     """
     implicit, little, deflated = _encoding(transfer_syntax)
     data = _encode_flat(ds, implicit=implicit) if little else None
     if data is None:
+        if convert_raw:
+            # pydicom's writer fails on a raw element without a VR going to Explicit VR
+            # (pydicom's SC_rgb_jpeg.dcm: meta Explicit, body Implicit): converting every
+            # element gives each its VR from the dictionary, as reading it would.
+            for _ in ds.iterall():
+                pass
         fp = DicomBytesIO()
         fp.is_implicit_VR = implicit
         fp.is_little_endian = little
@@ -183,16 +193,22 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: UID) -> Dataset:
     return ds
 
 
-# -- flat data sets, encoded and decoded directly -----------------------------------------------
+# -- data sets encoded and decoded directly ----------------------------------------------------
 #
 # A C-FIND SCP answers thousands of small identifiers, each a handful of text and number
 # elements. pydicom's writer spends about 60 us on one (a buffer object, a character set
 # conversion and a dozen checks per element) and its reader about 15 us: more than all the
-# rest of a pending response. These two functions produce exactly what pydicom produces, for
-# little endian data sets made only of the values below; for anything else (raw elements, O*
-# and UN values, ambiguous VRs, undefined lengths but a sequence's, character sets pydicom
-# would correct ...) they answer None and the caller uses pydicom. tests/test_dataset_flat.py
-# holds them to pydicom's bytes and values, over a table and over Hypothesis-drawn data sets.
+# rest of a pending response. A C-STORE SCU sending a Dataset read from a file pays the same
+# per element, and copies the pixel data four times through its buffers.
+#
+# These two functions produce exactly what pydicom produces, for little endian data sets:
+# the encoder takes raw elements (written as they stand where pydicom would, converted where
+# it would convert them), O* and UN values, encapsulated pixel data, sequences, private tags
+# and the character sets below; for anything else (ambiguous VRs, buffered values, lengths
+# pydicom would rewrite, character sets it would correct ...) it answers None and the caller
+# uses pydicom. The decoder takes flat data sets of defined length only. tests/
+# test_dataset_flat.py holds them to pydicom's bytes and values, over a table, over
+# Hypothesis-drawn data sets and over pydicom's own test files.
 
 
 class _Fallback(Exception):
@@ -207,7 +223,7 @@ _DEFAULT_CODECS: tuple[str, ...] = (default_encoding,)
 #: ``str.encode`` takes its built-in fast path instead of a codec registry lookup.
 _LATIN_1 = "latin-1"
 
-_STRING, _TEXT, _PERSON_NAME, _NUMBER_STRING, _BINARY, _TAG, _SEQUENCE = range(7)
+_STRING, _TEXT, _PERSON_NAME, _NUMBER_STRING, _BINARY, _TAG, _SEQUENCE, _BYTES = range(8)
 #: VR -> (how its value is written, padding or struct code), following pydicom's writers.
 _KINDS: dict[str, tuple[int, Any]] = {
     **{vr: (_STRING, b" ") for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "UR")},
@@ -231,6 +247,9 @@ _KINDS: dict[str, tuple[int, Any]] = {
     },
     "AT": (_TAG, None),
     "SQ": (_SEQUENCE, None),
+    # Written as the bytes held; pydicom pads the O* values to even length, never UN.
+    **{vr: (_BYTES, b"\x00") for vr in ("OB", "OW", "OF", "OD", "OL", "OV")},
+    "UN": (_BYTES, None),
 }
 #: VRs with a 4-byte length in explicit VR (PS3.5 7.1.2), as pydicom lists them.
 _LONG_VRS_STR = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
@@ -248,10 +267,13 @@ _ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED = 0xFFFFFFFF
 _CHARSET_TAG = BaseTag(0x00080005)  # Specific Character Set
+_PIXEL_DATA = 0x7FE00010
 
 
 def _encode_flat(ds: Dataset, *, implicit: bool) -> bytes | None:
     """``ds`` (file meta left out) as pydicom writes it in little endian, or None."""
+    if not _source_little_endian(ds):
+        return None  # its O* values are swapped on the way (encode_dataset)
     parts: list[bytes] = []
     try:
         _encode_elements(ds, implicit, None, parts)
@@ -293,12 +315,27 @@ def _codecs_for(charset: Any) -> tuple[str, ...]:
     return codecs
 
 
+def _writes_raw(ds: Dataset, implicit: bool) -> bool:
+    """Whether pydicom's ``write_dataset`` writes ``ds``'s raw elements as they stand.
+
+    It does when the data set was read in the target encoding and its character set is
+    unchanged; otherwise it converts each raw element and encodes the value anew.
+    """
+    return ds.original_encoding == (implicit, True) and (
+        ds.original_character_set == ds._character_set
+    )
+
+
 def _encode_elements(
     ds: Dataset, implicit: bool, inherited: tuple[str, ...] | None, parts: list[bytes]
 ) -> None:
     """Append ``ds``'s elements to ``parts``; an item inherits its parent's character set."""
     elements = ds._dict
+    top = inherited is None
+    raw_as_is: bool | None = None  # found at the first raw element: most data sets have none
     charset = elements.get(_CHARSET_TAG)
+    if charset is not None and charset.__class__ is RawDataElement:
+        charset = ds[_CHARSET_TAG]  # pydicom's writer converts it first, in place
     codecs = (inherited or _DEFAULT_CODECS) if charset is None else _codecs_for(charset)
     codec_list = list(codecs)  # what pydicom hands to encode_string and PersonName.encode
     ascii_codec = codecs[0] in _ASCII_CODECS
@@ -306,25 +343,40 @@ def _encode_elements(
     # key=int: BaseTag's own ordering is a Python method, slow for a sort's comparisons.
     for tag in sorted(elements, key=int):
         elem = elements[tag]
-        if elem.__class__ is not DataElement:
-            raise _Fallback  # raw: pydicom decides whether it may be written as it stands
         group = tag >> 16
         element = tag & 0xFFFF
         if group == 0x0002:
-            if inherited is not None:
+            if not top:
                 raise _Fallback
             continue  # file meta: never part of a DIMSE data set (PS3.7 6.3.1)
         if element == 0 and group > 6:
             continue  # retired group lengths, which pydicom does not write (PS3.5 7.2)
+        if elem.__class__ is RawDataElement:
+            if raw_as_is is None:
+                # With file meta in it, encode_dataset gives pydicom a copy without: a new
+                # Dataset, every element converted.
+                meta = top and any(tag >> 16 == 0x0002 for tag in elements)
+                raw_as_is = not meta and _writes_raw(ds, implicit)
+            # pydicom takes a value of None (how it reads an empty one) for a deferred read,
+            # and converts the element: a UN one gets its VR from the dictionary.
+            if raw_as_is and elem.value is not None:
+                _append_raw(elem, implicit, parts)
+                continue
+            elem = ds[tag]  # converted (and kept converted) as pydicom's writer does
+        if elem.__class__ is not DataElement:
+            raise _Fallback
         vr = elem.VR
         found = kinds.get(vr)
         if found is None:
             raise _Fallback
         kind, arg = found
         undefined = elem.is_undefined_length
+        value = elem._value  # what the ``value`` property returns, without the call
+        if kind == _BYTES:
+            _append_bytes(tag, vr, value, arg, undefined, implicit, parts)
+            continue
         if undefined and kind != _SEQUENCE:
             raise _Fallback
-        value = elem._value  # what the ``value`` property returns, without the call
         try:
             if kind == _STRING:  # the usual case: a str is encoded inline
                 data = value.encode(_LATIN_1) if isinstance(value, str) else _string_value(value)
@@ -359,6 +411,65 @@ def _encode_elements(
             append(data)
         if undefined:
             append(_SEQUENCE_END)
+
+
+def _append_raw(elem: Any, implicit: bool, parts: list[bytes]) -> None:
+    """pydicom's ``write_data_element`` for a raw element: its value as read, unpadded."""
+    value = elem.value
+    if value.__class__ is not bytes:
+        raise _Fallback
+    tag = elem.tag
+    undefined = elem.length == _UNDEFINED
+    if undefined and tag == _PIXEL_DATA and not value.startswith(_ITEM_TAG):
+        raise _Fallback  # pydicom refuses Pixel Data of undefined length not encapsulated
+    length = _UNDEFINED if undefined else len(value)
+    if implicit:
+        parts.append(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, length))
+    else:
+        vr = elem.VR
+        if not isinstance(vr, str) or len(vr) != 2:
+            raise _Fallback  # read without a VR (pydicom's writer fails on it), or ambiguous
+        if vr in _LONG_VRS_STR:
+            parts.append(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length))
+        elif undefined or length > 0xFFFF:
+            raise _Fallback  # pydicom writes these oddly or as UN, with a warning
+        else:
+            parts.append(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length))
+    if value:
+        parts.append(value)
+    if undefined:
+        parts.append(_SEQUENCE_END)
+
+
+def _append_bytes(
+    tag: int,
+    vr: str,
+    value: Any,
+    pad: bytes | None,
+    undefined: bool,
+    implicit: bool,
+    parts: list[bytes],
+) -> None:
+    """pydicom's ``write_OBvalue``, ``write_OWvalue`` and ``write_UN``: the bytes held."""
+    if value is None:
+        value = b""
+    elif value.__class__ is not bytes:
+        raise _Fallback  # a buffered value, a bytearray, a list ...
+    if undefined and tag == _PIXEL_DATA and not value.startswith(_ITEM_TAG):
+        raise _Fallback  # pydicom refuses Pixel Data of undefined length not encapsulated
+    # The pad goes in a part of its own: pixel data is not copied to grow it by a byte.
+    padded = pad is not None and len(value) % 2 == 1
+    length = _UNDEFINED if undefined else len(value) + padded
+    if implicit:
+        parts.append(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, length))
+    else:
+        parts.append(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], 0, length))
+    if value:
+        parts.append(value)
+    if padded:
+        parts.append(b"\x00")
+    if undefined:
+        parts.append(_SEQUENCE_END)
 
 
 def _string_value(value: Any) -> bytes:
