@@ -41,7 +41,7 @@ from pydicom.dataelem import (
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
 from pydicom.uid import (
@@ -51,7 +51,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR, PersonName
+from pydicom.valuerep import AMBIGUOUS_VR, EXPLICIT_VR_LENGTH_32, VR, PersonName
 
 __all__ = [
     "FileInfo",
@@ -215,6 +215,10 @@ class _Fallback(Exception):
     """Something only pydicom's writer encodes exactly: it encodes the whole data set."""
 
 
+class _Ambiguous(_Fallback):
+    """An element whose VR depends on others (US or SS, OB or OW ..., PS3.5 6.2)."""
+
+
 #: pydicom's Python codec names whose encoding of ASCII text is that text, with no escape
 #: sequence: when one is the data set's first, its ASCII values need no codec at all.
 _ASCII_CODECS = frozenset({"iso8859", "latin_1", "UTF8"})
@@ -274,12 +278,33 @@ def _encode_flat(ds: Dataset, *, implicit: bool) -> bytes | None:
     """``ds`` (file meta left out) as pydicom writes it in little endian, or None."""
     if not _source_little_endian(ds):
         return None  # its O* values are swapped on the way (encode_dataset)
-    parts: list[bytes] = []
-    try:
-        _encode_elements(ds, implicit, None, parts)
-    except _Fallback:
-        return None
-    return b"".join(parts)
+    for attempt in range(2):
+        parts: list[bytes] = []
+        conversions = [0]
+        try:
+            _encode_elements(ds, implicit, None, parts, conversions)
+        except _Ambiguous:
+            # pydicom's writer resolves the ambiguous VRs in a data set it does not write
+            # as read before anything else (a new one: Pixel Data set as bytes is "OB or
+            # OW"); resolved the same way, before any raw element was converted, the data
+            # set is what pydicom's writer goes on to encode.
+            if attempt or conversions[0] or _writes_raw(ds, implicit) or _has_meta(ds):
+                return None
+            try:
+                correct_ambiguous_vr(ds, True)
+            except Exception:
+                return None  # pydicom's writer raises it again, in its own words
+            continue
+        except _Fallback:
+            return None
+        except Exception:
+            return None  # converting a raw element failed: pydicom's writer fails the same
+        return b"".join(parts)
+    return None
+
+
+def _has_meta(ds: Dataset) -> bool:
+    return any(tag >> 16 == 0x0002 for tag in ds._dict)
 
 
 @functools.lru_cache(maxsize=64)
@@ -327,9 +352,16 @@ def _writes_raw(ds: Dataset, implicit: bool) -> bool:
 
 
 def _encode_elements(
-    ds: Dataset, implicit: bool, inherited: tuple[str, ...] | None, parts: list[bytes]
+    ds: Dataset,
+    implicit: bool,
+    inherited: tuple[str, ...] | None,
+    parts: list[bytes],
+    conversions: list[int],
 ) -> None:
-    """Append ``ds``'s elements to ``parts``; an item inherits its parent's character set."""
+    """Append ``ds``'s elements to ``parts``; an item inherits its parent's character set.
+
+    ``conversions[0]`` counts the raw elements converted on the way.
+    """
     elements = ds._dict
     top = inherited is None
     raw_as_is: bool | None = None  # found at the first raw element: most data sets have none
@@ -355,20 +387,20 @@ def _encode_elements(
             if raw_as_is is None:
                 # With file meta in it, encode_dataset gives pydicom a copy without: a new
                 # Dataset, every element converted.
-                meta = top and any(tag >> 16 == 0x0002 for tag in elements)
-                raw_as_is = not meta and _writes_raw(ds, implicit)
+                raw_as_is = not (top and _has_meta(ds)) and _writes_raw(ds, implicit)
             # pydicom takes a value of None (how it reads an empty one) for a deferred read,
             # and converts the element: a UN one gets its VR from the dictionary.
             if raw_as_is and elem.value is not None:
                 _append_raw(elem, implicit, parts)
                 continue
             elem = ds[tag]  # converted (and kept converted) as pydicom's writer does
+            conversions[0] += 1
         if elem.__class__ is not DataElement:
             raise _Fallback
         vr = elem.VR
         found = kinds.get(vr)
         if found is None:
-            raise _Fallback
+            raise _Ambiguous if vr in AMBIGUOUS_VR else _Fallback
         kind, arg = found
         undefined = elem.is_undefined_length
         value = elem._value  # what the ``value`` property returns, without the call
@@ -391,7 +423,7 @@ def _encode_elements(
             elif kind == _TAG:
                 data = _tag_value(value)
             else:
-                data = _sequence_value(value, implicit, codecs)
+                data = _sequence_value(value, implicit, codecs, conversions)
         except _Fallback:
             raise
         except Exception:
@@ -559,7 +591,9 @@ def _tag_value(value: Any) -> bytes:
     raise _Fallback  # keywords, (group, element) pairs ...
 
 
-def _sequence_value(value: Any, implicit: bool, codecs: tuple[str, ...]) -> bytes:
+def _sequence_value(
+    value: Any, implicit: bool, codecs: tuple[str, ...], conversions: list[int]
+) -> bytes:
     """pydicom's ``write_sequence``: items of defined length unless marked undefined."""
     if not value:
         return b""
@@ -568,7 +602,7 @@ def _sequence_value(value: Any, implicit: bool, codecs: tuple[str, ...]) -> byte
         if not isinstance(item, Dataset):
             raise _Fallback
         body: list[bytes] = []
-        _encode_elements(item, implicit, codecs, body)
+        _encode_elements(item, implicit, codecs, body, conversions)
         data = b"".join(body)
         if getattr(item, "is_undefined_length_sequence_item", False):
             parts += [_ITEM_TAG, b"\xff\xff\xff\xff", data, _ITEM_END]
