@@ -276,7 +276,11 @@ _PIXEL_DATA = 0x7FE00010
 
 def _encode_flat(ds: Dataset, *, implicit: bool) -> bytes | None:
     """``ds`` (file meta left out) as pydicom writes it in little endian, or None."""
-    if not _source_little_endian(ds):
+    # A C-FIND identifier has neither: the common case skips pydicom's slow __getattr__.
+    state = ds.__dict__
+    if ("file_meta" in state or state.get("_read_little") is False) and (
+        not _source_little_endian(ds)
+    ):
         return None  # its O* values are swapped on the way (encode_dataset)
     for attempt in range(2):
         parts: list[bytes] = []
