@@ -1,9 +1,10 @@
 """The direct encoder and decoder of flat data sets give exactly what pydicom gives.
 
-``dicomio.dataset`` encodes and decodes small data sets (C-FIND identifiers) itself and
-falls back to pydicom for anything it cannot do exactly. Two invariants, over a table of
-realistic identifiers and over Hypothesis-drawn data sets of every VR, values of every
-shape, character sets and nested sequences:
+``dicomio._direct`` (used by ``dicomio.dataset``) encodes and decodes data sets itself (C-FIND
+identifiers, a C-STORE SCU's data sets read from files) and falls back to pydicom for
+anything it cannot do exactly. Two invariants, over a table of realistic data sets, over
+Hypothesis-drawn data sets of every VR, values of every shape, character sets and nested
+sequences, as made and as read, and over pydicom's own test files:
 
 - encoding: the direct encoder either declines (None) or returns pydicom's bytes, byte for
   byte, in Implicit and Explicit VR Little Endian; where pydicom raises, it declines;
@@ -45,14 +46,10 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
+from dicomio import _direct
 from dicomio import dataset as dataset_module
-from dicomio.dataset import (
-    _codecs_for_terms,
-    _decode_flat,
-    _encode_flat,
-    decode_dataset,
-    encode_dataset,
-)
+from dicomio._direct import _codecs_for_terms, _decode_flat, _encode_flat
+from dicomio.dataset import decode_dataset, encode_dataset
 
 LITTLE = [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
 ALL_UNCOMPRESSED = [*LITTLE, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian]
@@ -461,7 +458,7 @@ def test_table_is_decoded_as_pydicom_decodes_it(name: str, transfer_syntax: str)
 
 def test_pydicoms_default_encoding_is_latin_1() -> None:
     """The direct encoder writes default-encoded values with Python's latin-1 fast path."""
-    assert codecs.lookup(default_encoding) == codecs.lookup(dataset_module._LATIN_1)
+    assert codecs.lookup(default_encoding) == codecs.lookup(_direct._LATIN_1)
 
 
 def test_inherited_codecs_convert_to_themselves() -> None:
