@@ -182,12 +182,18 @@ def dicomio_client(args: argparse.Namespace) -> None:
 
     async def store_rep() -> None:
         paths = _paths(args)
+        items: list[Any] = list(paths)
+        if args.dataset:
+            from pydicom import dcmread
+
+            # The caller holds the Datasets already: reading them is not timed.
+            items = [dcmread(path) for path in paths]
         assoc = await associate()
         reps.begin()
         done = failures = 0
         try:
-            for path in paths:
-                status = await assoc.send_c_store(path)
+            for item in items:
+                status = await assoc.send_c_store(item)
                 done += 1
                 failures += status.Status != 0
         except Exception as exc:
@@ -630,6 +636,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequential", action="store_true", help="fanout one at a time")
     parser.add_argument(
         "--chunked", action="store_true", help="pynetdicom: STORE_SEND_CHUNKED_DATASET"
+    )
+    parser.add_argument(
+        "--dataset", action="store_true", help="dicomio store: send the files as read Datasets"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per DCMTK tool run")
     return parser

@@ -152,6 +152,28 @@ def targets(rows: list[Row]) -> list[dict[str, str]]:
         "dicomio SCP (stream_to_disk) against storescp -od, same client (storescu)",
     )
 
+    discards, sent = "0.5 MiB, server discards", f"{DICOMIO} (Dataset)"
+    servers = (DCMTK, DICOMIO)
+    vs_storescu = [
+        advantage(find(rows, "S3", discards, sent, s), find(rows, "S3", discards, DCMTK, s))
+        for s in servers
+    ]
+    vs_file = [
+        advantage(find(rows, "S3", discards, sent, s), find(rows, "S3", discards, DICOMIO, s))
+        for s in servers
+    ]
+    measured = [*vs_storescu, *vs_file]
+    add(
+        "S3 SCU sending a Dataset ≥ 0.9x storescu, and within 1.2x of sending its file",
+        f"{' / '.join(map(fmt_ratio, vs_storescu))} storescu's rate; "
+        f"{' / '.join(map(fmt_ratio, vs_file))} dicomio's sending the file",
+        None
+        if None in measured
+        else all(r is not None and r >= 0.9 for r in vs_storescu)
+        and all(r is not None and r >= 1 / 1.2 for r in vs_file),
+        "server discarding: storescp --ignore / dicomio; the Datasets dcmread made of the files",
+    )
+
     s4 = next(
         (
             r

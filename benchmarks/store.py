@@ -83,7 +83,13 @@ def _matrix(
     counts: dict[str, int],
     unit: str,
     chunked: bool,
+    datasets: bool = False,
 ) -> None:
+    # (row's client name, implementation, extra arguments): with ``datasets``, dicomio also
+    # sends each file as the Dataset dcmread made of it (issue #18's "SCU sending a Dataset").
+    clients: list[tuple[str, str, list[str]]] = [(impl, impl, []) for impl in IMPLS]
+    if datasets:
+        clients.append((f"{DICOMIO} (Dataset)", DICOMIO, ["--dataset"]))
     for server_impl in IMPLS:
         folder = (
             None
@@ -93,12 +99,12 @@ def _matrix(
         try:
             server = start_server(ws, server_impl, server_mode, folder)
         except HarnessError as exc:
-            for client_impl in IMPLS:
+            for client_name, _, _ in clients:
                 rows.append(
                     Row(
                         scenario,
                         variant,
-                        client_impl,
+                        client_name,
                         server_impl,
                         unit,
                         status="error",
@@ -107,9 +113,9 @@ def _matrix(
                 )
             continue
         try:
-            for client_impl in IMPLS:
+            for client_name, client_impl, extra in clients:
                 if settings.skips(client_impl, server_impl):
-                    rows.append(skipped(scenario, variant, client_impl, server_impl, unit))
+                    rows.append(skipped(scenario, variant, client_name, server_impl, unit))
                     continue
                 count = counts[client_impl]
                 argv = [
@@ -123,16 +129,19 @@ def _matrix(
                 ]
                 if chunked and client_impl == PYNETDICOM:
                     argv.append("--chunked")
+                argv += extra
                 row = Row(
                     scenario,
                     variant,
-                    client_impl,
+                    client_name,
                     server_impl,
                     unit,
                     note=f"{count} instances per repetition",
                 )
                 if client_impl == DCMTK:
                     row.note += "; storescu: time includes its start-up and reading the files"
+                if extra:
+                    row.note += "; Datasets read with dcmread before the clock starts"
                 with measuring(rows, row):
                     reps = run_clients(
                         ws,
@@ -167,6 +176,7 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                 counts=counts,
                 unit="store/s",
                 chunked=False,
+                datasets=mode == "discard",
             )
     if "S4" in selected:
         size = int(settings.s4_mb * 1024 * 1024) // 2 * 2

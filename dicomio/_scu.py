@@ -377,12 +377,6 @@ class ServiceUserMixin:
     ) -> tuple[PresentationContext, Any, UID, UID, Transcoded | None]:
         sop_class = UID(str(ds.SOPClassUID))
         sop_instance = UID(str(ds.SOPInstanceUID))
-        # pydicom holds what it read as raw elements, converted on access. One read in a VR
-        # encoding other than its meta names (pydicom's SC_rgb_jpeg.dcm: meta Explicit, body
-        # Implicit) has no VR, and pydicom's writer fails on it with a TypeError: converting
-        # every element now gives each its VR from the dictionary, as reading it would.
-        for _ in ds.iterall():
-            pass
         meta = getattr(ds, "file_meta", None)
         ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
         if ts is None:
@@ -397,7 +391,14 @@ class ServiceUserMixin:
         target = context.transfer_syntax
         assert target is not None
         if how != "codec":
-            return context, encode_dataset(ds, target), sop_class, sop_instance, None
+            payload = encode_dataset(ds, target, convert_raw=True)
+            return context, payload, sop_class, sop_instance, None
+        # pydicom holds what it read as raw elements, converted on access. One read in a VR
+        # encoding other than its meta names (pydicom's SC_rgb_jpeg.dcm: meta Explicit, body
+        # Implicit) has no VR, and pydicom's writer fails on it with a TypeError: converting
+        # every element now gives each its VR from the dictionary, as reading it would.
+        for _ in ds.iterall():
+            pass
         # The codec works on a file: the data set, encoded as it stands, goes to one first.
         fd, name = tempfile.mkstemp(prefix=".dicomio-", suffix=".dataset")
         os.close(fd)

@@ -19,31 +19,18 @@ import stat
 import struct
 import zlib
 from collections.abc import Iterable
-from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import attrs
-from pydicom.charset import (
-    STAND_ALONE_ENCODINGS,
-    convert_encodings,
-    default_encoding,
-    encode_string,
-    python_encoding,
-)
 from pydicom.dataelem import (
     DataElement,
-    RawDataElement,
-    convert_raw_data_element,
-    empty_value_for_VR,
 )
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.multival import MultiValue
-from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -51,7 +38,8 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR, PersonName
+
+from dicomio._direct import _decode_flat, _encode_flat, _source_little_endian
 
 __all__ = [
     "FileInfo",
@@ -95,16 +83,26 @@ def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
     return False, True, False
 
 
-def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
+def encode_dataset(ds: Dataset, transfer_syntax: UID, *, convert_raw: bool = False) -> bytes:
     """Encode ``ds`` (without file meta) in ``transfer_syntax`` (PS3.5 section 10).
 
     pydicom writes OB/OW/OL/OF/OD/OV values as the raw bytes it holds, so when the target
     byte order differs from the one those bytes were read in, they are swapped here on a
     copy (PS3.5 7.3): pixel values survive a Little to Big Endian conversion.
+
+    In Little Endian the direct encoder below gives pydicom's bytes without pydicom's
+    writer; where it cannot be sure to, pydicom's writer encodes the data set, after
+    converting every raw element first if ``convert_raw``.
     """
     implicit, little, deflated = _encoding(transfer_syntax)
     data = _encode_flat(ds, implicit=implicit) if little else None
     if data is None:
+        if convert_raw:
+            # pydicom's writer fails on a raw element without a VR going to Explicit VR
+            # (pydicom's SC_rgb_jpeg.dcm: meta Explicit, body Implicit): converting every
+            # element gives each its VR from the dictionary, as reading it would.
+            for _ in ds.iterall():
+                pass
         fp = DicomBytesIO()
         fp.is_implicit_VR = implicit
         fp.is_little_endian = little
@@ -130,16 +128,6 @@ def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
 #: 32-bit pixel cells swap as two 16-bit words, as DCMTK's dcmconv does (pydicom reads Big
 #: Endian 32-bit cells whole instead); tests/test_byte_order.py holds this to dcmconv.
 _WORD_VRS = {"OW": "H", "OL": "I", "OF": "f", "OD": "d", "OV": "Q"}
-
-
-def _source_little_endian(ds: Dataset) -> bool:
-    """The byte order raw values in ``ds`` are held in: its file's, else as read, else little."""
-    meta = getattr(ds, "file_meta", None)
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if ts is not None:
-        return UID(str(ts)) != ExplicitVRBigEndian
-    little = ds.original_encoding[1]
-    return True if little is None else bool(little)
 
 
 def _byte_swapped(ds: Dataset, *, bits_allocated: int) -> Dataset:
@@ -180,369 +168,6 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: UID) -> Dataset:
     if ds is None:
         ds = read_dataset(BytesIO(raw), is_implicit_VR=implicit, is_little_endian=little)
         ds.set_original_encoding(implicit, little, ds._character_set)
-    return ds
-
-
-# -- flat data sets, encoded and decoded directly -----------------------------------------------
-#
-# A C-FIND SCP answers thousands of small identifiers, each a handful of text and number
-# elements. pydicom's writer spends about 60 us on one (a buffer object, a character set
-# conversion and a dozen checks per element) and its reader about 15 us: more than all the
-# rest of a pending response. These two functions produce exactly what pydicom produces, for
-# little endian data sets made only of the values below; for anything else (raw elements, O*
-# and UN values, ambiguous VRs, undefined lengths but a sequence's, character sets pydicom
-# would correct ...) they answer None and the caller uses pydicom. tests/test_dataset_flat.py
-# holds them to pydicom's bytes and values, over a table and over Hypothesis-drawn data sets.
-
-
-class _Fallback(Exception):
-    """Something only pydicom's writer encodes exactly: it encodes the whole data set."""
-
-
-#: pydicom's Python codec names whose encoding of ASCII text is that text, with no escape
-#: sequence: when one is the data set's first, its ASCII values need no codec at all.
-_ASCII_CODECS = frozenset({"iso8859", "latin_1", "UTF8"})
-_DEFAULT_CODECS: tuple[str, ...] = (default_encoding,)
-#: pydicom's default_encoding, "iso8859", is Python's latin-1 codec; spelt "latin-1",
-#: ``str.encode`` takes its built-in fast path instead of a codec registry lookup.
-_LATIN_1 = "latin-1"
-
-_STRING, _TEXT, _PERSON_NAME, _NUMBER_STRING, _BINARY, _TAG, _SEQUENCE = range(7)
-#: VR -> (how its value is written, padding or struct code), following pydicom's writers.
-_KINDS: dict[str, tuple[int, Any]] = {
-    **{vr: (_STRING, b" ") for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "UR")},
-    "UI": (_STRING, b"\x00"),
-    **{vr: (_TEXT, b" ") for vr in ("LO", "LT", "SH", "ST", "UC", "UT")},
-    "PN": (_PERSON_NAME, b" "),
-    "IS": (_NUMBER_STRING, b" "),
-    "DS": (_NUMBER_STRING, b" "),
-    **{
-        vr: (_BINARY, code)
-        for vr, code in (
-            ("US", "H"),
-            ("UL", "L"),
-            ("SS", "h"),
-            ("SL", "l"),
-            ("FL", "f"),
-            ("FD", "d"),
-            ("SV", "q"),
-            ("UV", "Q"),
-        )
-    },
-    "AT": (_TAG, None),
-    "SQ": (_SEQUENCE, None),
-}
-#: VRs with a 4-byte length in explicit VR (PS3.5 7.1.2), as pydicom lists them.
-_LONG_VRS_STR = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
-_VR_BYTES = {vr: vr.encode("ascii") for vr in _KINDS}
-_VR_NAMES = {vr.encode("ascii"): str(vr) for vr in VR}
-_MULTI = (list, tuple, MultiValue)
-
-_IMPLICIT_HEADER = struct.Struct("<HHL")
-_SHORT_HEADER = struct.Struct("<HH2sH")
-_LONG_HEADER = struct.Struct("<HH2sHL")
-_UL_LE = struct.Struct("<L")
-#: Item, Item Delimitation and Sequence Delimitation items (PS3.5 7.5), little endian.
-_ITEM_TAG = b"\xfe\xff\x00\xe0"
-_ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-_UNDEFINED = 0xFFFFFFFF
-_CHARSET_TAG = BaseTag(0x00080005)  # Specific Character Set
-
-
-def _encode_flat(ds: Dataset, *, implicit: bool) -> bytes | None:
-    """``ds`` (file meta left out) as pydicom writes it in little endian, or None."""
-    parts: list[bytes] = []
-    try:
-        _encode_elements(ds, implicit, None, parts)
-    except _Fallback:
-        return None
-    return b"".join(parts)
-
-
-@functools.lru_cache(maxsize=64)
-def _codecs_for_terms(terms: tuple[str, ...]) -> tuple[str, ...] | None:
-    """pydicom's codecs for a (0008,0005) value; None where it would correct or warn."""
-    if not all(term in python_encoding for term in terms):
-        return None  # pydicom corrects a misspelt term, with a warning
-    if len(terms) > 1 and any(term in STAND_ALONE_ENCODINGS for term in terms):
-        return None  # pydicom drops what cannot be a code extension, with a warning
-    codecs = tuple(convert_encodings(list(terms)))
-    if len(codecs) > 1 and any(codec in STAND_ALONE_ENCODINGS for codec in codecs):
-        # A sequence item inheriting these has them converted again, and "ISO 2022 GBK" is
-        # then "GBK", which pydicom drops from a list (with a warning).
-        return None
-    return codecs
-
-
-def _codecs_for(charset: Any) -> tuple[str, ...]:
-    if charset.__class__ is not DataElement:
-        raise _Fallback
-    value = charset.value
-    if not value:
-        return _DEFAULT_CODECS
-    if isinstance(value, str):
-        terms: tuple[str, ...] = (value,)
-    elif isinstance(value, _MULTI) and all(isinstance(term, str) for term in value):
-        terms = tuple(value)
-    else:
-        raise _Fallback
-    codecs = _codecs_for_terms(terms)
-    if codecs is None:
-        raise _Fallback
-    return codecs
-
-
-def _encode_elements(
-    ds: Dataset, implicit: bool, inherited: tuple[str, ...] | None, parts: list[bytes]
-) -> None:
-    """Append ``ds``'s elements to ``parts``; an item inherits its parent's character set."""
-    elements = ds._dict
-    charset = elements.get(_CHARSET_TAG)
-    codecs = (inherited or _DEFAULT_CODECS) if charset is None else _codecs_for(charset)
-    codec_list = list(codecs)  # what pydicom hands to encode_string and PersonName.encode
-    ascii_codec = codecs[0] in _ASCII_CODECS
-    kinds, append = _KINDS, parts.append
-    # key=int: BaseTag's own ordering is a Python method, slow for a sort's comparisons.
-    for tag in sorted(elements, key=int):
-        elem = elements[tag]
-        if elem.__class__ is not DataElement:
-            raise _Fallback  # raw: pydicom decides whether it may be written as it stands
-        group = tag >> 16
-        element = tag & 0xFFFF
-        if group == 0x0002:
-            if inherited is not None:
-                raise _Fallback
-            continue  # file meta: never part of a DIMSE data set (PS3.7 6.3.1)
-        if element == 0 and group > 6:
-            continue  # retired group lengths, which pydicom does not write (PS3.5 7.2)
-        vr = elem.VR
-        found = kinds.get(vr)
-        if found is None:
-            raise _Fallback
-        kind, arg = found
-        undefined = elem.is_undefined_length
-        if undefined and kind != _SEQUENCE:
-            raise _Fallback
-        value = elem._value  # what the ``value`` property returns, without the call
-        try:
-            if kind == _STRING:  # the usual case: a str is encoded inline
-                data = value.encode(_LATIN_1) if isinstance(value, str) else _string_value(value)
-            elif kind == _TEXT:
-                data = _text_value(value, codec_list, ascii_codec)
-            elif kind == _PERSON_NAME:
-                data = _person_name_value(value, codec_list)
-            elif kind == _NUMBER_STRING:
-                data = _number_string_value(value)
-            elif kind == _BINARY:
-                data = _binary_value(value, arg, tag)
-            elif kind == _TAG:
-                data = _tag_value(value)
-            else:
-                data = _sequence_value(value, implicit, codecs)
-        except _Fallback:
-            raise
-        except Exception:
-            raise _Fallback from None  # pydicom raises (or warns) in its own words
-        if len(data) % 2 and arg.__class__ is bytes:
-            data += arg
-        length = _UNDEFINED if undefined else len(data)
-        if implicit:
-            append(_IMPLICIT_HEADER.pack(group, element, length))
-        elif vr in _LONG_VRS_STR:
-            append(_LONG_HEADER.pack(group, element, _VR_BYTES[vr], 0, length))
-        elif length > 0xFFFF:
-            raise _Fallback  # pydicom rewrites it as UN with a warning (PS3.5 6.2.2)
-        else:
-            append(_SHORT_HEADER.pack(group, element, _VR_BYTES[vr], length))
-        if data:
-            append(data)
-        if undefined:
-            append(_SEQUENCE_END)
-
-
-def _string_value(value: Any) -> bytes:
-    """pydicom's ``write_string`` (AE, AS, CS, DA, DT, TM, UI, UR held as text)."""
-    if value is None:
-        return b""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, _MULTI) and all(isinstance(v, str) for v in value):
-        text = "\\".join(value)
-    else:
-        raise _Fallback  # dates as objects, bytes ...
-    return text.encode(_LATIN_1)
-
-
-def _text_value(value: Any, codecs: list[str], ascii_codec: bool) -> bytes:
-    """pydicom's ``write_text`` (LO, LT, SH, ST, UC, UT) in the data set's character set."""
-    if value is None:
-        return b""
-    if isinstance(value, str):
-        if ascii_codec and value.isascii():
-            return value.encode("ascii")
-        return encode_string(value, codecs)
-    if isinstance(value, _MULTI) and all(isinstance(v, str) for v in value):
-        return b"\\".join(
-            [
-                v.encode("ascii") if ascii_codec and v.isascii() else encode_string(v, codecs)
-                for v in value
-            ]
-        )
-    raise _Fallback
-
-
-def _person_name_value(value: Any, codecs: list[str]) -> bytes:
-    """pydicom's ``write_PN``: each name as ``PersonName.encode`` gives it."""
-    if value is None:
-        return b""
-    if isinstance(value, PersonName):
-        return value.encode(codecs) if value else b""
-    if isinstance(value, _MULTI):
-        if not value:
-            return b""
-        # pydicom takes a one-item list for a single name, and fails on it.
-        if len(value) > 1 and all(isinstance(v, PersonName) for v in value):
-            return b"\\".join([v.encode(codecs) for v in value])
-    raise _Fallback
-
-
-def _number_string_value(value: Any) -> bytes:
-    """pydicom's ``write_number_string`` (IS, DS): the original string where there is one."""
-    if value is None:
-        return b""
-    if isinstance(value, _MULTI):
-        text = "\\".join(
-            v.original_string if hasattr(v, "original_string") else str(v) for v in value
-        )
-    elif isinstance(value, (str, int, float, Decimal)):
-        text = value.original_string if hasattr(value, "original_string") else str(value)
-    else:
-        raise _Fallback
-    return bytes(text, _LATIN_1)
-
-
-def _binary_value(value: Any, code: str, tag: int) -> bytes:
-    """pydicom's ``write_numbers`` (US, UL, SS, SL, FL, FD, SV, UV), little endian."""
-    if value is None or isinstance(value, str):
-        if value:
-            raise _Fallback
-        return b""
-    if isinstance(value, (list, MultiValue)):
-        if code == "h" and tag in _LUT_DESCRIPTOR_TAGS:
-            raise _Fallback  # pydicom writes the first value as US
-        return struct.pack(f"<{len(value)}{code}", *value)
-    if isinstance(value, (int, float)):
-        return struct.pack("<" + code, value)
-    raise _Fallback
-
-
-def _tag_value(value: Any) -> bytes:
-    """pydicom's ``write_ATvalue`` for tags given as numbers: group, then element."""
-    if value is None:
-        return b""
-    if isinstance(value, (list, MultiValue)) and all(isinstance(v, int) for v in value):
-        return b"".join([struct.pack("<HH", v >> 16, v & 0xFFFF) for v in value])
-    if isinstance(value, int) and 0 <= value <= 0xFFFFFFFF:
-        return struct.pack("<HH", value >> 16, value & 0xFFFF)
-    raise _Fallback  # keywords, (group, element) pairs ...
-
-
-def _sequence_value(value: Any, implicit: bool, codecs: tuple[str, ...]) -> bytes:
-    """pydicom's ``write_sequence``: items of defined length unless marked undefined."""
-    if not value:
-        return b""
-    parts: list[bytes] = []
-    for item in value:
-        if not isinstance(item, Dataset):
-            raise _Fallback
-        body: list[bytes] = []
-        _encode_elements(item, implicit, codecs, body)
-        data = b"".join(body)
-        if getattr(item, "is_undefined_length_sequence_item", False):
-            parts += [_ITEM_TAG, b"\xff\xff\xff\xff", data, _ITEM_END]
-        else:
-            parts += [_ITEM_TAG, _UL_LE.pack(len(data)), data]
-    return b"".join(parts)
-
-
-#: A blank Dataset's instance attributes, so that one can be made without ``__init__``'s
-#: dozen ``Dataset.__setattr__`` calls; mutable ones are copied for each new Dataset.
-_BLANK = dict(Dataset().__dict__)
-_MUTABLE_BLANK = [k for k, v in _BLANK.items() if isinstance(v, (dict, list, set))]
-#: Tags as pydicom keys them, made once (a bounded cache): the same few recur in every
-#: identifier, and a dict lookup is cheaper than making a BaseTag.
-_TAGS: dict[int, BaseTag] = {}
-
-
-def _new_dataset(elements: dict[BaseTag, Any], implicit: bool) -> Dataset:
-    """``Dataset(elements)`` as ``decode_dataset`` leaves it when there is no (0008,0005)."""
-    ds = Dataset.__new__(Dataset)
-    state = _BLANK.copy()
-    for key in _MUTABLE_BLANK:
-        state[key] = state[key].copy()
-    state["_dict"] = elements
-    state["_parent_encoding"] = default_encoding
-    # set_original_encoding(implicit, True, default_encoding), without __setattr__.
-    state["_read_implicit"] = implicit
-    state["_read_little"] = True
-    state["_read_charset"] = default_encoding
-    ds.__dict__.update(state)
-    return ds
-
-
-def _decode_flat(raw: bytes, *, implicit: bool) -> Dataset | None:
-    """What ``decode_dataset`` made of little endian ``raw`` with pydicom, or None.
-
-    Every element is left raw (decoded by pydicom when first used), as pydicom leaves it.
-    None for what pydicom reads with care or with a warning: undefined lengths, unknown or
-    switched VRs, values cut short, bytes left over.
-    """
-    end = len(raw)
-    if end >= 6 and implicit == (0x40 < raw[4] < 0x5B and 0x40 < raw[5] < 0x5B):
-        return None  # pydicom's check of the first element's VR found the other encoding
-    elements: dict[BaseTag, Any] = {}
-    offset = 0
-    vr: str | None = None
-    make = tuple.__new__
-    while offset + 8 <= end:
-        if implicit:
-            group, element, length = _IMPLICIT_HEADER.unpack_from(raw, offset)
-            offset += 8
-        else:
-            group, element, vr_bytes, length = _SHORT_HEADER.unpack_from(raw, offset)
-            offset += 8
-            vr = _VR_NAMES.get(vr_bytes)
-            if vr is None:
-                return None
-            if vr in _LONG_VRS_STR:
-                if offset + 4 > end:
-                    return None
-                (length,) = _UL_LE.unpack_from(raw, offset)
-                offset += 4
-        number = group << 16 | element
-        if length == _UNDEFINED or offset + length > end or number == 0xFFFEE00D:
-            return None
-        tag = _TAGS.get(number)
-        if tag is None:
-            tag = BaseTag(number)
-            if len(_TAGS) < 4096:
-                _TAGS[number] = tag
-        value = raw[offset : offset + length] if length else empty_value_for_VR(vr, raw=True)
-        # RawDataElement(tag, vr, length, value, offset, implicit, True), minus the
-        # keyword-argument handling of a NamedTuple's __new__.
-        elements[tag] = make(
-            RawDataElement, (tag, vr, length, value, offset, implicit, True, True, False)
-        )
-        offset += length
-    if offset != end:
-        return None
-    ds = _new_dataset(elements, implicit)
-    if _CHARSET_TAG in elements:
-        # What read_dataset and decode_dataset do with it, in the same order.
-        charset = convert_raw_data_element(elements[_CHARSET_TAG]).value
-        ds.set_original_encoding(implicit, True, convert_encodings(charset))
-        ds.set_original_encoding(implicit, True, ds._character_set)
     return ds
 
 
