@@ -1,11 +1,15 @@
 """The service-provider commands: storescp and qrscp. Both serve until SIGINT or SIGTERM,
-then shut down gracefully (stop accepting, let open associations finish for a few seconds)."""
+then shut down gracefully (stop accepting, let open associations finish for a few seconds).
+With ``--workers N`` the command supervises N worker processes on its port instead
+(``dicomio.apps._workers``); each worker is this same command given ``--worker-fd``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -22,6 +26,12 @@ from dicomio.apps._common import (
 from dicomio.apps._receive import LAYOUTS, Receiver
 from dicomio.apps._server_config import apply_config, identity_verifier, load_config
 from dicomio.apps._syntaxes import UNCOMPRESSED_ACCEPTED, parse_syntax, syntax_list
+from dicomio.apps._workers import (
+    Supervisor,
+    balances_reuse_port,
+    bind_sockets,
+    wait_supervisor_gone,
+)
 from dicomio.apps.archive import Archive, add_archive_contexts, add_storage_contexts
 from dicomio.config import Timeouts
 from dicomio.events import Event
@@ -37,21 +47,64 @@ SHUTDOWN_SECONDS = 5.0
 MAX_OPERATIONS = 16
 
 
-async def _serve_until_signalled(server: Server, what: str) -> None:
+async def _serve_until_signalled(server: Server, what: str, *, worker: bool = False) -> None:
+    """Return on SIGINT or SIGTERM, or for a ``worker``, when its supervisor is gone."""
     host = server.host or "0.0.0.0"
     print(
         f"{what}: listening on {host}:{server.port} as {server.ae.ae_title}",
         file=sys.stderr,
         flush=True,
     )
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            print(
-                f"{what}: {signal.Signals(signum).name}, shutting down",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
+
+    async def orphaned(scope: anyio.CancelScope) -> None:
+        await wait_supervisor_gone()
+        print(f"{what}: the supervisor is gone, shutting down", file=sys.stderr, flush=True)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        if worker:
+            tg.start_soon(orphaned, tg.cancel_scope)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                print(
+                    f"{what}: {signal.Signals(signum).name}, shutting down",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
+        tg.cancel_scope.cancel()
+
+
+def _supervising(args: argparse.Namespace) -> bool:
+    """Whether this run supervises workers (``--workers`` over 1, and not a worker itself)."""
+    return bool(args.workers > 1 and args.worker_fd is None)
+
+
+def _worker_socket(args: argparse.Namespace) -> socket.socket | None:
+    """The listening socket a supervisor handed this worker, if it is one."""
+    return None if args.worker_fd is None else socket.socket(fileno=args.worker_fd)
+
+
+def _name(args: argparse.Namespace, what: str) -> str:
+    return what if args.worker_fd is None else f"{what}[{os.getpid()}]"
+
+
+async def _supervise(args: argparse.Namespace, what: str) -> int:
+    """Bind the port and run ``args.workers`` copies of this command on it until a signal."""
+    command_line = getattr(args, "command_line", None)
+    if command_line is None:
+        raise UsageError("--workers needs the command line (run through dicomio.apps.cli)")
+    sockets = bind_sockets(args.bind, args.port, args.workers)
+    host, port = sockets[0].getsockname()[:2]
+    how = "SO_REUSEPORT" if balances_reuse_port() else "one shared socket"
+    print(
+        f"{what}: listening on {host}:{port} with {args.workers} worker processes ({how})",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The workers run this same command line; given last, these options win over it.
+    argv = [sys.executable, "-m", "dicomio", *command_line, "--workers", "1"]
+    return await Supervisor(what, argv, sockets).run()
 
 
 async def _echo(event: Event) -> int:
@@ -109,14 +162,18 @@ async def run_storescp(args: argparse.Namespace) -> int:
         store_as=args.store_as,
         allow_lossy=args.allow_lossy,
     )
+    if _supervising(args):
+        return await _supervise(args, "storescp")
+    what = _name(args, "storescp")
     async with ae.start_server(
         (args.bind, args.port),
         evt_handlers=[(evt.EVT_C_ECHO, _echo), (evt.EVT_C_STORE, receiver.handler)],
         ssl_context=ssl_context,
         shutdown_timeout=SHUTDOWN_SECONDS,
+        sock=_worker_socket(args),
     ) as server:
-        await _serve_until_signalled(server, "storescp")
-    print(f"storescp: received {receiver.count} instance(s)", file=sys.stderr)
+        await _serve_until_signalled(server, what, worker=args.worker_fd is not None)
+    print(f"{what}: received {receiver.count} instance(s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -171,14 +228,22 @@ async def run_qrscp(args: argparse.Namespace) -> int:
         pn_ignore_case=args.pn_ignore_case,
         store_as=args.store_as,
         allow_lossy=args.allow_lossy,
+        clean_incoming=args.worker_fd is None,
     )
+    # A supervisor opens the index once before any worker does: the schema is created or
+    # migrated, and incoming/ cleaned, while nobody else uses them.
     await archive.open()
+    if _supervising(args):
+        archive.close()
+        return await _supervise(args, "qrscp")
+    what = _name(args, "qrscp")
     try:
         async with ae.start_server(
             (args.bind, args.port),
             evt_handlers=archive.handlers(),
             ssl_context=ssl_context,
             shutdown_timeout=SHUTDOWN_SECONDS,
+            sock=_worker_socket(args),
         ) as server:
             log.info(
                 "archive %s holds %d instance(s); move destinations: %s",
@@ -186,7 +251,7 @@ async def run_qrscp(args: argparse.Namespace) -> int:
                 await archive.count(),
                 ", ".join(destinations) or "none",
             )
-            await _serve_until_signalled(server, "qrscp")
+            await _serve_until_signalled(server, what, worker=args.worker_fd is not None)
     finally:
         archive.close()
     return EXIT_OK

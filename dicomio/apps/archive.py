@@ -358,8 +358,14 @@ class Archive:
         relational: bool = False,
         store_as: str | None = None,
         allow_lossy: bool = False,
+        clean_incoming: bool = True,
     ) -> None:
         self.root = Path(root)
+        #: Delete the partial files a crashed run left in ``incoming/`` when opening. False in
+        #: the worker processes of ``qrscp --workers``: the other workers' transfers in
+        #: progress look just like leftovers, so only their supervisor cleans, before any
+        #: worker starts (a restarted worker's leftovers wait for the next start).
+        self.clean_incoming = clean_incoming
         #: Convert each received instance to this transfer syntax before storing it
         #: (``dicomio.apps._store_as``); the index records the syntax stored.
         self.store_as = store_as
@@ -382,7 +388,8 @@ class Archive:
                 self.files.mkdir(parents=True, exist_ok=True)
                 self.incoming.mkdir(parents=True, exist_ok=True)
                 for stale in self.incoming.glob(".dicomio-*.part"):
-                    stale.unlink(missing_ok=True)
+                    if self.clean_incoming:
+                        stale.unlink(missing_ok=True)
                 conn = sqlite3.connect(
                     self.database, check_same_thread=False, isolation_level=None, timeout=30
                 )
