@@ -72,6 +72,12 @@ async def _serve_until_signalled(server: Server, what: str, *, worker: bool = Fa
                     flush=True,
                 )
                 break
+        if worker:
+            # The same signal may come twice (from the supervisor, and from a service
+            # manager signalling the whole group): the second must not cut the drain
+            # short. The supervisor kills a worker that drains for too long.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         tg.cancel_scope.cancel()
 
 

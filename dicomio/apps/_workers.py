@@ -20,7 +20,8 @@ socket) instead of being reset. It restarts a worker that exits while serving, a
 ``MAX_RESTARTS`` times in ``RESTART_WINDOW`` seconds; past that it stops them all and exits
 with status 1.
 
-Shutdown: SIGTERM or SIGINT to the supervisor is forwarded, once, as SIGTERM to each worker,
+Shutdown: SIGTERM or SIGINT to the supervisor is forwarded, once, as SIGTERM to each worker
+(later signals are ignored by both: a service manager may signal every process of the group),
 and each worker drains as a single server does (stops accepting, lets open associations
 finish for a few seconds, then aborts the rest). The supervisor closes its copies of the
 sockets at once, exits when every worker has, and kills a worker still running
@@ -140,10 +141,8 @@ class Supervisor:
     def stop(self) -> None:
         """Ask every worker to drain and exit (SIGTERM); kill stragglers after KILL_AFTER."""
         if self.stopping:
-            # A second signal: the workers' SIGTERM handlers are gone by now, so this one
-            # ends them at once, as a second Ctrl-C ends a single server.
-            for proc in list(self.processes.values()):
-                _signal(proc, signal.SIGTERM)
+            # A repeat (GNU timeout and systemd signal the whole group, the supervisor too)
+            # changes nothing: the workers are draining, and KILL_AFTER bounds it.
             return
         self.stopping = True
         # The workers hold their own copies; what is queued when they stop accepting is
