@@ -13,7 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,9 +80,9 @@ class Supervisor:
         )
         return {int(p) for p in found.stdout.split()}
 
-    def wait_for(self, condition: object, timeout: float = 30.0) -> None:
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        while not condition():  # type: ignore[operator]
+        while not condition():
             if time.monotonic() > deadline:
                 raise AssertionError(f"condition not met in {timeout} s: {self.output()}")
             if self.proc.poll() is not None:
