@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
 from dicomio import AE
+from dicomio.apps import _workers
 from dicomio.apps._workers import bind_sockets
 from tests.conftest import DCMTK_ENV, LOOPBACK, free_port, require_dcmtk, stop, wait_for_port
 from tests.corpus import Corpus
@@ -292,12 +293,69 @@ async def test_sigterm_lets_an_open_association_finish(
         supervisor.proc.send_signal(signal.SIGTERM)
         # Both workers have stopped accepting: a new association is refused...
         supervisor.wait_for(lambda: supervisor.output().count("SIGTERM, shutting down") == 2)
+        # A service manager signals every process of the group: a worker's second SIGTERM
+        # must not cut its drain short.
+        for pid in supervisor.workers():
+            os.kill(pid, signal.SIGTERM)
         assert echo(supervisor.port).returncode != 0
         # ...but the open one still works, and is let release.
         status = await assoc.send_c_store(mr.path)
         assert status.Status == 0x0000
     assert supervisor.proc.wait(timeout=30) == 0, supervisor.output()
     assert sorted(uid for uid, _ in supervisor.index()) == sorted([ct.sop_uid, mr.sop_uid])
+
+
+@pytest.mark.interop
+def test_workers_leave_when_their_supervisor_is_killed(supervisor: Supervisor) -> None:
+    workers = supervisor.workers()
+    supervisor.proc.kill()
+    supervisor.proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, supervisor.output()
+        time.sleep(0.05)
+    assert supervisor.output().count("the supervisor is gone, shutting down") == 2
+
+
+@pytest.mark.interop
+def test_storescp_with_two_workers(corpus: Corpus, tmp_path: Path) -> None:
+    tools = require_dcmtk("storescu")
+    port = free_port()
+    out = tmp_path / "out"
+    log = tmp_path / "storescp.log"
+    argv = dicomio("storescp", str(port), "--bind", LOOPBACK, "-od", str(out), "--workers", "2")
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=DCMTK_ENV)
+    try:
+        wait_for_port(port, proc, timeout=30)
+        files = [i.path for i in corpus.instances if i.transfer_syntax != RLE]
+        for k in range(4):
+            result = run(
+                [
+                    tools["storescu"],
+                    "-aec",
+                    "STORESCP",
+                    LOOPBACK,
+                    str(port),
+                    *map(str, files[k::4]),
+                ]
+            )
+            assert result.returncode == 0, text(result)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    got = sorted(str(dcmread(p).SOPInstanceUID) for p in out.glob("*.dcm"))
+    assert got == sorted(i.sop_uid for i in corpus.instances if i.transfer_syntax != RLE)
+    received = [line for line in log.read_text().splitlines() if "received" in line]
+    assert len(received) == 2, log.read_text()
+
+
+def test_restarts_are_bounded() -> None:
+    running = _workers.Supervisor("qrscp", [], [])
+    assert all(running._may_restart() for _ in range(_workers.MAX_RESTARTS))
+    assert not running._may_restart()
 
 
 def test_without_reuse_port_the_workers_share_one_socket() -> None:
