@@ -83,16 +83,22 @@ async def _serve_until_signalled(server: Server, what: str, *, worker: bool = Fa
 
 def _supervising(args: argparse.Namespace) -> bool:
     """Whether this run supervises workers (``--workers`` over 1, and not a worker itself)."""
-    return bool(args.workers > 1 and args.worker_fd is None)
+    return bool(args.workers > 1 and _worker_fd(args) is None)
+
+
+def _worker_fd(args: argparse.Namespace) -> int | None:
+    fd: int | None = getattr(args, "worker_fd", None)
+    return fd
 
 
 def _worker_socket(args: argparse.Namespace) -> socket.socket | None:
     """The listening socket a supervisor handed this worker, if it is one."""
-    return None if args.worker_fd is None else socket.socket(fileno=args.worker_fd)
+    fd = _worker_fd(args)
+    return None if fd is None else socket.socket(fileno=fd)
 
 
 def _name(args: argparse.Namespace, what: str) -> str:
-    return what if args.worker_fd is None else f"{what}[{os.getpid()}]"
+    return what if _worker_fd(args) is None else f"{what}[{os.getpid()}]"
 
 
 async def _supervise(args: argparse.Namespace, what: str) -> int:
@@ -178,7 +184,7 @@ async def run_storescp(args: argparse.Namespace) -> int:
         shutdown_timeout=SHUTDOWN_SECONDS,
         sock=_worker_socket(args),
     ) as server:
-        await _serve_until_signalled(server, what, worker=args.worker_fd is not None)
+        await _serve_until_signalled(server, what, worker=_worker_fd(args) is not None)
     print(f"{what}: received {receiver.count} instance(s)", file=sys.stderr)
     return EXIT_OK
 
@@ -234,7 +240,7 @@ async def run_qrscp(args: argparse.Namespace) -> int:
         pn_ignore_case=args.pn_ignore_case,
         store_as=args.store_as,
         allow_lossy=args.allow_lossy,
-        clean_incoming=args.worker_fd is None,
+        clean_incoming=_worker_fd(args) is None,
     )
     # A supervisor opens the index once before any worker does: the schema is created or
     # migrated, and incoming/ cleaned, while nobody else uses them.
@@ -257,7 +263,7 @@ async def run_qrscp(args: argparse.Namespace) -> int:
                 await archive.count(),
                 ", ".join(destinations) or "none",
             )
-            await _serve_until_signalled(server, what, worker=args.worker_fd is not None)
+            await _serve_until_signalled(server, what, worker=_worker_fd(args) is not None)
     finally:
         archive.close()
     return EXIT_OK
