@@ -412,6 +412,7 @@ class AE(TimeoutAttributes):
         shutdown_timeout: float = 10.0,
         ae_title: str | None = None,
         contexts: Sequence[PresentationContext] | None = None,
+        sock: socket.socket | None = None,
     ) -> Server:
         """A server accepting associations on ``address``; use as ``async with ... as server``.
 
@@ -419,7 +420,9 @@ class AE(TimeoutAttributes):
         one drops connections when many clients arrive at once (pynetdicom's 5 fails from
         about 50 simultaneous clients). ``ae_title`` and ``contexts`` (pynetdicom's names)
         give this server its own AE title and supported contexts instead of the AE's, so
-        that one AE can serve several titles.
+        that one AE can serve several titles. ``sock`` is a listening socket made elsewhere
+        (one inherited by a worker process, ``dicomio qrscp --workers``) to serve instead of
+        binding ``address``; the server takes it over and closes it when it stops accepting.
         """
         from dicomio.server import Server
 
@@ -432,6 +435,7 @@ class AE(TimeoutAttributes):
             shutdown_timeout=shutdown_timeout,
             ae_title=ae_title,
             contexts=None if contexts is None else _supported(contexts),
+            sock=sock,
         )
 
 

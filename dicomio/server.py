@@ -113,8 +113,12 @@ class Server:
         shutdown_timeout: float,
         ae_title: str | None = None,
         contexts: Sequence[PresentationContext] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.ae = ae
+        #: A listening socket made elsewhere (a worker process's inherited one), served
+        #: instead of binding ``address``; the server closes it when it stops accepting.
+        self._sock = sock
         #: This server's AE title and supported contexts; None means the AE's, read when
         #: each association is negotiated.
         self.ae_title = ae_title
@@ -143,14 +147,20 @@ class Server:
         return self.ae_title or self.ae.ae_title
 
     async def __aenter__(self) -> Server:
-        listener = await anyio.create_tcp_listener(
-            local_host=self.host, local_port=self.requested_port, backlog=self.backlog
-        )
-        self._listener = listener
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        listener: anyio.abc.Listener[Any] | None = None
+        if self._sock is None:
+            listener = await anyio.create_tcp_listener(
+                local_host=self.host, local_port=self.requested_port, backlog=self.backlog
+            )
+            self._listener = listener
+            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            sockets = _listening_sockets(listener)
+        else:
+            self.port = int(self._sock.getsockname()[1])
+            sockets = [self._sock]
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._accept_loop, listener)
+        self._tg.start_soon(self._accept_loop, sockets, listener)
         return self
 
     async def __aexit__(
@@ -187,10 +197,11 @@ class Server:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _accept_loop(self, listener: anyio.abc.Listener[Any]) -> None:
+    async def _accept_loop(
+        self, sockets: list[socket.socket], listener: anyio.abc.Listener[Any] | None
+    ) -> None:
         try:
             with self._accept_scope:
-                sockets = _listening_sockets(listener)
                 if len(sockets) == 1:
                     await self._accept_from(sockets[0])
                 else:  # e.g. "localhost": one socket per address family
@@ -198,7 +209,10 @@ class Server:
                         for sock in sockets:
                             tg.start_soon(self._accept_from, sock)
         finally:
-            await anyio.aclose_forcefully(listener)
+            if listener is not None:
+                await anyio.aclose_forcefully(listener)
+            else:
+                sockets[0].close()
 
     async def _accept_from(self, listening: socket.socket) -> None:
         """Accept connections on one listening socket until cancelled.

@@ -53,8 +53,10 @@ def setup_logging(args: argparse.Namespace) -> None:
         level = logging.DEBUG
     elif getattr(args, "verbose", False):
         level = logging.INFO
+    # The workers of --workers share the supervisor's stderr: each line says whose it is.
+    who = "[%(process)d] " if getattr(args, "worker_fd", None) is not None else ""
     logging.basicConfig(
-        level=level, format="%(levelname).1s: %(message)s", stream=sys.stderr, force=True
+        level=level, format=f"%(levelname).1s: {who}%(message)s", stream=sys.stderr, force=True
     )
 
 

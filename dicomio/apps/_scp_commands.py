@@ -1,11 +1,15 @@
 """The service-provider commands: storescp and qrscp. Both serve until SIGINT or SIGTERM,
-then shut down gracefully (stop accepting, let open associations finish for a few seconds)."""
+then shut down gracefully (stop accepting, let open associations finish for a few seconds).
+With ``--workers N`` the command supervises N worker processes on its port instead
+(``dicomio.apps._workers``); each worker is this same command given ``--worker-fd``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +27,12 @@ from dicomio.apps._common import (
 from dicomio.apps._receive import LAYOUTS, Receiver
 from dicomio.apps._server_config import apply_config, identity_verifier, load_config
 from dicomio.apps._syntaxes import UNCOMPRESSED_ACCEPTED, parse_syntax, syntax_list
+from dicomio.apps._workers import (
+    Supervisor,
+    balances_reuse_port,
+    bind_sockets,
+    wait_supervisor_gone,
+)
 from dicomio.apps.archive import Archive, add_archive_contexts, add_storage_contexts
 from dicomio.apps.index._base import SchemaTooNew
 from dicomio.config import Timeouts
@@ -39,21 +49,76 @@ SHUTDOWN_SECONDS = 5.0
 MAX_OPERATIONS = 16
 
 
-async def _serve_until_signalled(server: Server, what: str) -> None:
+async def _serve_until_signalled(server: Server, what: str, *, worker: bool = False) -> None:
+    """Return on SIGINT or SIGTERM, or for a ``worker``, when its supervisor is gone."""
     host = server.host or "0.0.0.0"
     print(
         f"{what}: listening on {host}:{server.port} as {server.ae.ae_title}",
         file=sys.stderr,
         flush=True,
     )
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            print(
-                f"{what}: {signal.Signals(signum).name}, shutting down",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
+
+    async def orphaned(scope: anyio.CancelScope) -> None:
+        await wait_supervisor_gone()
+        print(f"{what}: the supervisor is gone, shutting down", file=sys.stderr, flush=True)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        if worker:
+            tg.start_soon(orphaned, tg.cancel_scope)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                print(
+                    f"{what}: {signal.Signals(signum).name}, shutting down",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
+        if worker:
+            # The same signal may come twice (from the supervisor, and from a service
+            # manager signalling the whole group): the second must not cut the drain
+            # short. The supervisor kills a worker that drains for too long.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        tg.cancel_scope.cancel()
+
+
+def _supervising(args: argparse.Namespace) -> bool:
+    """Whether this run supervises workers (``--workers`` over 1, and not a worker itself)."""
+    return bool(args.workers > 1 and _worker_fd(args) is None)
+
+
+def _worker_fd(args: argparse.Namespace) -> int | None:
+    fd: int | None = getattr(args, "worker_fd", None)
+    return fd
+
+
+def _worker_socket(args: argparse.Namespace) -> socket.socket | None:
+    """The listening socket a supervisor handed this worker, if it is one."""
+    fd = _worker_fd(args)
+    return None if fd is None else socket.socket(fileno=fd)
+
+
+def _name(args: argparse.Namespace, what: str) -> str:
+    return what if _worker_fd(args) is None else f"{what}[{os.getpid()}]"
+
+
+async def _supervise(args: argparse.Namespace, what: str) -> int:
+    """Bind the port and run ``args.workers`` copies of this command on it until a signal."""
+    command_line = getattr(args, "command_line", None)
+    if command_line is None:
+        raise UsageError("--workers needs the command line (run through dicomio.apps.cli)")
+    sockets = bind_sockets(args.bind, args.port, args.workers)
+    host, port = sockets[0].getsockname()[:2]
+    how = "SO_REUSEPORT" if balances_reuse_port() else "one shared socket"
+    print(
+        f"{what}: listening on {host}:{port} with {args.workers} worker processes ({how})",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The workers run this same command line; given last, these options win over it.
+    argv = [sys.executable, "-m", "dicomio", *command_line, "--workers", "1"]
+    return await Supervisor(what, argv, sockets).run()
 
 
 async def _echo(event: Event) -> int:
@@ -111,14 +176,18 @@ async def run_storescp(args: argparse.Namespace) -> int:
         store_as=args.store_as,
         allow_lossy=args.allow_lossy,
     )
+    if _supervising(args):
+        return await _supervise(args, "storescp")
+    what = _name(args, "storescp")
     async with ae.start_server(
         (args.bind, args.port),
         evt_handlers=[(evt.EVT_C_ECHO, _echo), (evt.EVT_C_STORE, receiver.handler)],
         ssl_context=ssl_context,
         shutdown_timeout=SHUTDOWN_SECONDS,
+        sock=_worker_socket(args),
     ) as server:
-        await _serve_until_signalled(server, "storescp")
-    print(f"storescp: received {receiver.count} instance(s)", file=sys.stderr)
+        await _serve_until_signalled(server, what, worker=_worker_fd(args) is not None)
+    print(f"{what}: received {receiver.count} instance(s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -175,21 +244,29 @@ async def run_qrscp(args: argparse.Namespace) -> int:
             pn_ignore_case=args.pn_ignore_case,
             store_as=args.store_as,
             allow_lossy=args.allow_lossy,
+            clean_incoming=_worker_fd(args) is None,
         )
     except (ValueError, ImportError) as exc:
         raise UsageError(f"--db: {exc}") from exc
+    # A supervisor opens the index once before any worker does: the schema is created or
+    # migrated, and incoming/ cleaned, while nobody else uses them.
     cannot_open: tuple[type[Exception], ...] = (*archive.index.errors, SchemaTooNew)
     try:
         await archive.open()
     except cannot_open as exc:
         log.error("cannot open the index %s: %s", archive.index.location, exc)
         return EXIT_CONNECTION
+    if _supervising(args):
+        archive.close()
+        return await _supervise(args, "qrscp")
+    what = _name(args, "qrscp")
     try:
         async with ae.start_server(
             (args.bind, args.port),
             evt_handlers=archive.handlers(),
             ssl_context=ssl_context,
             shutdown_timeout=SHUTDOWN_SECONDS,
+            sock=_worker_socket(args),
         ) as server:
             log.info(
                 "archive %s holds %d instance(s); move destinations: %s",
@@ -197,7 +274,7 @@ async def run_qrscp(args: argparse.Namespace) -> int:
                 await archive.count(),
                 ", ".join(destinations) or "none",
             )
-            await _serve_until_signalled(server, "qrscp")
+            await _serve_until_signalled(server, what, worker=_worker_fd(args) is not None)
     finally:
         archive.close()
     return EXIT_OK

@@ -67,6 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dimse_timeout", "dimse_timeout", "float", 60.0, minimum=0),
     Setting("network_timeout", "network_timeout", "float", None, minimum=0),
     Setting("max_associations", "max_associations", "int", 1000, minimum=1),
+    Setting("workers", "workers", "int", 1, minimum=1),
     Setting("max_associations_per_ae", "max_associations_per_ae", "int", None, minimum=1),
     Setting("require_called_aet", "require_called_aet", "bool", False),
     Setting("require_calling_aet", "require_calling_aet", "list", ()),

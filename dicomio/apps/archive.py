@@ -170,8 +170,14 @@ class Archive:
         relational: bool = False,
         store_as: str | None = None,
         allow_lossy: bool = False,
+        clean_incoming: bool = True,
     ) -> None:
         self.root = Path(root)
+        #: Delete the partial files a crashed run left in ``incoming/`` when opening. False in
+        #: the worker processes of ``qrscp --workers``: the other workers' transfers in
+        #: progress look just like leftovers, so only their supervisor cleans, before any
+        #: worker starts (a restarted worker's leftovers wait for the next start).
+        self.clean_incoming = clean_incoming
         #: Convert each received instance to this transfer syntax before storing it
         #: (``dicomio.apps._store_as``); the index records the syntax stored.
         self.store_as = store_as
@@ -188,13 +194,16 @@ class Archive:
     def _open_sync(self) -> None:
         self.files.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
-        cutoff = time.time() - STALE_PART_SECONDS
-        for stale in self.incoming.glob(".dicomio-*.part"):
-            try:
-                if stale.stat().st_mtime < cutoff:
-                    stale.unlink()
-            except FileNotFoundError:
-                pass  # finished meanwhile, by whichever process was receiving it
+        if self.clean_incoming:
+            # Only part files nobody has written to for an hour: another process (a worker,
+            # another machine on a shared store) may be receiving into the others.
+            cutoff = time.time() - STALE_PART_SECONDS
+            for stale in self.incoming.glob(".dicomio-*.part"):
+                try:
+                    if stale.stat().st_mtime < cutoff:
+                        stale.unlink()
+                except FileNotFoundError:
+                    pass  # finished meanwhile, by whichever process was receiving it
         self.index.open()
 
     async def open(self) -> Archive:

@@ -225,6 +225,15 @@ def _server(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="the largest PDU we receive (default 262144; 0: no limit)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve from N processes sharing the port, each with its own event loop"
+        " (default 1); the limits below then apply to each (docs/archive.md)",
+    )
+    # Internal: the listening socket a --workers supervisor hands to each worker.
+    parser.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
     group = parser.add_argument_group("access control (see docs/security.md)")
     group.add_argument(
         "--require-called-aet",
@@ -493,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``dicomio`` command; returns its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What a --workers supervisor runs again in each worker.
+    args.command_line = list(sys.argv[1:] if argv is None else argv)
     setup_logging(args)
     # A dicomio command is the whole process: keep freed buffers for the next instance.
     tune_allocator()
