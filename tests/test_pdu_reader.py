@@ -402,22 +402,25 @@ def _time_one_byte_feeds(size: int) -> float:
     )
     chunks = byte_at_a_time(stream)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         reader = PDUReader(0)
-        start = time.perf_counter()
+        # CPU time of this process: other work on a shared machine barely moves it, where
+        # wall time swung by 10x under load (a ratio of 11.6 failed CI once).
+        start = time.process_time()
         for chunk in chunks:
             reader.feed(chunk)
             reader.next_pdu()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
 def test_one_byte_feeds_are_linear() -> None:
     # One large PDU fed a byte at a time: four times the bytes must cost about four times
-    # the time (quadratic buffering would cost sixteen). Best of three for stable timing.
+    # the time (quadratic buffering would cost sixteen). Best of five, in CPU time: this
+    # checks the growth's order, not a speed, and leaves room for a noisy machine.
     small = _time_one_byte_feeds(50_000)
     large = _time_one_byte_feeds(200_000)
-    assert large / small < 8
+    assert large / small < 10
 
 
 # ---------------------------------------------------------------------------------------
