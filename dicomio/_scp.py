@@ -320,6 +320,8 @@ class ServiceProviderMixin:
         #: Message IDs of running requests a C-CANCEL has asked to stop (Event.is_cancelled).
         self._cancel_requested: set[int] = set()
         self._task_group: anyio.abc.TaskGroup | None = None
+        #: Request tasks started in the task group and not yet finished (or never started).
+        self._request_tasks = 0
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
@@ -363,7 +365,10 @@ class ServiceProviderMixin:
                     if idle.cancelled_caught and not self._running and not self._incoming:
                         self.log.info("network timeout: no traffic for %s s", network)
                         await self.abort(2, 0)
-                tg.cancel_scope.cancel()
+                if self._request_tasks:
+                    # Cancelling with nothing to cancel is not free (anyio formats the task's
+                    # repr and delivers the cancellation over loop turns): only when needed.
+                    tg.cancel_scope.cancel()
         finally:
             self._task_group = None
             self._background_reader = False
@@ -407,7 +412,14 @@ class ServiceProviderMixin:
                 # C-FIND/C-GET/C-MOVE keep their task: a C-CANCEL must be read meanwhile.
                 self._inline.append((context_id, command, data))
                 continue
-            tg.start_soon(self._handle_request, context_id, command, data)
+            self._request_tasks += 1
+            tg.start_soon(self._request_task, context_id, command, data)
+
+    async def _request_task(self, context_id: int, command: Any, data: Any) -> None:
+        try:
+            await self._handle_request(context_id, command, data)
+        finally:
+            self._request_tasks -= 1
 
     async def _answer_echoes(self) -> None:
         """The default C-ECHO answers (PS3.7 9.1.5: Success) to every echo read so far.
