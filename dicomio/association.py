@@ -945,8 +945,12 @@ class Association(
         if self._transport_closed:
             return
         self._transport_closed = True
-        with anyio.CancelScope(shield=True):
-            await anyio.aclose_forcefully(self._stream)
+        stream = self._stream
+        if type(stream) is _transport.AsyncioSocketStream:
+            stream.close_nowait()
+        else:
+            with anyio.CancelScope(shield=True):
+                await anyio.aclose_forcefully(stream)
         self._close_streams()
         if self._failure is None:
             self._fail(errors.ConnectionClosed("the connection is closed"))

@@ -18,6 +18,7 @@ Association acceptance follows PS3.8 7.1.1.7 and Table 9-21 for rejections.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import inspect
@@ -225,6 +226,35 @@ class Server:
         task_group = self._tg
         batch = max(1, self.backlog)
         listening.setblocking(False)
+        # On asyncio the socket stays registered with the selector while this runs, and a
+        # wait is one future: anyio.wait_readable registers and unregisters it every time
+        # (two epoll_ctl calls per connection when they come one at a time).
+        loop = _transport.running_asyncio_loop()
+        ready: list[asyncio.Future[None]] = []
+
+        def on_readable() -> None:
+            if ready:
+                _transport.set_if_pending(ready[0])
+
+        if loop is not None:
+            try:
+                loop.add_reader(listening.fileno(), on_readable)
+            except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+                loop = None
+        try:
+            await self._accept_batches(listening, task_group, batch, loop, ready)
+        finally:
+            if loop is not None:
+                loop.remove_reader(listening.fileno())
+
+    async def _accept_batches(
+        self,
+        listening: socket.socket,
+        task_group: anyio.abc.TaskGroup,
+        batch: int,
+        loop: asyncio.AbstractEventLoop | None,
+        ready: list[asyncio.Future[None]],
+    ) -> None:
         while True:
             taken = 0
             while taken < batch:
@@ -244,8 +274,14 @@ class Server:
                 task_group.start_soon(self._serve_socket, sock, address)
             if taken == batch:
                 await anyio.lowlevel.checkpoint()
-            else:
+            elif loop is None:
                 await anyio.wait_readable(listening)
+            else:
+                ready[:] = [loop.create_future()]
+                try:
+                    await ready[0]
+                finally:
+                    ready.clear()
 
     async def _serve_socket(self, sock: socket.socket, address: Any) -> None:
         """One accepted connection's task: wrap the socket in a stream, then serve it."""
