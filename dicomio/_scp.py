@@ -63,7 +63,6 @@ from dicomio.dimse import (
     encode_command,
 )
 from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
-from dicomio.dimse.fragment import message_id_template
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -86,7 +85,6 @@ if TYPE_CHECKING:
     from dicomio.association import Association
     from dicomio.config import Timeouts
     from dicomio.presentation import PresentationContext
-    from dicomio.ul import ULConnection
 
 __all__ = ["ServiceProviderMixin", "stream_to_disk"]
 
@@ -294,11 +292,7 @@ class ServiceProviderMixin:
         _reader_busy: bool
         _incoming: deque[tuple[int, Any, Any]]
         _read_lock: Gate
-        _send_lock: Gate
         _receivers: weakref.WeakSet[IncomingRequests]
-        _ul: ULConnection
-        _now: Callable[[], float]
-        remote_max_pdu: int
         async_ops_window: tuple[int, int]
 
         def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
@@ -331,8 +325,6 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
-        #: (context ID, SOP class UID) -> the default C-ECHO-RSP's template, or None.
-        self._echo_templates: dict[tuple[int, str], tuple[bytes, bytes] | None] = {}
         self._inline: deque[tuple[int, Any, Any]] = deque()
 
     # -- reader loop (acceptor) ---------------------------------------------------------------
@@ -440,46 +432,14 @@ class ServiceProviderMixin:
             if self._context(context_id) is None:
                 await self._handle_request(context_id, command, None)  # the usual abort path
                 return
-            debug = self.log.isEnabledFor(logging.DEBUG)
-            if not debug and self._echo_answered(context_id, command):
-                continue
             response = _echo_response(command, SUCCESS)
-            if debug:
+            if self.log.isEnabledFor(logging.DEBUG):
                 from dicomio.association import summary  # a cycle at import time
 
                 self.log.debug("sending %s ctx=%d", summary(response), context_id)
             self._send_nowait(context_id, response)
         with contextlib.suppress(errors.DicomioError):
             await self._flush()
-
-    def _echo_answered(self, context_id: int, command: CEchoRQ) -> bool:
-        """Queue the default C-ECHO-RSP from a command set template; False if it cannot.
-
-        ``_send_nowait`` for the same response, without building and encoding it: the
-        answers on one context differ only in the message ID. Not taken (False) while
-        another message is being sent: ``_send_nowait`` defers it then.
-        """
-        if self._failure is not None or self._transport_closed or self._send_lock.locked():
-            return False
-        key = (context_id, command.affected_sop_class_uid)
-        if key in self._echo_templates:
-            template = self._echo_templates[key]
-        else:
-            template = message_id_template(
-                context_id,
-                _echo_response(command, SUCCESS),
-                self.remote_max_pdu,
-                "message_id_being_responded_to",
-            )
-            if len(self._echo_templates) < 16:  # a peer varying the UID gets no more
-                self._echo_templates[key] = template
-        if template is None:
-            return False
-        head, tail = template
-        self._ul.send_pdata_parts(
-            [head + command.message_id.to_bytes(2, "little") + tail], now=self._now()
-        )
-        return True
 
     async def _run_incoming_inline(self) -> None:
         while self._incoming:
