@@ -106,18 +106,19 @@ class RetrieveProviderMixin:
                 identifier.FailedSOPInstanceUIDList = failed_uids
             await self._respond(context, response(status, final=True), identifier)
 
+        def bare(status: int, **fields: Any) -> Any:
+            """A final response that ends the operation before any sub-operation."""
+            return rsp_class(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                status=status,
+                has_dataset=False,
+                **fields,
+            )
+
         found = self._handler(EVT_C_MOVE if is_move else EVT_C_GET)
         if found is None:
-            await self._respond(
-                context,
-                rsp_class(
-                    message_id_being_responded_to=command.message_id,
-                    affected_sop_class_uid=command.affected_sop_class_uid,
-                    status=C_FAILURE,
-                    has_dataset=False,
-                    error_comment="no handler",
-                ),
-            )
+            await self._respond(context, bare(C_FAILURE, error_comment="no handler"))
             return
         try:
             with anyio.CancelScope() as scope:
@@ -140,15 +141,7 @@ class RetrieveProviderMixin:
                             self.log.warning(
                                 "unknown move destination %r", command.move_destination
                             )
-                            await self._respond(
-                                context,
-                                rsp_class(
-                                    message_id_being_responded_to=command.message_id,
-                                    affected_sop_class_uid=command.affected_sop_class_uid,
-                                    status=MOVE_DESTINATION_UNKNOWN,
-                                    has_dataset=False,
-                                ),
-                            )
+                            await self._respond(context, bare(MOVE_DESTINATION_UNKNOWN))
                             return
                     if isinstance(first, tuple) and first and isinstance(first[0], int):
                         # A handler that cannot start (bad identifier, out of resources)
