@@ -46,6 +46,8 @@ _pool: RunVar[_Pool] = RunVar("dicomio_codec_pool")
 START_TIMEOUT = 60.0
 #: The longest answer line a worker may send (an error message with its cause).
 _MAX_ANSWER = 1 << 16
+#: How long a worker whose output closed before READY gets to exit on its own.
+_EXIT_GRACE = 5.0
 #: A worker idle this long is stopped when the pool is next used: a server that converted a
 #: batch an hour ago does not keep one process per CPU for ever.
 IDLE_TIMEOUT = 300.0
@@ -73,8 +75,9 @@ class _Worker:
 
     async def kill(self) -> None:
         with anyio.CancelScope(shield=True):
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+            if self.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
             await self.process.aclose()
 
 
@@ -119,6 +122,12 @@ class _Pool:
             await worker.ready()
         except BaseException as exc:
             self.processes.discard(process)
+            if isinstance(exc, (anyio.EndOfStream, anyio.IncompleteRead)):
+                # Its output closed: it is exiting. Wait for that first, because killing
+                # it now races the event loop's own wait for it (Popen.send_signal polls,
+                # and may reap the child first, leaving asyncio to report exit status 255).
+                with anyio.move_on_after(_EXIT_GRACE, shield=True):
+                    await process.wait()
             await worker.kill()
             if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
                 # It died importing its codecs (anyio's EndOfStream or IncompleteRead), said
