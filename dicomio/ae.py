@@ -90,6 +90,9 @@ class AE(TimeoutAttributes):
         self.maximum_associations = 1000
         self.maximum_associations_per_ae: int | None = None
         self.accept_any_storage = False
+        #: The transfer syntaxes ``accept_any_storage`` accepts, in the usual order rules;
+        #: None takes the requestor's first choice, whatever it is.
+        self.any_storage_syntaxes: Sequence[str] | None = None
         #: As acceptor, pick each context's transfer syntax in the order of our supported
         #: contexts' lists (the first of ours that was proposed), not the requestor's order.
         self.prefer_own_syntax_order = False

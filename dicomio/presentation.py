@@ -306,6 +306,7 @@ def negotiate_as_acceptor(
     role_requests: Sequence[RoleSelection] = (),
     *,
     accept_any_storage: bool = False,
+    any_storage_syntaxes: Sequence[str] | None = None,
     acceptor_order: bool = False,
 ) -> tuple[list[PresentationContextAC], list[RoleSelection], tuple[PresentationContext, ...]]:
     """Answer an A-ASSOCIATE-RQ's presentation contexts and role selections.
@@ -327,7 +328,9 @@ def negotiate_as_acceptor(
     SCP keeps the bytes as sent, compressed or not), an abstract syntax that ``supported``
     lacks if it is a Storage SOP class or a UID pydicom does not know (a private or newer SOP class, in practice nearly always a storage class). Known
     non-storage classes such as Q/R or worklist models are still refused: a storage SCP has no
-    handler for them. Such contexts get the default roles.
+    handler for them. Such contexts get the default roles. ``any_storage_syntaxes`` limits
+    them to those transfer syntaxes (chosen as for a supported context), so that a server
+    told to accept only some syntaxes accepts no others for a class it does not know.
 
     Raises ``RemoteProtocolError`` if context IDs are not odd, 1-255, or are repeated.
     """
@@ -355,9 +358,14 @@ def negotiate_as_acceptor(
             and (is_storage(rq.abstract_syntax) or not is_known(rq.abstract_syntax))
         ):
             # A storage SCP keeps the bytes as they were sent, so it can take any transfer
-            # syntax: the requestor's first choice, compressed or not.
+            # syntax: the requestor's first choice, compressed or not, unless limited.
             ours = PresentationContext(
-                abstract_syntax=rq.abstract_syntax, transfer_syntaxes=rq.transfer_syntaxes[:1]
+                abstract_syntax=rq.abstract_syntax,
+                transfer_syntaxes=(
+                    rq.transfer_syntaxes[:1]
+                    if any_storage_syntaxes is None
+                    else [UID(ts) for ts in any_storage_syntaxes]
+                ),
             )
         agreed: UID | None = None
         if ours is None:

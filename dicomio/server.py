@@ -469,6 +469,7 @@ class Server:
             ae.supported_contexts if self.contexts is None else self.contexts,
             role_requests,
             accept_any_storage=ae.accept_any_storage,
+            any_storage_syntaxes=ae.any_storage_syntaxes,
             acceptor_order=ae.prefer_own_syntax_order,
         )
         replies.extend(role_replies)

@@ -243,6 +243,36 @@ def test_storescp_accept_list_is_the_acceptors_preference(tmp_path: Path) -> Non
     assert np.array_equal(received_pixels(got), pydicom.dcmread(ct).pixel_array)
 
 
+def test_storescp_accept_list_holds_for_unknown_storage_classes(tmp_path: Path) -> None:
+    """A private SOP class, which storescp accepts though it knows no such class, is held to
+    ``--accept`` like the rest: offered JPEG alone it is refused, offered beside Explicit VR
+    it gets Explicit VR."""
+    import anyio
+
+    from dicomio import AE
+
+    private = "1.2.826.0.1.3680043.9.9999.1.1"
+    jpeg = "1.2.840.10008.1.2.4.50"
+
+    async def negotiate(port: int) -> tuple[list[str | None], list[int]]:
+        ae = AE("CLIENT")
+        ae.add_requested_context(private, [jpeg])
+        ae.add_requested_context(private, [jpeg, EXPLICIT])
+        with anyio.fail_after(30):
+            async with ae.associate(LOOPBACK, port, ae_title="STORESCP") as assoc:
+                return (
+                    [cx.transfer_syntax for cx in assoc.accepted_contexts],
+                    [cx.context_id for cx in assoc.rejected_contexts],
+                )
+
+    with dicomio_server(
+        tmp_path, "storescp", "-od", str(tmp_path / "rx"), "--accept", "explicit"
+    ) as server:
+        accepted, rejected = anyio.run(negotiate, server.port)
+    assert accepted == [EXPLICIT]
+    assert rejected == [1]
+
+
 def test_storescp_store_as_and_its_failure(tmp_path: Path) -> None:
     """--store-as jpeg-ls-lossless files a JPEG-LS instance; --store-as j2k (lossy, not
     allowed) refuses with 0xC000 and an Error Comment, and leaves nothing on disk."""

@@ -251,6 +251,30 @@ def test_accept_any_storage_leaves_supported_syntaxes_alone() -> None:
     assert items[0].result == NO_TRANSFER
 
 
+@pytest.mark.parametrize("acceptor_order", [False, True])
+def test_accept_any_storage_within_given_syntaxes(acceptor_order: bool) -> None:
+    """A server told to accept only some syntaxes accepts no others for a class it does not
+    know, and picks among them by the same rule as for its supported contexts."""
+    limit = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+    compressed_only = rq(1, PRIVATE_SOP_CLASS, JPEGBaseline8Bit)
+    both = rq(
+        3, PRIVATE_SOP_CLASS, JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    )
+    items, _, contexts = negotiate_as_acceptor(
+        [compressed_only, both],
+        [],
+        accept_any_storage=True,
+        any_storage_syntaxes=limit,
+        acceptor_order=acceptor_order,
+    )
+    assert items[0].result == NO_TRANSFER
+    assert not contexts[0].accepted
+    assert contexts[1].accepted
+    assert items[1].transfer_syntax == (
+        ImplicitVRLittleEndian if acceptor_order else ExplicitVRLittleEndian
+    )
+
+
 # --- role selection (PS3.7 D.3.3.4) -----------------------------------------------------
 
 # (requestor proposes (SCU, SCP), acceptor agrees to (SCU, SCP) with None = not configured,

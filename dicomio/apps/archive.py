@@ -496,8 +496,10 @@ def add_storage_contexts(
 
     With ``scp_role_for_get``, also agree to a C-GET SCU taking the Storage SCP role on
     its association (PS3.7 D.3.3.4), so that the C-STORE sub-operations can be sent.
-    Unknown (private) storage classes are accepted through ``ae.accept_any_storage``.
+    Unknown (private) storage classes are accepted through ``ae.accept_any_storage``, in
+    ``syntaxes`` too when they are given.
     """
+    ae.any_storage_syntaxes = None if syntaxes is None else tuple(syntaxes)
     if syntaxes is None:
         syntaxes = [str(ts) for ts in AllTransferSyntaxes]
     for uid in STORAGE_SOP_CLASSES:
