@@ -57,6 +57,7 @@ class Supervisor:
         name: str = "qrscp",
     ) -> None:
         self.root = root
+        self.name = name
         self.db = db
         self.port = free_port()
         #: Where the move destination STORESCP listens (started by the test that moves).
