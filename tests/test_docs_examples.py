@@ -432,3 +432,13 @@ def test_haproxy_config_holds_the_health_check_the_example_makes() -> None:
     assert (request.called_ae_title, request.calling_ae_title) == ("ARCHIVE", "HEALTHCHECK")
     assert [str(c.abstract_syntax) for c in request.presentation_contexts] == ["1.2.840.10008.1.1"]
     assert isinstance(decode(bytes.fromhex(release)), ReleaseRQ)
+
+
+def test_node_settings_file_loads_as_qrscp_loads_it() -> None:
+    from dicomio.apps._server_config import apply_config
+
+    args = build_parser().parse_args(["qrscp", "--config", str(EXAMPLES / "qrscp-node.toml")])
+    apply_config(args, "qrscp")
+    assert (args.aet, args.port, args.workers) == ("ARCHIVE", 11112, 4)
+    assert str(args.db).startswith("postgresql://") and args.data == "/mnt/archive"
+    assert set(args.config_destinations) == {"VIEWER", "WORKSTATION"}
