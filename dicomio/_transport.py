@@ -26,11 +26,15 @@ anything ``send`` writes, and before closing.
 
 On any other backend (trio), or with TLS, dicomio uses anyio's streams as they are;
 ``connect_tcp`` and ``wrap_accepted_socket`` (used by the server's accept loop) choose.
+
+On every stream, ``ack_now`` after each read acknowledges at once what was read (Linux's
+TCP_QUICKACK), for peers that leave Nagle's algorithm on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence, Sized
@@ -41,6 +45,8 @@ from anyio.streams.tls import TLSStream
 
 __all__ = [
     "AsyncioSocketStream",
+    "ack_now",
+    "ack_socket",
     "clock",
     "connect_tcp",
     "running_asyncio_loop",
@@ -59,6 +65,10 @@ COALESCE_LIMIT = 64 * 1024
 
 #: Bytes received but not yet asked for, beyond which the socket is no longer read.
 READ_HIGH_WATER = 1 << 20
+
+#: Linux's TCP_QUICKACK; None where the system has no such option (``ack_now`` then does
+#: nothing and the kernel's delayed ACK stands).
+TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class _Protocol(asyncio.Protocol):
@@ -411,6 +421,29 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._transport.abort()
         self._protocol._wake_reader()
         self._protocol._wake_writer()
+
+
+def ack_socket(stream: anyio.abc.ByteStream) -> socket.socket | None:
+    """The socket under ``stream`` for ``ack_now``, or None (no socket, or no TCP_QUICKACK)."""
+    if TCP_QUICKACK is None:
+        return None
+    sock: socket.socket | None = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    return sock
+
+
+def ack_now(sock: socket.socket) -> None:
+    """Acknowledge what has been read at once, not up to 40 ms later (Linux's delayed ACK).
+
+    A peer that leaves Nagle's algorithm on (pynetdicom does) holds back a small write while
+    an earlier one is unacknowledged: the data set of a C-STORE waits for the ACK of its
+    command set, which the kernel delays while this side has nothing to send. TCP_QUICKACK
+    does not stay set, so this is called after every read. Measured on loopback, pynetdicom
+    storing 24 instances of 9 KB on one association: 1.2 s (50 ms each) without, 0.14 to
+    0.3 s with it; one ``setsockopt`` costs about 0.6 us.
+    """
+    assert TCP_QUICKACK is not None
+    with contextlib.suppress(OSError):  # closed meanwhile: the next read reports it
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
 
 
 def set_if_pending(waiter: asyncio.Future[None]) -> None:

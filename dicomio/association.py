@@ -189,6 +189,8 @@ class Association(
     ) -> None:
         self.ae = ae
         self._stream = stream
+        #: Where each read is acknowledged at once (``_transport.ack_now``), or None.
+        self._ack_socket = _transport.ack_socket(stream)
         #: The event loop's clock (what anyio.current_time reads, without finding the backend).
         self._now = _transport.clock()
         self.role = role
@@ -409,6 +411,8 @@ class Association(
             data = b""
         now = self._now()
         if data is not None:
+            if data and self._ack_socket is not None:
+                _transport.ack_now(self._ack_socket)
             events = ul.receive_data(data, now=now)
         elif artim is not None and now >= artim:
             events = ul.handle_timer(now=now)

@@ -153,7 +153,9 @@ def one(corpus: Corpus, **criteria: str) -> Instance:
 # -- DCMTK's SCUs against dicomio qrscp --------------------------------------------------------
 
 
-def dcmtk_find(port: int, model: str, keys: Sequence[Arg], out: Path) -> tuple[list[Dataset], str]:
+def dcmtk_find(
+    port: int, model: str, keys: Sequence[Arg], out: Path, called: str = "DICOMIO"
+) -> tuple[list[Dataset], str]:
     tools = require_dcmtk("findscu")
     out.mkdir(parents=True, exist_ok=True)
     argv: list[Arg] = [
@@ -163,7 +165,7 @@ def dcmtk_find(port: int, model: str, keys: Sequence[Arg], out: Path) -> tuple[l
         "-aet",
         "FINDSCU",
         "-aec",
-        "DICOMIO",
+        called,
         "-X",
         "-od",
         str(out),

@@ -9,9 +9,11 @@ elsewhere. ``test_no_inline_python_in_pages`` keeps examples out of the pages th
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -405,3 +407,38 @@ async def test_storage_commitment_section_is_the_tested_example() -> None:
     # tests/test_storage_commitment.py runs on both backends; here: once more, quickly.
     result = await example("storage_commitment").main()
     assert len(result.ReferencedSOPSequence) == 1
+
+
+# -- the deployment recipe (docs/deployment.md; tests/test_deployment.py runs it) ----------
+
+
+def test_haproxy_config_holds_the_health_check_the_example_makes() -> None:
+    from dicomio.pdu import AssociateRQ, ReleaseRQ, decode
+
+    printed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "health_check.py"), "ARCHIVE", "HEALTHCHECK"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(DOCS.parent)},
+    ).stdout
+    config = (EXAMPLES / "haproxy.cfg").read_text()
+    lines = printed.splitlines()
+    assert len(lines) == 2 and all(line in config.splitlines() for line in lines)
+    associate, release = example("health_check").health_check("ARCHIVE", "HEALTHCHECK")
+    request = decode(bytes.fromhex(associate))
+    assert isinstance(request, AssociateRQ)
+    assert (request.called_ae_title, request.calling_ae_title) == ("ARCHIVE", "HEALTHCHECK")
+    assert [str(c.abstract_syntax) for c in request.presentation_contexts] == ["1.2.840.10008.1.1"]
+    assert isinstance(decode(bytes.fromhex(release)), ReleaseRQ)
+
+
+def test_node_settings_file_loads_as_qrscp_loads_it() -> None:
+    from dicomio.apps._server_config import apply_config
+
+    args = build_parser().parse_args(["qrscp", "--config", str(EXAMPLES / "qrscp-node.toml")])
+    apply_config(args, "qrscp")
+    assert (args.aet, args.port, args.workers) == ("ARCHIVE", 11112, 4)
+    assert str(args.db).startswith("postgresql://") and args.data == "/mnt/archive"
+    assert set(args.config_destinations) == {"VIEWER", "WORKSTATION"}

@@ -2,7 +2,7 @@
 
 DCMTK stores the corpus over 8 associations at once; fresh findscu/getscu/movescu
 associations, landing on either worker, answer exactly; SIGTERM drains and every stored
-instance is indexed once. A worker killed with SIGKILL is replaced while the port keeps
+instance is indexed once; with the index in SQLite, and in PostgreSQL. A worker killed with SIGKILL is replaced while the port keeps
 answering, and an association open when SIGTERM arrives is let finish.
 """
 
@@ -39,15 +39,31 @@ pytestmark = [pytest.mark.timeout(180)]
 
 
 class Supervisor:
-    """``dicomio qrscp --workers 2`` on a free port; output to a log file."""
+    """``dicomio qrscp --workers 2`` on a free port; output to a log file.
 
-    def __init__(self, root: Path) -> None:
+    ``db``: the index (None: SQLite in the data folder); several supervisors may share one
+    ``data`` folder and ``db`` (tests/test_deployment.py). ``started()`` waits until both
+    workers listen.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        db: str | None = None,
+        data: Path | None = None,
+        aet: str = "DICOMIO",
+        move_port: int | None = None,
+        name: str = "qrscp",
+    ) -> None:
         self.root = root
+        self.name = name
+        self.db = db
         self.port = free_port()
         #: Where the move destination STORESCP listens (started by the test that moves).
-        self.move_port = free_port()
-        self.data = root / "data"
-        self.log = root / "qrscp.log"
+        self.move_port = move_port or free_port()
+        self.data = data or root / "data"
+        self.log = root / f"{name}.log"
         argv = dicomio(
             "qrscp",
             str(self.port),
@@ -56,17 +72,21 @@ class Supervisor:
             "--data",
             str(self.data),
             "-aet",
-            "DICOMIO",
+            aet,
             "--workers",
             "2",
             "-v",
             "--dest",
             f"STORESCP={LOOPBACK}:{self.move_port}",
+            *(["--db", db] if db else []),
         )
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV)
+
+    def started(self) -> Supervisor:
         wait_for_port(self.port, self.proc, timeout=30)
         self.wait_for(lambda: len(self.workers()) == 2 and self.output().count("listening") >= 3)
+        return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -94,20 +114,36 @@ class Supervisor:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            stop(self.proc)  # the workers follow it out: their stdin pipe closes
+
     def index(self) -> list[tuple[str, str]]:
-        with sqlite3.connect(self.data / "index.sqlite") as db:
-            return db.execute("SELECT sop_uid, path FROM instances").fetchall()
+        """(SOP Instance UID, path) of every indexed instance."""
+        if self.db is None:
+            with sqlite3.connect(self.data / "index.sqlite") as db:
+                return db.execute("SELECT sop_uid, path FROM instances").fetchall()
+        import psycopg
+
+        with psycopg.connect(self.db) as conn:
+            return [
+                (str(u), str(p)) for u, p in conn.execute("SELECT sop_uid, path FROM instances")
+            ]
 
 
 @pytest.fixture
-def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
+def supervisor(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Supervisor]:
+    """One supervisor on SQLite, or with ``indirect`` parametrization "postgres", on a new
+    PostgreSQL database (skipped without one)."""
     require_dcmtk("echoscu")
-    server = Supervisor(tmp_path)
+    db = None
+    if getattr(request, "param", "sqlite") == "postgres":
+        db = request.getfixturevalue("postgres_server").new_database()
+    server = Supervisor(tmp_path, db=db)
     try:
-        yield server
+        yield server.started()
     finally:
-        if server.proc.poll() is None:
-            stop(server.proc)  # the workers follow it out: their stdin pipe closes
+        server.close()
 
 
 def echo(port: int) -> subprocess.CompletedProcess[bytes]:
@@ -115,7 +151,9 @@ def echo(port: int) -> subprocess.CompletedProcess[bytes]:
     return run([tools["echoscu"], "-aec", "DICOMIO", LOOPBACK, str(port)], timeout=60)
 
 
-def store_in_parallel(port: int, corpus: Corpus, associations: int) -> None:
+def store_in_parallel(
+    port: int, corpus: Corpus, associations: int, called: str = "DICOMIO"
+) -> None:
     """DCMTK storescu sends the corpus over ``associations`` associations at once."""
     tools = require_dcmtk("storescu")
     unc = [i.path for i in corpus.instances if i.transfer_syntax != RLE]
@@ -123,7 +161,7 @@ def store_in_parallel(port: int, corpus: Corpus, associations: int) -> None:
     # RLE files go in associations of their own that propose RLE (-xr -R), as DCMTK needs.
     groups = [(["-xr", "-R"], rle[k::2]) for k in range(2)]
     groups += [([], unc[k :: associations - 2]) for k in range(associations - 2)]
-    common = [tools["storescu"], "-aet", "STORESCU", "-aec", "DICOMIO"]
+    common = [tools["storescu"], "-aet", "STORESCU", "-aec", called]
     procs = [
         subprocess.Popen(
             [*common, *extra, LOOPBACK, str(port), *map(str, files)],
@@ -138,17 +176,19 @@ def store_in_parallel(port: int, corpus: Corpus, associations: int) -> None:
         assert proc.returncode == 0, out.decode(errors="replace")
 
 
-@pytest.mark.interop
-def test_two_workers_store_find_get_move_then_drain(
-    supervisor: Supervisor, corpus: Corpus, tmp_path: Path
+def store_find_get_move(
+    port: int, corpus: Corpus, tmp_path: Path, move_port: int, called: str = "DICOMIO"
 ) -> None:
+    """Through ``port``: DCMTK stores the corpus over 8 associations at once, then fresh
+    findscu, getscu and movescu associations (to storescp on ``move_port``, known as
+    STORESCP) answer exactly, whichever worker or node each lands on."""
     tools = require_dcmtk("storescu", "findscu", "getscu", "movescu", "storescp")
-    store_in_parallel(supervisor.port, corpus, 8)
+    store_in_parallel(port, corpus, 8, called)
     # Fresh associations land on either worker; each answers from the one index.
     for attempt in range(2):
         for name, model, keys, keyword, expected in find_cases(corpus):
             responses, output = dcmtk_find(
-                supervisor.port, model, keys, tmp_path / f"find-{attempt}-{name}"
+                port, model, keys, tmp_path / f"find-{attempt}-{name}", called
             )
             got = [str(r[keyword].value) for r in responses]
             assert sorted(got) == sorted(expected), f"{name}: {output}"
@@ -165,7 +205,7 @@ def test_two_workers_store_find_get_move_then_drain(
                 "-aet",
                 "GETSCU",
                 "-aec",
-                "DICOMIO",
+                called,
                 "-od",
                 str(out),
                 "-k",
@@ -175,7 +215,7 @@ def test_two_workers_store_find_get_move_then_drain(
                 "-k",
                 f"SeriesInstanceUID={series}",
                 LOOPBACK,
-                str(supervisor.port),
+                str(port),
             ]
         )
         assert result.returncode == 0, text(result)
@@ -195,7 +235,7 @@ def test_two_workers_store_find_get_move_then_drain(
             str(moved),
             "-fe",
             ".dcm",
-            str(supervisor.move_port),
+            str(move_port),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -203,7 +243,7 @@ def test_two_workers_store_find_get_move_then_drain(
     )
     target = corpus.study_uids[1]
     try:
-        wait_for_port(supervisor.move_port, scp)
+        wait_for_port(move_port, scp)
         result = run(
             [
                 tools["movescu"],
@@ -211,7 +251,7 @@ def test_two_workers_store_find_get_move_then_drain(
                 "-aet",
                 "MOVESCU",
                 "-aec",
-                "DICOMIO",
+                called,
                 "-aem",
                 "STORESCP",
                 "-k",
@@ -219,7 +259,7 @@ def test_two_workers_store_find_get_move_then_drain(
                 "-k",
                 f"StudyInstanceUID={target}",
                 LOOPBACK,
-                str(supervisor.port),
+                str(port),
             ]
         )
         assert result.returncode == 0, text(result)
@@ -227,6 +267,25 @@ def test_two_workers_store_find_get_move_then_drain(
         stop(scp)
     got = sorted(str(dcmread(p).SOPInstanceUID) for p in moved.glob("*.dcm"))
     assert got == sorted(i.sop_uid for i in corpus.by(study_uid=target))
+
+
+def assert_indexed_once(supervisor: Supervisor, corpus: Corpus) -> None:
+    """Each corpus instance is in the index once, with its one file; nothing is left half
+    received."""
+    rows = supervisor.index()
+    assert sorted(uid for uid, _ in rows) == sorted(i.sop_uid for i in corpus.instances)
+    files = supervisor.data / "files"
+    on_disk = sorted(p.relative_to(files).as_posix() for p in files.rglob("*.dcm"))
+    assert on_disk == sorted(path for _, path in rows)
+    assert list((supervisor.data / "incoming").iterdir()) == []
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("supervisor", ["sqlite", "postgres"], indirect=True)
+def test_two_workers_store_find_get_move_then_drain(
+    supervisor: Supervisor, corpus: Corpus, tmp_path: Path
+) -> None:
+    store_find_get_move(supervisor.port, corpus, tmp_path, supervisor.move_port)
 
     # Both workers served: the kernel hashes each of these 27 connections to one worker's
     # socket, all to the same one once in 2**26 runs.
@@ -237,18 +296,12 @@ def test_two_workers_store_find_get_move_then_drain(
     }
     assert served == {str(pid) for pid in supervisor.workers()}, served
 
-    # SIGTERM: both workers drain and exit, then the supervisor; each instance is in the
-    # index once, with its one file, and nothing is left half received.
+    # SIGTERM: both workers drain and exit, then the supervisor.
     workers = supervisor.workers()
     assert supervisor.terminate() == 0, supervisor.output()
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert supervisor.output().count("SIGTERM, shutting down") == 2
-    rows = supervisor.index()
-    assert sorted(uid for uid, _ in rows) == sorted(i.sop_uid for i in corpus.instances)
-    files = supervisor.data / "files"
-    on_disk = sorted(p.relative_to(files).as_posix() for p in files.rglob("*.dcm"))
-    assert on_disk == sorted(path for _, path in rows)
-    assert list((supervisor.data / "incoming").iterdir()) == []
+    assert_indexed_once(supervisor, corpus)
 
 
 @pytest.mark.interop
