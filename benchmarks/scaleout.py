@@ -146,7 +146,7 @@ def ingest(
         held = server.count()
     if held != count:
         raise RuntimeError(f"{config[0]} holds {held} instances after ingest, not {count}")
-    return {"seconds": elapsed, "cpu": cpu, "held": held}
+    return {"seconds": elapsed, "cpu": cpu, "held": held, "cores": busy(cpu, elapsed)}
 
 
 # -- B2: C-FIND latency ----------------------------------------------------------------------
@@ -266,6 +266,7 @@ class FindClients:
             "matches": results[0]["matches"],
             "cpu": cpu,
             "throughput": sum(len(v) for v in times.values()) / elapsed,
+            "cores": busy(cpu, elapsed),
         }
 
 
@@ -290,6 +291,11 @@ def seed_dcmqrscp(server: Server, files: Path, studies: int) -> None:
 def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def busy(cpu: dict[str, float], seconds: float) -> float:
+    """How many cores the server (PostgreSQL included, clients not) kept busy on average."""
+    return sum(v for name, v in cpu.items() if name != "clients") / seconds
 
 
 def median_cpu(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -346,6 +352,7 @@ def b1(
                 "bytes": size,
                 "held": [m["held"] for m in measured],
                 "cpu": median_cpu([m["cpu"] for m in measured]),
+                "cores": statistics.median(m["cores"] for m in measured),
             }
         )
     return rows
@@ -368,6 +375,7 @@ def b2(
                     "studies": studies,
                     "throughput": result["throughput"],
                     "cpu": result["cpu"],
+                    "cores": result["cores"],
                 }
             )
             for name, times in result["times"].items():

@@ -211,7 +211,11 @@ class Postgres:
         self.server = server
 
     def new_database(self) -> str:
-        return str(self.server.new_database())
+        try:
+            return str(self.server.new_database())
+        except Exception as exc:
+            log = self.server.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"PostgreSQL: {exc}; its log ends:\n{log}") from exc
 
     def cpu(self) -> float:
         return tree_cpu(self.server.postmaster_pid())

@@ -73,11 +73,12 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, url: str, data: Path) -> None:
+    def __init__(self, url: str, data: Path, log: Path) -> None:
         #: The superuser's URL on the ``postgres`` database.
         self.url = url
-        #: The cluster's data folder.
+        #: The cluster's data folder, and its server log.
         self.data = data
+        self.log = log
 
     def new_database(self) -> str:
         """A new, empty database on this server; its URL."""
@@ -140,7 +141,7 @@ def running_postgres(max_connections: int = 300) -> Iterator[PostgresServer]:
             capture_output=True,
             timeout=90,
         )
-        yield PostgresServer(f"postgresql://postgres@{LOOPBACK}:{port}/postgres", data)
+        yield PostgresServer(f"postgresql://postgres@{LOOPBACK}:{port}/postgres", data, log)
     except subprocess.CalledProcessError as exc:
         text = log.read_text(errors="replace") if log.exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r} {text[-2000:]}") from exc
