@@ -28,6 +28,7 @@ report headed ``## Reading`` is kept across runs: it is written by hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -88,44 +89,46 @@ CONFIGS: tuple[tuple[str, str, int], ...] = (
 def run_storescus(shares: Sequence[Path], server: Server, timeout: float) -> tuple[float, float]:
     """All of ``shares`` sent at once, one storescu each; (seconds, the clients' CPU)."""
     procs = []
-    start = time.perf_counter()
-    for n, share in enumerate(shares):
-        aet = server.aets[n % len(server.aets)]
-        argv = [dcmtk_tool("storescu"), "-aec", aet, "-pdu", str(MAX_PDU), "-ta", "600", "+sd"]
-        procs.append(
-            subprocess.Popen(
-                [*argv, "127.0.0.1", str(server.port), str(share)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=DCMTK_ENV,
+    # Their output goes to files: a pipe read one process after another could fill and
+    # block the others.
+    with contextlib.ExitStack() as stack:
+        outputs = [stack.enter_context(tempfile.TemporaryFile()) for _ in shares]
+        start = time.perf_counter()
+        for n, share in enumerate(shares):
+            aet = server.aets[n % len(server.aets)]
+            argv = [dcmtk_tool("storescu"), "-aec", aet, "-pdu", str(MAX_PDU), "+sd"]
+            procs.append(
+                subprocess.Popen(
+                    [*argv, "127.0.0.1", str(server.port), str(share)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=outputs[n],
+                    env=DCMTK_ENV,
+                )
             )
-        )
-    timers = [threading.Timer(timeout, p.kill) for p in procs]
-    for timer in timers:
-        timer.start()
-    cpu = 0.0
-    failures = []
-    try:
-        for proc in procs:
-            assert proc.stderr is not None
-            errors = proc.stderr.read()  # storescu writes little; read to its end
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            cpu += usage.ru_utime + usage.ru_stime
-            bad = [line for line in errors.splitlines() if line.startswith((b"E:", b"F:"))]
-            if proc.returncode != 0 or bad:
-                text = b" ".join(bad) or errors
-                failures.append(f"exit {proc.returncode}: {text[-300:]!r}")
-    finally:
+        timers = [threading.Timer(timeout, p.kill) for p in procs]
         for timer in timers:
-            timer.cancel()
-        for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-                proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
-    elapsed = time.perf_counter() - start
+            timer.start()
+        cpu = 0.0
+        try:
+            for proc in procs:
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu += usage.ru_utime + usage.ru_stime
+        finally:
+            for timer in timers:
+                timer.cancel()
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+        elapsed = time.perf_counter() - start
+        failures = []
+        for proc, output in zip(procs, outputs, strict=True):
+            output.seek(0)
+            text = output.read()
+            bad = [line for line in text.splitlines() if line.startswith((b"E:", b"F:"))]
+            if proc.returncode != 0 or bad:
+                failures.append(f"exit {proc.returncode}: {(b' '.join(bad) or text)[-300:]!r}")
     if failures:
         raise RuntimeError(f"storescu into {server.index}: {'; '.join(failures)}")
     return elapsed, cpu
