@@ -719,6 +719,63 @@ def test_second_store_replaces_the_first(tmp_path: Path, empty_index_db: str | N
         archive.close()
 
 
+#: Stored StudyDate values in every form the index may hold, and the date ranges asked for:
+#: the SQL filter on dates must pass every study that Query.matches accepts.
+STORED_DATES = ["20240215", "2024.02.16", "", "202402", "20240301", "20231231", "2024021"]
+DATE_QUERIES = [
+    "20240201-20240229",
+    "20240215",
+    "20240216",
+    "-20231231",
+    "20240301-",
+    "2024-2025",  # bounds that are not full dates: matched in Python alone
+    "20240201-20240215",
+]
+
+
+def test_date_ranges_filtered_in_sql_answer_as_matching_does(
+    tmp_path: Path, empty_index_db: str | None
+) -> None:
+    archive = Archive(tmp_path / "a", db=empty_index_db)
+    studies = {str(xuid("date", i)): date for i, date in enumerate(STORED_DATES)}
+
+    async def main() -> dict[str, set[str]]:
+        for i, (study, date) in enumerate(studies.items()):
+            await archive.store(
+                tiny(
+                    SOPClassUID=CT,
+                    SOPInstanceUID=xuid("date", i, 1, 1),
+                    PatientID=f"D{i}",
+                    StudyInstanceUID=study,
+                    StudyDate=date,
+                    SeriesInstanceUID=xuid("date", i, 1),
+                    Modality="CT",
+                )
+            )
+        answers = {}
+        for query in DATE_QUERIES:
+            found = await archive.find(
+                "STUDY", identifier({"StudyInstanceUID": "", "StudyDate": query}), STUDY_ROOT
+            )
+            answers[query] = {str(ds.StudyInstanceUID) for ds in found}
+        return answers
+
+    try:
+        # 2024.02.16 is not a valid DA to pydicom, stored or answered.
+        with config.disable_value_validation():
+            answers = anyio.run(main)
+    finally:
+        archive.close()
+    for query in DATE_QUERIES:
+        matcher = Matcher.build("DA", [query])
+        expected = {study for study, date in studies.items() if matcher.matches(date)}
+        assert answers[query] == expected, query
+    # The forms the SQL filter cannot compare are among the answers where they match.
+    assert str(xuid("date", 1)) in answers["20240216"]  # 2024.02.16
+    assert str(xuid("date", 2)) in answers["20240215"]  # empty: matches any date
+    assert answers["20240215"] == {str(xuid("date", 0)), str(xuid("date", 2))}
+
+
 # -- concurrent stores over the network -----------------------------------------------------
 
 

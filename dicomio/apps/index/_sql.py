@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from dicomio.apps.matching import UNIQUE_KEYS, Kind, Level, Query
+from dicomio.apps.matching import KEYS, UNIQUE_KEYS, Kind, Level, Matcher, Query
 
 __all__ = ["POSTGRES", "SQLITE", "Dialect", "InstanceRecord", "select_paths", "select_rows"]
 
@@ -35,6 +35,9 @@ class Dialect:
     int_order: str
     #: LIKE that ignores ASCII case (SQLite's LIKE does; PostgreSQL needs ILIKE).
     like: str
+    #: True where the column (``{}``) holds exactly eight ASCII digits: a DA value in the
+    #: form that compares as a string the way ``Query.matches`` compares it.
+    eight_digits: str
 
     def sql(self, text: str) -> str:
         """``text`` with this driver's parameter marks (the SQL here is written with ``?``)."""
@@ -53,6 +56,7 @@ SQLITE = Dialect(
     in_list="(SELECT value FROM json_each(?))",
     int_order="CAST({} AS INTEGER)",
     like="LIKE",
+    eight_digits="{} GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]'",
 )
 POSTGRES = Dialect(
     name="postgres",
@@ -62,6 +66,7 @@ POSTGRES = Dialect(
     # (No question mark in it: ``Dialect.sql`` turns those into parameter marks.)
     int_order="COALESCE(substring({} from '^ *([-+]{{0,1}}[0-9]{{1,18}})')::bigint, 0)",
     like="ILIKE",
+    eight_digits="{} ~ '^[0-9]{{8}}$'",
 )
 
 
@@ -236,6 +241,19 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+_EIGHT_DIGITS = re.compile(r"[0-9]{8}")
+
+
+def _date_bounds(matcher: Matcher) -> tuple[str, str] | None:
+    """A DA range (or single date) as the inclusive bounds an eight-digit stored date is
+    compared with, or None if a bound is not a full date (SQL would then differ from
+    ``Query.matches``, which compares at each bound's precision)."""
+    ((low, high),) = matcher.ranges
+    if any(bound and not _EIGHT_DIGITS.fullmatch(bound) for bound in (low, high)):
+        return None
+    return low or "00000000", high or "99999999"
+
+
 def where(
     query: Query, dialect: Dialect, from_level: Level | None = None
 ) -> tuple[str, list[Any]]:
@@ -268,7 +286,18 @@ def where(
         if not _PLAIN_COLUMN.fullmatch(column) or _column_level(cond.keyword) > query.level:
             continue
         matcher = cond.matcher
-        if len(matcher.values) != 1 or matcher.ranges:
+        if len(matcher.values) != 1:
+            continue
+        if matcher.ranges:
+            bounds = _date_bounds(matcher) if KEYS[cond.keyword].vr == "DA" else None
+            if bounds is not None:
+                # Dates stored in another form (ACR-NEMA's 2024.01.31, a partial or empty
+                # value) pass to Query.matches, which normalises them.
+                clauses.append(
+                    f"({column} BETWEEN ? AND ? OR {column} IS NULL"
+                    f" OR NOT ({dialect.eight_digits.format(column)}))"
+                )
+                params.extend(bounds)
             continue
         if (
             matcher.kind is Kind.SINGLE
