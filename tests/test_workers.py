@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.timeout(180)]
 class Supervisor:
     """``dicomio qrscp --workers 2`` on a free port; output to a log file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *options: str) -> None:
         self.root = root
         self.port = free_port()
         #: Where the move destination STORESCP listens (started by the test that moves).
@@ -62,6 +62,7 @@ class Supervisor:
             "-v",
             "--dest",
             f"STORESCP={LOOPBACK}:{self.move_port}",
+            *options,
         )
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV)
@@ -249,6 +250,32 @@ def test_two_workers_store_find_get_move_then_drain(
     on_disk = sorted(p.relative_to(files).as_posix() for p in files.rglob("*.dcm"))
     assert on_disk == sorted(path for _, path in rows)
     assert list((supervisor.data / "incoming").iterdir()) == []
+
+
+@pytest.mark.interop
+def test_workers_on_uvloop(corpus: Corpus, tmp_path: Path) -> None:
+    """``--workers 2 --uvloop``: each worker runs on uvloop (its module is loaded) and serves."""
+    pytest.importorskip("uvloop")
+    require_dcmtk("echoscu", "storescu", "findscu")
+    supervisor = Supervisor(tmp_path, "--uvloop")
+    try:
+        workers = supervisor.workers()
+        for pid in workers:
+            assert b"--uvloop" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+        store_in_parallel(supervisor.port, corpus, 4)
+        for name, model, keys, keyword, expected in find_cases(corpus):
+            responses, output = dcmtk_find(supervisor.port, model, keys, tmp_path / name)
+            got = [str(r[keyword].value) for r in responses]
+            assert sorted(got) == sorted(expected), f"{name}: {output}"
+        echo_argv = dicomio("echoscu", "--uvloop", LOOPBACK, str(supervisor.port))
+        result = run([*echo_argv, "-aec", "DICOMIO", "-r", "3"])
+        assert result.returncode == 0 and "3 echoes" in text(result), text(result)
+        assert supervisor.terminate() == 0, supervisor.output()
+        assert len(supervisor.index()) == len(corpus.instances)
+    finally:
+        if supervisor.proc.poll() is None:
+            stop(supervisor.proc)
 
 
 @pytest.mark.interop
