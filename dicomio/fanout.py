@@ -57,6 +57,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from dicomio import errors
 from dicomio.association import Association
@@ -82,12 +83,12 @@ _log = logging.getLogger("dicomio.fanout")
 #: What a job does on a borrowed association: the responses to one request.
 Operation = Callable[[Association, Dataset | None], AsyncIterator[tuple[Dataset, Dataset | None]]]
 
-_SUBOPERATIONS = (
-    "NumberOfRemainingSuboperations",
-    "NumberOfCompletedSuboperations",
-    "NumberOfFailedSuboperations",
-    "NumberOfWarningSuboperations",
-)
+# Looked up by tag, not keyword: a keyword lookup costs a dictionary search in pydicom
+# each time, and every response of every peer is looked at.
+_STATUS = BaseTag(0x00000900)
+#: Number of Remaining, Completed, Failed and Warning Sub-operations (PS3.7 C.4.2/C.4.3).
+_SUBOPERATIONS = tuple(BaseTag(tag) for tag in (0x00001020, 0x00001021, 0x00001022, 0x00001023))
+_PENDING = (0xFF00, 0xFF01)
 
 
 class Outcome(enum.Enum):
@@ -530,8 +531,10 @@ class FanOut:
                     try:
                         async for status, identifier in self.operation(assoc, item):
                             self._count(run, index, status)
-                            if category(int(status.Status)) is Category.PENDING:
-                                passed_on |= await self._pass_on(run, status, identifier)
+                            if status[_STATUS].value in _PENDING:
+                                passed_on |= await self._pass_on(
+                                    run, status, identifier, pending=True
+                                )
                             else:
                                 final = (status, identifier)
                     finally:
@@ -541,7 +544,7 @@ class FanOut:
             if failure is None:
                 if final is None:
                     raise errors.RemoteProtocolError("no final response")
-                code = int(final[0].Status)
+                code = int(final[0][_STATUS].value)
                 if is_transient(code):
                     failure = code
             if failure is not None:
@@ -553,22 +556,23 @@ class FanOut:
                     await anyio.sleep(self.retry.delay(attempt))
                     continue
             assert final is not None
-            code = int(final[0].Status)
+            code = int(final[0][_STATUS].value)
             run.final_status = code
             if category(code) is Category.FAILURE:
                 run.failed_status = True
-            await self._pass_on(run, *final)
+            await self._pass_on(run, *final, pending=False)
             return
 
     def _count(self, run: _Run, index: int, status: Dataset) -> None:
         if _SUBOPERATIONS[1] in status or _SUBOPERATIONS[0] in status:
-            values = [status.get(kw) for kw in _SUBOPERATIONS]
+            values = [status[tag].value if tag in status else None for tag in _SUBOPERATIONS]
             run.counts[index] = tuple(int(v) if v not in (None, "") else 0 for v in values)  # type: ignore[assignment]
 
-    async def _pass_on(self, run: _Run, status: Dataset, identifier: Dataset | None) -> bool:
+    async def _pass_on(
+        self, run: _Run, status: Dataset, identifier: Dataset | None, *, pending: bool
+    ) -> bool:
         """Hand one answer to the consumer (waiting while the buffer is full); False if it
-        was a duplicate, dropped."""
-        pending = category(int(status.Status)) is Category.PENDING
+        was a duplicate, dropped. ``pending``: the status is Pending (FF00 or FF01)."""
         if identifier is not None and self._key is not None and pending:
             key = self._key(identifier)
             if key is not None:
