@@ -434,7 +434,8 @@ class FanOut:
             with self._all:
                 async with anyio.create_task_group() as tg:
                     for run in self._runs:
-                        tg.start_soon(self._run_peer, run)
+                        # A name given saves anyio working one out for each of many tasks.
+                        tg.start_soon(self._run_peer, run, name="dicomio.fanout peer")
         finally:
             for run in self._runs:  # peers never started: end their reports too
                 if run.report is None:
@@ -462,23 +463,36 @@ class FanOut:
     async def _run_peer(self, run: _Run) -> None:
         try:
             with run.scope:
-                with anyio.CancelScope(deadline=self._deadline) as waiting:
-                    await self._limiter.acquire_on_behalf_of(run)
-                if waiting.cancelled_caught:
-                    run.ending = Outcome.TIMED_OUT
-                    return
+                try:
+                    # This task has just started: no need for acquire()'s checkpoints
+                    # when a place is free, as it is unless max_peers holds peers back.
+                    self._limiter.acquire_on_behalf_of_nowait(run)
+                except anyio.WouldBlock:
+                    with anyio.CancelScope(deadline=self._deadline) as waiting:
+                        await self._limiter.acquire_on_behalf_of(run)
+                    if waiting.cancelled_caught:
+                        run.ending = Outcome.TIMED_OUT
+                        return
                 try:
                     run.started_at = anyio.current_time()
                     deadline = self._deadline
                     if self.peer_timeout is not None:
                         deadline = min(deadline, run.started_at + self.peer_timeout)
+                    queue = iter(enumerate(run.items))
+                    workers = min(self.per_peer, len(run.items))
+                    if deadline == float("inf") and workers == 1:
+                        # The common case, one request and no deadline: this task does it,
+                        # without a watchdog and a worker task (and their task groups).
+                        await self._worker(run, queue)
+                        return
                     async with anyio.create_task_group() as tg:
                         if deadline != float("inf"):
-                            tg.start_soon(self._watch, run, deadline)
-                        async with anyio.create_task_group() as workers:
-                            queue = iter(enumerate(run.items))
-                            for _ in range(min(self.per_peer, len(run.items))):
-                                workers.start_soon(self._worker, run, queue)
+                            tg.start_soon(self._watch, run, deadline, name="dicomio.fanout watch")
+                        async with anyio.create_task_group() as pool:
+                            for _ in range(workers):
+                                pool.start_soon(
+                                    self._worker, run, queue, name="dicomio.fanout job"
+                                )
                         tg.cancel_scope.cancel()  # the watchdog
                 finally:
                     self._limiter.release_on_behalf_of(run)
