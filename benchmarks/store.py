@@ -177,7 +177,7 @@ def _matrix(
 def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
     rows: list[Row] = []
     if "S3" in selected:
-        counts = {impl: settings.pick(*S3_COUNT[impl]) for impl in IMPLS}
+        counts = {impl: settings.pick(*S3_COUNT[impl]) for impl in variants()}
         paths = data.store_set(settings.cache, S3_SIZE, max(counts.values()))
         for mode in ("discard", "write"):
             _matrix(
