@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -154,6 +155,9 @@ def client(
 
     import dicomio  # noqa: F401
 
+    # As the dicomio command line does, for both libraries: what the imports built is left
+    # out of garbage collections (a fifth of a fan-out client's CPU time before).
+    gc.freeze()
     profiler = cProfile.Profile() if profile else None
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     if profiler is not None:
