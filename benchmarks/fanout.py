@@ -387,13 +387,33 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], took: float) ->
         f"| fan-out vs sequential loop | {by['sequential']['wall'] / fan:.1f}x |",
         f"| {args.queries} C-FINDs, pool of 8 vs an association per query | "
         f"{by['per-query']['wall'] / by['pool8']['wall']:.1f}x |",
+    ]
+    if "fanout pinned" in by and "single pinned" in by:
+        pinned, alone = by["fanout pinned"]["wall"], by["single pinned"]["wall"]
+        lines.append(
+            f"| pinned (client core 0, servers core 1): fan-out within 2x one peer | {pinned:.3f}"
+            f" s vs single {alone:.3f} s: {pinned / alone:.1f}x |"
+        )
+        if "pynetdicom-threads pinned" in by:
+            lines.append(
+                "| pinned: fan-out >= 10x pynetdicom thread per peer | "
+                f"{by['pynetdicom-threads pinned']['wall'] / pinned:.1f}x |"
+            )
+    lines += [
+        "",
+        "Client CPU: user + system time of the client process (getrusage) from just before",
+        "the fan-out to just after it, imports excluded; per peer: divided by the peers.",
+        "Every client process freezes its start-up heap (`gc.freeze()`, as the dicomio",
+        "command line does), pynetdicom's too. *pinned*: the client on core 0 and every",
+        "server process on core 1 (sched_setaffinity), so that the peers do not take the",
+        "client's core; *uvloop*: the same client on uvloop's event loop.",
         "",
         "Reading: the 100 peers' server processes run on the same 2 cores as the client,",
-        "so the fan-out is bound by CPU (every association costs the client and a server a",
-        "few milliseconds: measured separately, the fan-out client used 0.13 s of CPU for 50",
-        "peers), not by the peers' 50 ms. The targets of the issue (within 2x one peer's",
-        "answer, 10x pynetdicom's threads) assume peers on other machines; here the peers'",
-        "CPU is in the measurement. The sequential loop pays each peer's 50 ms in turn.",
+        "so the fan-out is bound by CPU (every association costs the client and a server",
+        "about a millisecond or more each), not by the peers' 50 ms. The targets of the",
+        "issue (within 2x one peer's answer, 10x pynetdicom's threads) assume peers on other",
+        "machines; here the peers' CPU is in the measurement, and pinned, one core serves",
+        "all 100 peers. The sequential loop pays each peer's 50 ms in turn.",
         "",
     ]
     (HERE / "RESULTS-fanout.md").write_text("\n".join(lines))
