@@ -350,7 +350,7 @@ def dicomio_client(args: argparse.Namespace) -> None:
             await rep()
         reps.done()
 
-    anyio.run(main)
+    anyio.run(main, backend_options={"use_uvloop": args.uvloop})
 
 
 # -- pynetdicom ----------------------------------------------------------------------------
@@ -641,6 +641,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dataset", action="store_true", help="dicomio store: send the files as read Datasets"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per DCMTK tool run")
+    parser.add_argument("--uvloop", action="store_true", help="dicomio on uvloop's event loop")
     return parser
 
 

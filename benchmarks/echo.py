@@ -11,29 +11,42 @@ from __future__ import annotations
 from benchmarks.model import (
     DCMTK,
     DICOMIO,
-    IMPLS,
+    DICOMIO_UVLOOP,
     PYNETDICOM,
     Row,
     Settings,
     fill,
     measuring,
     rate,
+    runs_pair,
     skipped,
+    variants,
 )
 from benchmarks.runner import HarnessError, Server, Workspace, run_clients
 
-CLIENT_KIND = {DICOMIO: "dicomio", PYNETDICOM: "pynetdicom", DCMTK: "dcmtk"}
+CLIENT_KIND = {
+    DICOMIO: "dicomio",
+    DICOMIO_UVLOOP: "dicomio",
+    PYNETDICOM: "pynetdicom",
+    DCMTK: "dcmtk",
+}
+#: What a client or server variant adds to its command line.
+EXTRA_ARGS = {DICOMIO_UVLOOP: ["--uvloop"]}
 SCP_TITLE = "BENCHSCP"
 
 #: Operations per repetition (quick, full), per implementation; a pair uses the smaller, so
 #: that each repetition takes about a second whatever the slower side.
 S1_ECHOES = {DICOMIO: (500, 5000), PYNETDICOM: (50, 1000), DCMTK: (1000, 20000)}
 S2_ASSOCIATIONS = {DICOMIO: (30, 300), PYNETDICOM: (10, 100), DCMTK: (15, 200)}
+S1_ECHOES[DICOMIO_UVLOOP] = S1_ECHOES[DICOMIO]
+S2_ASSOCIATIONS[DICOMIO_UVLOOP] = S2_ASSOCIATIONS[DICOMIO]
 
 
 def start_server(ws: Workspace, impl: str, tag: str) -> Server:
-    if impl == DICOMIO:
-        return ws.python_server(f"{tag}-dicomio", "dicomio-scp", ["--mode", "discard"])
+    if impl in (DICOMIO, DICOMIO_UVLOOP):
+        return ws.python_server(
+            f"{tag}-{impl}", "dicomio-scp", ["--mode", "discard", *EXTRA_ARGS.get(impl, [])]
+        )
     if impl == PYNETDICOM:
         return ws.python_server(f"{tag}-pynetdicom", "pynetdicom-scp", ["--mode", "discard"])
     return ws.dcmtk_server(
@@ -47,13 +60,16 @@ def _count(settings: Settings, table: dict[str, tuple[int, int]], *impls: str) -
 
 def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
     rows: list[Row] = []
-    for server_impl in IMPLS:
+    impls = variants()
+    for server_impl in impls:
         try:
             server = start_server(ws, server_impl, "echo")
         except HarnessError as exc:
             for scenario, unit in (("S1", "echo/s"), ("S2", "assoc/s")):
                 if scenario in selected:
-                    for client_impl in IMPLS:
+                    for client_impl in impls:
+                        if not runs_pair(client_impl, server_impl):
+                            continue
                         rows.append(
                             Row(
                                 scenario,
@@ -67,8 +83,11 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                         )
             continue
         try:
-            for client_impl in IMPLS:
+            for client_impl in impls:
+                if not runs_pair(client_impl, server_impl):
+                    continue
                 kind = CLIENT_KIND[client_impl]
+                extra = EXTRA_ARGS.get(client_impl, [])
                 if settings.skips(client_impl, server_impl):
                     rows += [
                         skipped(s, "", client_impl, server_impl, unit)
@@ -91,7 +110,16 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                     with measuring(rows, row):
                         reps = run_clients(
                             ws,
-                            [[f"{kind}-echo", "--port", str(server.port), "--count", str(n)]],
+                            [
+                                [
+                                    f"{kind}-echo",
+                                    "--port",
+                                    str(server.port),
+                                    "--count",
+                                    str(n),
+                                    *extra,
+                                ]
+                            ],
                             [server],
                             reps=settings.reps,
                             warmup=settings.warmup,
@@ -113,7 +141,16 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                     with measuring(rows, row):
                         reps = run_clients(
                             ws,
-                            [[f"{kind}-assoc", "--port", str(server.port), "--count", str(n)]],
+                            [
+                                [
+                                    f"{kind}-assoc",
+                                    "--port",
+                                    str(server.port),
+                                    "--count",
+                                    str(n),
+                                    *extra,
+                                ]
+                            ],
                             [server],
                             reps=settings.reps,
                             warmup=settings.warmup,

@@ -15,6 +15,41 @@ from benchmarks.runner import HarnessError, Rep
 
 DICOMIO, PYNETDICOM, DCMTK = "dicomio", "pynetdicom", "DCMTK"
 IMPLS = (DICOMIO, PYNETDICOM, DCMTK)
+#: dicomio on uvloop's event loop (``dicomio[uvloop]``, ``--uvloop``): a variant, not a peer.
+DICOMIO_UVLOOP = "dicomio+uvloop"
+#: (client, server) pairs S1-S3 add for it, beside the same pairs without uvloop: both sides,
+#: each side alone against dicomio on asyncio's own loop, and each side against DCMTK (whose
+#: cost is small and steady, so the difference is dicomio's).
+UVLOOP_PAIRS = (
+    (DICOMIO_UVLOOP, DICOMIO_UVLOOP),
+    (DICOMIO_UVLOOP, DICOMIO),
+    (DICOMIO, DICOMIO_UVLOOP),
+    (DICOMIO_UVLOOP, DCMTK),
+    (DCMTK, DICOMIO_UVLOOP),
+)
+
+
+def uvloop_installed() -> bool:
+    """Whether the uvloop variants can run (without uvloop they are left out of the run)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def variants() -> tuple[str, ...]:
+    """The implementations S1-S3 start as clients and servers: IMPLS, plus dicomio+uvloop."""
+    return (*IMPLS, DICOMIO_UVLOOP) if uvloop_installed() else IMPLS
+
+
+def runs_pair(client: str, server: str) -> bool:
+    """Whether S1-S3 measure ``client`` against ``server`` (uvloop only in UVLOOP_PAIRS)."""
+    if DICOMIO_UVLOOP in (client, server):
+        return (client, server) in UVLOOP_PAIRS
+    return True
+
+
 MB = 1_000_000
 
 TITLES = {
@@ -47,7 +82,12 @@ class Settings:
 
     def skips(self, client: str, server: str) -> bool:
         """Quick mode runs dicomio's pairs and each peer with itself, not peer x peer."""
-        return self.quick and DICOMIO not in (client, server) and client != server
+        return (
+            self.quick
+            and DICOMIO not in (client, server)
+            and DICOMIO_UVLOOP not in (client, server)
+            and client != server
+        )
 
 
 @dataclass

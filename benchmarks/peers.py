@@ -1,6 +1,7 @@
 """Python servers under test, one per process: ``python -m benchmarks.peers KIND [options]``.
 
     python -m benchmarks.peers dicomio-scp --mode discard|write|memory|find [--dir D] [--servers K]
+        [--uvloop]
     python -m benchmarks.peers pynetdicom-scp --mode discard|write|stream|memory|find [--dir D]
 
 Each listens on 127.0.0.1 (port 0 unless ``--port``), prints one JSON line
@@ -134,7 +135,7 @@ def dicomio_scp(args: argparse.Namespace) -> None:
                 async for _ in signals:
                     break
 
-    anyio.run(main)
+    anyio.run(main, backend_options={"use_uvloop": args.uvloop})
 
 
 # -- pynetdicom --------------------------------------------------------------------------
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--find-delay", type=float, default=0.0)
     parser.add_argument("--window", type=int, default=0, help="async ops window (dicomio)")
     parser.add_argument("--ae-title", default="BENCHSCP")
+    parser.add_argument("--uvloop", action="store_true", help="dicomio on uvloop's event loop")
     args = parser.parse_args(argv)
     set_up_process()
     if args.kind == "dicomio-scp":

@@ -13,7 +13,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.model import DCMTK, DICOMIO, IMPLS, PYNETDICOM, SCENARIOS, TITLES, Row
+from benchmarks.model import (
+    DCMTK,
+    DICOMIO,
+    DICOMIO_UVLOOP,
+    IMPLS,
+    PYNETDICOM,
+    SCENARIOS,
+    TITLES,
+    Row,
+)
 
 MATRIX_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 
@@ -395,6 +404,28 @@ def _ratio_lines(rows: list[Row], scenario: str, variant: str) -> list[str]:
     return lines
 
 
+def _uvloop_lines(rows: list[Row], scenario: str, variant: str) -> list[str]:
+    """dicomio on uvloop against dicomio on asyncio's own loop, side by side (issue #18)."""
+    comparisons = (
+        ("both sides", (DICOMIO_UVLOOP, DICOMIO_UVLOOP), (DICOMIO, DICOMIO)),
+        ("server (client: DCMTK)", (DCMTK, DICOMIO_UVLOOP), (DCMTK, DICOMIO)),
+        ("server (client: dicomio)", (DICOMIO, DICOMIO_UVLOOP), (DICOMIO, DICOMIO)),
+        ("client (server: DCMTK)", (DICOMIO_UVLOOP, DCMTK), (DICOMIO, DCMTK)),
+        ("client (server: dicomio)", (DICOMIO_UVLOOP, DICOMIO), (DICOMIO, DICOMIO)),
+    )
+    lines = []
+    for label, with_uvloop, without in comparisons:
+        ours = find(rows, scenario, variant, *with_uvloop)
+        theirs = find(rows, scenario, variant, *without)
+        if ours is None or theirs is None:
+            continue
+        lines.append(
+            f"| {scenario} | {variant or '—'} | {label} | {fmt(ours.median, ours.unit)} | "
+            f"{fmt(theirs.median, theirs.unit)} | {fmt_ratio(advantage(ours, theirs))} |"
+        )
+    return lines
+
+
 def markdown(meta: dict[str, Any], rows: list[Row], goals: list[dict[str, str]]) -> str:
     env = meta["environment"]
     out = [
@@ -470,6 +501,23 @@ def markdown(meta: dict[str, Any], rows: list[Row], goals: list[dict[str, str]])
             "| scenario | variant | comparison | vs pynetdicom | vs DCMTK |",
             "|---|---|---|---|---|",
             *ratio_lines,
+        ]
+    uvloop_lines: list[str] = []
+    for scenario in MATRIX_SCENARIOS:
+        variants = dict.fromkeys(r.variant for r in rows if r.scenario == scenario)
+        for variant in variants:
+            uvloop_lines += _uvloop_lines(rows, scenario, variant)
+    if uvloop_lines:
+        out += [
+            "",
+            "## dicomio on uvloop",
+            "",
+            "The same dicomio client and server with `--uvloop` (anyio's asyncio backend on "
+            "uvloop's event loop) against the same without it. Above 1x uvloop is better.",
+            "",
+            "| scenario | variant | uvloop on the | with uvloop | without | ratio |",
+            "|---|---|---|---|---|---|",
+            *uvloop_lines,
         ]
     skipped = [r for r in rows if r.status != "ok"]
     if skipped:

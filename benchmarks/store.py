@@ -24,10 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks import data
-from benchmarks.echo import CLIENT_KIND, SCP_TITLE
+from benchmarks.echo import CLIENT_KIND, EXTRA_ARGS, SCP_TITLE
 from benchmarks.model import (
     DCMTK,
     DICOMIO,
+    DICOMIO_UVLOOP,
     IMPLS,
     MB,
     PYNETDICOM,
@@ -37,23 +38,26 @@ from benchmarks.model import (
     measuring,
     megabytes_per_second,
     rate,
+    runs_pair,
     skipped,
+    variants,
 )
 from benchmarks.runner import HarnessError, Server, Workspace, empty_folder, run_clients
 
 S3_SIZE = 512 * 1024
 #: Instances per repetition (quick, full) per client; full mode sends 1,000 whoever sends.
 S3_COUNT = {DICOMIO: (100, 1000), PYNETDICOM: (40, 1000), DCMTK: (100, 1000)}
+S3_COUNT[DICOMIO_UVLOOP] = S3_COUNT[DICOMIO]
 
 
 def start_server(ws: Workspace, impl: str, mode: str, folder: Path | None) -> Server:
     tag = f"store-{mode}-{impl}"
-    if impl == DICOMIO:
+    if impl in (DICOMIO, DICOMIO_UVLOOP):
         if mode in ("discard", "memory"):
             args = ["--mode", mode]
         else:
             args = ["--mode", "write", "--dir", str(folder)]
-        return ws.python_server(tag, "dicomio-scp", args)
+        return ws.python_server(tag, "dicomio-scp", [*args, *EXTRA_ARGS.get(impl, [])])
     if impl == PYNETDICOM:
         args = ["--mode", mode] + ([] if folder is None else ["--dir", str(folder)])
         return ws.python_server(tag, "pynetdicom-scp", args)
@@ -84,13 +88,18 @@ def _matrix(
     unit: str,
     chunked: bool,
     datasets: bool = False,
+    uvloop: bool = False,
 ) -> None:
     # (row's client name, implementation, extra arguments): with ``datasets``, dicomio also
     # sends each file as the Dataset dcmread made of it (issue #18's "SCU sending a Dataset").
-    clients: list[tuple[str, str, list[str]]] = [(impl, impl, []) for impl in IMPLS]
+    # With ``uvloop``, dicomio+uvloop joins as client and server (the pairs of UVLOOP_PAIRS).
+    impls = variants() if uvloop else IMPLS
+    clients: list[tuple[str, str, list[str]]] = [
+        (impl, impl, EXTRA_ARGS.get(impl, [])) for impl in impls
+    ]
     if datasets:
         clients.append((f"{DICOMIO} (Dataset)", DICOMIO, ["--dataset"]))
-    for server_impl in IMPLS:
+    for server_impl in impls:
         folder = (
             None
             if server_mode == "discard" or (server_mode == "memory" and server_impl != DCMTK)
@@ -99,7 +108,9 @@ def _matrix(
         try:
             server = start_server(ws, server_impl, server_mode, folder)
         except HarnessError as exc:
-            for client_name, _, _ in clients:
+            for client_name, client_impl, _ in clients:
+                if not runs_pair(client_impl, server_impl):
+                    continue
                 rows.append(
                     Row(
                         scenario,
@@ -114,6 +125,10 @@ def _matrix(
             continue
         try:
             for client_name, client_impl, extra in clients:
+                if not runs_pair(client_impl, server_impl) or (
+                    "--dataset" in extra and server_impl == DICOMIO_UVLOOP
+                ):
+                    continue
                 if settings.skips(client_impl, server_impl):
                     rows.append(skipped(scenario, variant, client_name, server_impl, unit))
                     continue
@@ -140,7 +155,7 @@ def _matrix(
                 )
                 if client_impl == DCMTK:
                     row.note += "; storescu: time includes its start-up and reading the files"
-                if extra:
+                if "--dataset" in extra:
                     row.note += "; Datasets read with dcmread before the clock starts"
                 with measuring(rows, row):
                     reps = run_clients(
@@ -162,7 +177,7 @@ def _matrix(
 def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
     rows: list[Row] = []
     if "S3" in selected:
-        counts = {impl: settings.pick(*S3_COUNT[impl]) for impl in IMPLS}
+        counts = {impl: settings.pick(*S3_COUNT[impl]) for impl in variants()}
         paths = data.store_set(settings.cache, S3_SIZE, max(counts.values()))
         for mode in ("discard", "write"):
             _matrix(
@@ -177,6 +192,7 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                 unit="store/s",
                 chunked=False,
                 datasets=mode == "discard",
+                uvloop=True,
             )
     if "S4" in selected:
         size = int(settings.s4_mb * 1024 * 1024) // 2 * 2

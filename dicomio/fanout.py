@@ -57,6 +57,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from dicomio import errors
 from dicomio.association import Association
@@ -82,12 +83,12 @@ _log = logging.getLogger("dicomio.fanout")
 #: What a job does on a borrowed association: the responses to one request.
 Operation = Callable[[Association, Dataset | None], AsyncIterator[tuple[Dataset, Dataset | None]]]
 
-_SUBOPERATIONS = (
-    "NumberOfRemainingSuboperations",
-    "NumberOfCompletedSuboperations",
-    "NumberOfFailedSuboperations",
-    "NumberOfWarningSuboperations",
-)
+# Looked up by tag, not keyword: a keyword lookup costs a dictionary search in pydicom
+# each time, and every response of every peer is looked at.
+_STATUS = BaseTag(0x00000900)
+#: Number of Remaining, Completed, Failed and Warning Sub-operations (PS3.7 C.4.2/C.4.3).
+_SUBOPERATIONS = tuple(BaseTag(tag) for tag in (0x00001020, 0x00001021, 0x00001022, 0x00001023))
+_PENDING = (0xFF00, 0xFF01)
 
 
 class Outcome(enum.Enum):
@@ -433,7 +434,8 @@ class FanOut:
             with self._all:
                 async with anyio.create_task_group() as tg:
                     for run in self._runs:
-                        tg.start_soon(self._run_peer, run)
+                        # A name given saves anyio working one out for each of many tasks.
+                        tg.start_soon(self._run_peer, run, name="dicomio.fanout peer")
         finally:
             for run in self._runs:  # peers never started: end their reports too
                 if run.report is None:
@@ -461,23 +463,36 @@ class FanOut:
     async def _run_peer(self, run: _Run) -> None:
         try:
             with run.scope:
-                with anyio.CancelScope(deadline=self._deadline) as waiting:
-                    await self._limiter.acquire_on_behalf_of(run)
-                if waiting.cancelled_caught:
-                    run.ending = Outcome.TIMED_OUT
-                    return
+                try:
+                    # This task has just started: no need for acquire()'s checkpoints
+                    # when a place is free, as it is unless max_peers holds peers back.
+                    self._limiter.acquire_on_behalf_of_nowait(run)
+                except anyio.WouldBlock:
+                    with anyio.CancelScope(deadline=self._deadline) as waiting:
+                        await self._limiter.acquire_on_behalf_of(run)
+                    if waiting.cancelled_caught:
+                        run.ending = Outcome.TIMED_OUT
+                        return
                 try:
                     run.started_at = anyio.current_time()
                     deadline = self._deadline
                     if self.peer_timeout is not None:
                         deadline = min(deadline, run.started_at + self.peer_timeout)
+                    queue = iter(enumerate(run.items))
+                    workers = min(self.per_peer, len(run.items))
+                    if deadline == float("inf") and workers == 1:
+                        # The common case, one request and no deadline: this task does it,
+                        # without a watchdog and a worker task (and their task groups).
+                        await self._worker(run, queue)
+                        return
                     async with anyio.create_task_group() as tg:
                         if deadline != float("inf"):
-                            tg.start_soon(self._watch, run, deadline)
-                        async with anyio.create_task_group() as workers:
-                            queue = iter(enumerate(run.items))
-                            for _ in range(min(self.per_peer, len(run.items))):
-                                workers.start_soon(self._worker, run, queue)
+                            tg.start_soon(self._watch, run, deadline, name="dicomio.fanout watch")
+                        async with anyio.create_task_group() as pool:
+                            for _ in range(workers):
+                                pool.start_soon(
+                                    self._worker, run, queue, name="dicomio.fanout job"
+                                )
                         tg.cancel_scope.cancel()  # the watchdog
                 finally:
                     self._limiter.release_on_behalf_of(run)
@@ -530,8 +545,10 @@ class FanOut:
                     try:
                         async for status, identifier in self.operation(assoc, item):
                             self._count(run, index, status)
-                            if category(int(status.Status)) is Category.PENDING:
-                                passed_on |= await self._pass_on(run, status, identifier)
+                            if status[_STATUS].value in _PENDING:
+                                passed_on |= await self._pass_on(
+                                    run, status, identifier, pending=True
+                                )
                             else:
                                 final = (status, identifier)
                     finally:
@@ -541,7 +558,7 @@ class FanOut:
             if failure is None:
                 if final is None:
                     raise errors.RemoteProtocolError("no final response")
-                code = int(final[0].Status)
+                code = int(final[0][_STATUS].value)
                 if is_transient(code):
                     failure = code
             if failure is not None:
@@ -553,22 +570,23 @@ class FanOut:
                     await anyio.sleep(self.retry.delay(attempt))
                     continue
             assert final is not None
-            code = int(final[0].Status)
+            code = int(final[0][_STATUS].value)
             run.final_status = code
             if category(code) is Category.FAILURE:
                 run.failed_status = True
-            await self._pass_on(run, *final)
+            await self._pass_on(run, *final, pending=False)
             return
 
     def _count(self, run: _Run, index: int, status: Dataset) -> None:
         if _SUBOPERATIONS[1] in status or _SUBOPERATIONS[0] in status:
-            values = [status.get(kw) for kw in _SUBOPERATIONS]
+            values = [status[tag].value if tag in status else None for tag in _SUBOPERATIONS]
             run.counts[index] = tuple(int(v) if v not in (None, "") else 0 for v in values)  # type: ignore[assignment]
 
-    async def _pass_on(self, run: _Run, status: Dataset, identifier: Dataset | None) -> bool:
+    async def _pass_on(
+        self, run: _Run, status: Dataset, identifier: Dataset | None, *, pending: bool
+    ) -> bool:
         """Hand one answer to the consumer (waiting while the buffer is full); False if it
-        was a duplicate, dropped."""
-        pending = category(int(status.Status)) is Category.PENDING
+        was a duplicate, dropped. ``pending``: the status is Pending (FF00 or FF01)."""
         if identifier is not None and self._key is not None and pending:
             key = self._key(identifier)
             if key is not None:

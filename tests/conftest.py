@@ -19,8 +19,44 @@ LOOPBACK = "127.0.0.1"
 
 
 @pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+#: anyio's asyncio backend on uvloop's event loop (``dicomio[uvloop]``): a third backend for
+#: the test modules marked ``uvloop``, the network paths whose asyncio code looks at the loop.
+UVLOOP_BACKEND = ("asyncio", {"use_uvloop": True})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``uvloop`` run on asyncio, trio and asyncio with uvloop.
+
+    Only a chosen set of modules: the whole suite a third time would cost CI minutes for the
+    same pure-Python code. A test that already picks its backends keeps them. Without uvloop
+    installed the third run skips, with the reason.
+    """
+    if "anyio_backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("uvloop") is None:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "anyio_backend" in names:
+            return
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        third = pytest.param(
+            UVLOOP_BACKEND, id="uvloop", marks=pytest.mark.skip(reason="uvloop not installed")
+        )
+    else:
+        third = pytest.param(UVLOOP_BACKEND, id="uvloop")
+    metafunc.definition.add_marker(
+        pytest.mark.parametrize("anyio_backend", ["asyncio", "trio", third])
+    )
 
 
 def free_port() -> int:

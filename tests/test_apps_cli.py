@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import types
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from dicomio.apps._common import UsageError, keys_to_dataset
 from dicomio.apps._scp_commands import load_config, parse_destination
+from dicomio.apps.cli import _event_loop, build_parser
 from dicomio.dataset import read_file_info
 from tests.conftest import DCMTK_ENV, LOOPBACK, free_port, require_dcmtk, stop, wait_for_port
 from tests.corpus import Corpus, Instance, dataset_bytes
@@ -766,6 +768,24 @@ def test_usage_errors_exit_2() -> None:
     assert result.returncode == 2
     result = run(dicomio("--help"))
     assert result.returncode == 0 and "qrscp" in text(result)
+    result = run(dicomio("echoscu", "--uvloop", "--backend", "trio", LOOPBACK, "1"))
+    assert result.returncode == 2 and "--uvloop" in text(result), text(result)
+
+
+def test_uvloop_flag_chooses_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    plain = parser.parse_args(["echoscu", LOOPBACK, "1"])
+    assert _event_loop(plain) == ("asyncio", {})
+    assert _event_loop(parser.parse_args(["echoscu", "--backend", "trio", LOOPBACK, "1"])) == (
+        "trio",
+        {},
+    )
+    fast = parser.parse_args(["qrscp", "--uvloop", "1"])
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    with pytest.raises(UsageError, match=r"pip install 'dicomio\[uvloop\]'"):
+        _event_loop(fast)
+    monkeypatch.setitem(sys.modules, "uvloop", types.ModuleType("uvloop"))
+    assert _event_loop(fast) == ("asyncio", {"use_uvloop": True})
 
 
 # -- TLS -----------------------------------------------------------------------------------------

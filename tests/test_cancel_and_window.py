@@ -24,7 +24,7 @@ from dicomio.sop import (
     Verification,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.uvloop]
 
 FIND = PatientRootQueryRetrieveInformationModelFind
 GET = PatientRootQueryRetrieveInformationModelGet

@@ -20,7 +20,7 @@ from dicomio.presentation import build_context
 from dicomio.sop import PatientRootQueryRetrieveInformationModelFind, Verification
 from tests.conftest import LOOPBACK, free_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.uvloop]
 
 FIND = PatientRootQueryRetrieveInformationModelFind
 

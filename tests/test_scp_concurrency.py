@@ -32,7 +32,7 @@ from dicomio.pdu import (
 from dicomio.sop import CTImageStorage, Verification
 from tests.conftest import LOOPBACK
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.uvloop]
 
 ASSOCIATIONS = 1000
 ECHOES = 10

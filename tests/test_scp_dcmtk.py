@@ -54,7 +54,7 @@ from tests.corpus import (
 )
 from tests.qr_index import QRIndex, find_handler, get_handler, move_handler
 
-pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+pytestmark = [pytest.mark.interop, pytest.mark.anyio, pytest.mark.uvloop]
 
 SCP_AET = "DICOMIO"
 

@@ -45,7 +45,7 @@ from dicomio.sop import (
 from tests.conftest import free_port, require_dcmtk, stop, wait_for_port
 from tests.corpus import TRANSFER_SYNTAXES, Corpus, Instance, dataset_bytes, make_dataset
 
-pytestmark = [pytest.mark.anyio, pytest.mark.interop]
+pytestmark = [pytest.mark.anyio, pytest.mark.interop, pytest.mark.uvloop]
 
 #: Bound on every test body: DCMTK answers in milliseconds on loopback.
 DEADLINE = 30.0

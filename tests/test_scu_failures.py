@@ -42,7 +42,7 @@ from tests.fake_peer import (
     fake_acceptor,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.uvloop]
 
 #: Every test must end well within this; the interesting timeouts are a fraction of it.
 TEST_DEADLINE = 10.0

@@ -29,7 +29,7 @@ from dicomio import AE
 from dicomio.sop import Verification
 from tests.conftest import LOOPBACK
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.uvloop]
 
 BURST = 300
 

@@ -13,7 +13,7 @@ from dicomio.sop import Verification
 
 trustme = pytest.importorskip("trustme")
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.uvloop]
 
 
 @pytest.fixture(scope="module")

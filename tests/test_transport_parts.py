@@ -23,7 +23,7 @@ from tests.test_transport import (
     read_exactly,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.uvloop]
 
 
 def cut(data: bytes, sizes: list[int]) -> list[bytes | memoryview]:

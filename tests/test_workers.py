@@ -55,6 +55,7 @@ class Supervisor:
         aet: str = "DICOMIO",
         move_port: int | None = None,
         name: str = "qrscp",
+        options: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.name = name
@@ -79,6 +80,7 @@ class Supervisor:
             "--dest",
             f"STORESCP={LOOPBACK}:{self.move_port}",
             *(["--db", db] if db else []),
+            *options,
         )
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV)
@@ -302,6 +304,32 @@ def test_two_workers_store_find_get_move_then_drain(
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert supervisor.output().count("SIGTERM, shutting down") == 2
     assert_indexed_once(supervisor, corpus)
+
+
+@pytest.mark.interop
+def test_workers_on_uvloop(corpus: Corpus, tmp_path: Path) -> None:
+    """``--workers 2 --uvloop``: each worker runs on uvloop (its module is loaded) and serves."""
+    pytest.importorskip("uvloop")
+    require_dcmtk("echoscu", "storescu", "findscu")
+    supervisor = Supervisor(tmp_path, options=("--uvloop",)).started()
+    try:
+        workers = supervisor.workers()
+        for pid in workers:
+            assert b"--uvloop" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+        store_in_parallel(supervisor.port, corpus, 4)
+        for name, model, keys, keyword, expected in find_cases(corpus):
+            responses, output = dcmtk_find(supervisor.port, model, keys, tmp_path / name)
+            got = [str(r[keyword].value) for r in responses]
+            assert sorted(got) == sorted(expected), f"{name}: {output}"
+        echo_argv = dicomio("echoscu", "--uvloop", LOOPBACK, str(supervisor.port))
+        result = run([*echo_argv, "-aec", "DICOMIO", "-r", "3"])
+        assert result.returncode == 0 and "3 echoes" in text(result), text(result)
+        assert supervisor.terminate() == 0, supervisor.output()
+        assert len(supervisor.index()) == len(corpus.instances)
+    finally:
+        if supervisor.proc.poll() is None:
+            stop(supervisor.proc)
 
 
 @pytest.mark.interop
