@@ -34,7 +34,7 @@ import anyio.lowlevel
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
-from dicomio import errors
+from dicomio import _transport, errors
 from dicomio._locks import Gate
 from dicomio.dataset import encode_dataset, part10_header
 from dicomio.dimse import (
@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from dicomio.association import Association
     from dicomio.config import Timeouts
     from dicomio.presentation import PresentationContext
+    from dicomio.ul import ULConnection
 
 __all__ = ["ServiceProviderMixin", "stream_to_disk"]
 
@@ -292,12 +293,21 @@ class ServiceProviderMixin:
         _reader_busy: bool
         _incoming: deque[tuple[int, Any, Any]]
         _read_lock: Gate
+        _send_lock: Gate
+        _write_lock: Gate
         _receivers: weakref.WeakSet[IncomingRequests]
         async_ops_window: tuple[int, int]
+        _stream: anyio.abc.ByteStream
+        _ul: ULConnection
+        _now: Callable[[], float]
+        _outbox: list[bytes | memoryview]
+        _deferred: list[Any]
+        _transport_closing: bool
 
         def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
         def _send_nowait(self, context_id: int, command: Any) -> None: ...
+        def _on_ul_event(self, event: Any) -> None: ...
         def _wake_waiters(self) -> None: ...
         async def _flush(self) -> None: ...
         async def _read_once(self, deadline: float | None = None) -> bool: ...
@@ -326,6 +336,10 @@ class ServiceProviderMixin:
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
         self._inline: deque[tuple[int, Any, Any]] = deque()
+        #: What the receive hook raised, for the reader to raise in its place.
+        self._hook_error: BaseException | None = None
+        #: The reader's idle timer while it waits (network timeout), for the hook to push on.
+        self._idle_scope: anyio.CancelScope | None = None
 
     # -- reader loop (acceptor) ---------------------------------------------------------------
 
@@ -341,6 +355,9 @@ class ServiceProviderMixin:
         """
         self._background_reader = True
         network = self.timeouts.network
+        stream = self._stream
+        if isinstance(stream, _transport.AsyncioSocketStream):
+            stream.on_data = self._take_data
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -355,9 +372,11 @@ class ServiceProviderMixin:
                                 await self._read_once()
                     else:
                         with anyio.move_on_after(network) as idle:
+                            self._idle_scope = idle
                             async with self._read_lock:
                                 if not (self._echoes or self._inline):
                                     await self._read_once()
+                        self._idle_scope = None
                     if self._echoes or self._inline:
                         await self._run_inline()
                     if network is None:
@@ -370,10 +389,83 @@ class ServiceProviderMixin:
                     # repr and delivers the cancellation over loop turns): only when needed.
                     tg.cancel_scope.cancel()
         finally:
+            if isinstance(stream, _transport.AsyncioSocketStream):
+                stream.on_data = None
+            self._idle_scope = None
             self._task_group = None
             self._background_reader = False
             self._reader_busy = False
             self._wake_waiters()
+
+    def _take_data(self, data: bytes) -> bool:
+        """The reader's receive hook (``AsyncioSocketStream.on_data``), on asyncio.
+
+        Bytes that arrive while the reader waits, with nothing pending, are fed to the Upper
+        Layer and its events routed here, in the event loop's read callback, by the same
+        code as ``_read_once``; the default C-ECHO answers (PS3.7 9.1.5) then go straight
+        to the transport. Waking the reader task would cost a second turn of the loop per
+        message. Whatever else the bytes lead to that awaits (a request to run inline, a
+        close, a send that must wait for the kernel) is handed to the reader, which does it
+        as after any read (``Association._read_once``). False (not taken: the reader gets
+        the bytes as usual) while anything is pending, while ARTIM runs, or with debug
+        logging, whose lines the reader writes.
+        """
+        stream = self._stream
+        assert isinstance(stream, _transport.AsyncioSocketStream)
+        ul = self._ul
+        if (
+            self._reader_busy
+            or self._echoes
+            or self._inline
+            or self._incoming
+            or self._deferred
+            or self._outbox
+            or self._failure is not None
+            or self._transport_closed
+            or self._transport_closing
+            or self._send_lock.locked()
+            or self._write_lock.locked()
+            or not stream.write_ready
+            or ul.next_deadline() is not None
+            or self.log.isEnabledFor(logging.DEBUG)
+        ):
+            return False
+        try:
+            now = self._now()
+            for event in ul.receive_data(data, now=now):
+                self._on_ul_event(event)
+            if self._echoes and not self._inline:
+                self._answer_echoes_nowait()
+            if self._idle_scope is not None and self.timeouts.network is not None:
+                self._idle_scope.deadline = now + self.timeouts.network
+            if (
+                self._echoes
+                or self._inline
+                or self._deferred
+                or self._transport_closing
+                or ul.should_close
+                or ul.next_deadline() is not None
+            ):
+                stream.hand_over()
+                return True
+            out = ul.data_to_send()
+            if out:
+                stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+        except Exception as exc:
+            # Raised where the reader would have raised it.
+            self._hook_error = exc
+            stream.hand_over()
+        return True
+
+    def _answer_echoes_nowait(self) -> None:
+        """``_answer_echoes`` up to the first echo without a context, which it leaves."""
+        echoes = self._echoes
+        while echoes:
+            context_id, command = echoes[0]
+            if self._context(context_id) is None:
+                return  # the reader's _answer_echoes takes the usual abort path
+            echoes.popleft()
+            self._send_nowait(context_id, _echo_response(command, SUCCESS))
 
     async def _run_inline(self) -> None:
         """Answer the requests the reader took on itself, while it does not read.
