@@ -47,6 +47,7 @@ __all__ = [
     "running_asyncio_loop",
     "set_if_pending",
     "wrap_accepted_socket",
+    "wrap_accepted_socket_nowait",
 ]
 
 #: A send the kernel takes at once does not yield to the loop; one in this many does.
@@ -539,6 +540,29 @@ async def wrap_accepted_socket(sock: socket.socket) -> anyio.abc.SocketStream:
         return await anyio.abc.SocketStream.from_socket(sock)
     transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
     assert isinstance(transport, asyncio.Transport)
+    return AsyncioSocketStream(transport, protocol, sock)
+
+
+def wrap_accepted_socket_nowait(sock: socket.socket) -> AsyncioSocketStream | None:
+    """``wrap_accepted_socket`` without awaiting, on asyncio's selector loops; else None.
+
+    For the server's accept callback: the connection's task then starts with its stream
+    ready. ``connect_accepted_socket`` builds the same transport, then awaits a future set
+    once ``connection_made`` has run: a turn of the loop, and a task wake-up, per
+    connection. Here the transport's ``connection_made`` and reader registration are
+    queued at once, so they run before any task started after this call. The loop's
+    ``_make_socket_transport`` is private: a loop without it (uvloop) gets None and the
+    caller awaits ``wrap_accepted_socket``. The socket must be non-blocking.
+    """
+    loop = running_asyncio_loop()
+    make = getattr(loop, "_make_socket_transport", None)
+    if make is None:
+        return None
+    protocol = _Protocol()
+    transport = make(sock, protocol)
+    if not isinstance(transport, asyncio.Transport):  # pragma: no cover - not a selector loop
+        transport.close()
+        return None
     return AsyncioSocketStream(transport, protocol, sock)
 
 

@@ -233,7 +233,9 @@ class Server:
         ready: list[asyncio.Future[None]] = []
 
         def on_readable() -> None:
-            if ready:
+            # The connections are accepted here, in the loop's callback, when that is
+            # simple (see _accept_nowait); otherwise, and after a full batch, the task does.
+            if not self._accept_nowait(listening, task_group, batch) and ready:
                 _transport.set_if_pending(ready[0])
 
         if loop is not None:
@@ -282,6 +284,50 @@ class Server:
                     await ready[0]
                 finally:
                     ready.clear()
+
+    def _accept_nowait(
+        self, listening: socket.socket, task_group: anyio.abc.TaskGroup, batch: int
+    ) -> bool:
+        """Accept up to ``batch`` connections in the listener's readiness callback (asyncio).
+
+        Each gets its transport here and a task that starts with it ready: waking the accept
+        task, then wrapping the socket in the connection's task, costs three turns of the
+        loop per connection. True once the queue is empty; False (the accept task then takes
+        over and does the rest, errors included) after a full batch, on any error, or once
+        the server is shutting down.
+        """
+        if self._accept_scope.cancel_called:
+            return False
+        for _ in range(batch):
+            try:
+                sock, address = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False  # met again, and handled, by the accept task
+            try:
+                sock.setblocking(False)
+                # TCP_NODELAY, as in _serve_socket, is set by the transport itself.
+                stream = _transport.wrap_accepted_socket_nowait(sock)
+            except (OSError, ValueError):
+                sock.close()  # the peer went away while the connection waited in the queue
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            if stream is None:
+                task_group.start_soon(self._serve_socket, sock, address)
+                return False  # no such transport on this loop: the task's way from now on
+            task_group.start_soon(self._serve_stream, stream, address)
+        return False
+
+    async def _serve_stream(self, stream: anyio.abc.SocketStream, address: Any) -> None:
+        """One accepted connection's task, its stream built by ``_accept_nowait``."""
+        try:
+            remote = (str(address[0]), int(address[1]))
+        except (TypeError, IndexError, ValueError):
+            remote = ("?", 0)
+        await self._handle_connection(stream, remote)
 
     async def _serve_socket(self, sock: socket.socket, address: Any) -> None:
         """One accepted connection's task: wrap the socket in a stream, then serve it."""
