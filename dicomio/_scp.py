@@ -63,6 +63,7 @@ from dicomio.dimse import (
     encode_command,
 )
 from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
+from dicomio.dimse.fragment import message_id_template
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -296,10 +297,11 @@ class ServiceProviderMixin:
         _send_lock: Gate
         _write_lock: Gate
         _receivers: weakref.WeakSet[IncomingRequests]
-        async_ops_window: tuple[int, int]
-        _stream: anyio.abc.ByteStream
         _ul: ULConnection
         _now: Callable[[], float]
+        remote_max_pdu: int
+        async_ops_window: tuple[int, int]
+        _stream: anyio.abc.ByteStream
         _outbox: list[bytes | memoryview]
         _deferred: list[Any]
         _transport_closing: bool
@@ -335,6 +337,8 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
+        #: (context ID, SOP class UID) -> the default C-ECHO-RSP's template, or None.
+        self._echo_templates: dict[tuple[int, str], tuple[bytes, bytes] | None] = {}
         self._inline: deque[tuple[int, Any, Any]] = deque()
         #: What the receive hook raised, for the reader to raise in its place.
         self._hook_error: BaseException | None = None
@@ -465,7 +469,8 @@ class ServiceProviderMixin:
             if self._context(context_id) is None:
                 return  # the reader's _answer_echoes takes the usual abort path
             echoes.popleft()
-            self._send_nowait(context_id, _echo_response(command, SUCCESS))
+            if not self._echo_answered(context_id, command):
+                self._send_nowait(context_id, _echo_response(command, SUCCESS))
 
     async def _run_inline(self) -> None:
         """Answer the requests the reader took on itself, while it does not read.
@@ -524,14 +529,46 @@ class ServiceProviderMixin:
             if self._context(context_id) is None:
                 await self._handle_request(context_id, command, None)  # the usual abort path
                 return
+            debug = self.log.isEnabledFor(logging.DEBUG)
+            if not debug and self._echo_answered(context_id, command):
+                continue
             response = _echo_response(command, SUCCESS)
-            if self.log.isEnabledFor(logging.DEBUG):
+            if debug:
                 from dicomio.association import summary  # a cycle at import time
 
                 self.log.debug("sending %s ctx=%d", summary(response), context_id)
             self._send_nowait(context_id, response)
         with contextlib.suppress(errors.DicomioError):
             await self._flush()
+
+    def _echo_answered(self, context_id: int, command: CEchoRQ) -> bool:
+        """Queue the default C-ECHO-RSP from a command set template; False if it cannot.
+
+        ``_send_nowait`` for the same response, without building and encoding it: the
+        answers on one context differ only in the message ID. Not taken (False) while
+        another message is being sent: ``_send_nowait`` defers it then.
+        """
+        if self._failure is not None or self._transport_closed or self._send_lock.locked():
+            return False
+        key = (context_id, command.affected_sop_class_uid)
+        if key in self._echo_templates:
+            template = self._echo_templates[key]
+        else:
+            template = message_id_template(
+                context_id,
+                _echo_response(command, SUCCESS),
+                self.remote_max_pdu,
+                "message_id_being_responded_to",
+            )
+            if len(self._echo_templates) < 16:  # a peer varying the UID gets no more
+                self._echo_templates[key] = template
+        if template is None:
+            return False
+        head, tail = template
+        self._ul.send_pdata_parts(
+            [head + command.message_id.to_bytes(2, "little") + tail], now=self._now()
+        )
+        return True
 
     async def _run_incoming_inline(self) -> None:
         while self._incoming:
