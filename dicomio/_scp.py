@@ -339,6 +339,8 @@ class ServiceProviderMixin:
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
         #: (context ID, SOP class UID) -> the default C-ECHO-RSP's template, or None.
         self._echo_templates: dict[tuple[int, str], tuple[bytes, bytes] | None] = {}
+        #: Keys answered once without a template: the second answer builds it.
+        self._echo_templates_wanted: set[tuple[int, str]] = set()
         self._inline: deque[tuple[int, Any, Any]] = deque()
         #: What the receive hook raised, for the reader to raise in its place.
         self._hook_error: BaseException | None = None
@@ -553,6 +555,12 @@ class ServiceProviderMixin:
         key = (context_id, command.affected_sop_class_uid)
         if key in self._echo_templates:
             template = self._echo_templates[key]
+        elif key not in self._echo_templates_wanted:
+            # The first answer takes the ordinary path: building a template costs two
+            # encodings, which an association with one C-ECHO (a verification) never repays.
+            if len(self._echo_templates_wanted) < 16:  # as for the templates themselves
+                self._echo_templates_wanted.add(key)
+            return False
         else:
             template = message_id_template(
                 context_id,
