@@ -34,7 +34,7 @@ import anyio.lowlevel
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
-from dicomio import errors
+from dicomio import _transport, errors
 from dicomio._locks import Gate
 from dicomio.dataset import encode_dataset, part10_header
 from dicomio.dimse import (
@@ -63,6 +63,7 @@ from dicomio.dimse import (
     encode_command,
 )
 from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
+from dicomio.dimse.fragment import message_id_template
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -80,11 +81,14 @@ from dicomio.events import (
 )
 
 if TYPE_CHECKING:
+    import socket
+
     from dicomio._receive import IncomingRequests
     from dicomio.ae import AE
     from dicomio.association import Association
     from dicomio.config import Timeouts
     from dicomio.presentation import PresentationContext
+    from dicomio.ul import ULConnection
 
 __all__ = ["ServiceProviderMixin", "stream_to_disk"]
 
@@ -292,12 +296,23 @@ class ServiceProviderMixin:
         _reader_busy: bool
         _incoming: deque[tuple[int, Any, Any]]
         _read_lock: Gate
+        _send_lock: Gate
+        _write_lock: Gate
         _receivers: weakref.WeakSet[IncomingRequests]
+        _ul: ULConnection
+        _now: Callable[[], float]
+        remote_max_pdu: int
         async_ops_window: tuple[int, int]
+        _stream: anyio.abc.ByteStream
+        _outbox: list[bytes | memoryview]
+        _deferred: list[Any]
+        _transport_closing: bool
+        _ack_socket: socket.socket | None
 
         def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
         def _send_nowait(self, context_id: int, command: Any) -> None: ...
+        def _on_ul_event(self, event: Any) -> None: ...
         def _wake_waiters(self) -> None: ...
         async def _flush(self) -> None: ...
         async def _read_once(self, deadline: float | None = None) -> bool: ...
@@ -325,7 +340,15 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
+        #: (context ID, SOP class UID) -> the default C-ECHO-RSP's template, or None.
+        self._echo_templates: dict[tuple[int, str], tuple[bytes, bytes] | None] = {}
+        #: Keys answered once without a template: the second answer builds it.
+        self._echo_templates_wanted: set[tuple[int, str]] = set()
         self._inline: deque[tuple[int, Any, Any]] = deque()
+        #: What the receive hook raised, for the reader to raise in its place.
+        self._hook_error: BaseException | None = None
+        #: The reader's idle timer while it waits (network timeout), for the hook to push on.
+        self._idle_scope: anyio.CancelScope | None = None
 
     # -- reader loop (acceptor) ---------------------------------------------------------------
 
@@ -341,6 +364,9 @@ class ServiceProviderMixin:
         """
         self._background_reader = True
         network = self.timeouts.network
+        stream = self._stream
+        if isinstance(stream, _transport.AsyncioSocketStream):
+            stream.on_data = self._take_data
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -355,9 +381,11 @@ class ServiceProviderMixin:
                                 await self._read_once()
                     else:
                         with anyio.move_on_after(network) as idle:
+                            self._idle_scope = idle
                             async with self._read_lock:
                                 if not (self._echoes or self._inline):
                                     await self._read_once()
+                        self._idle_scope = None
                     if self._echoes or self._inline:
                         await self._run_inline()
                     if network is None:
@@ -370,10 +398,86 @@ class ServiceProviderMixin:
                     # repr and delivers the cancellation over loop turns): only when needed.
                     tg.cancel_scope.cancel()
         finally:
+            if isinstance(stream, _transport.AsyncioSocketStream):
+                stream.on_data = None
+            self._idle_scope = None
             self._task_group = None
             self._background_reader = False
             self._reader_busy = False
             self._wake_waiters()
+
+    def _take_data(self, data: bytes) -> bool:
+        """The reader's receive hook (``AsyncioSocketStream.on_data``), on asyncio.
+
+        Bytes that arrive while the reader waits, with nothing pending, are fed to the Upper
+        Layer and its events routed here, in the event loop's read callback, by the same
+        code as ``_read_once``; the default C-ECHO answers (PS3.7 9.1.5) then go straight
+        to the transport. Waking the reader task would cost a second turn of the loop per
+        message. Whatever else the bytes lead to that awaits (a request to run inline, a
+        close, a send that must wait for the kernel) is handed to the reader, which does it
+        as after any read (``Association._read_once``). False (not taken: the reader gets
+        the bytes as usual) while anything is pending, while ARTIM runs, or with debug
+        logging, whose lines the reader writes.
+        """
+        stream = self._stream
+        assert isinstance(stream, _transport.AsyncioSocketStream)
+        ul = self._ul
+        if (
+            self._reader_busy
+            or self._echoes
+            or self._inline
+            or self._incoming
+            or self._deferred
+            or self._outbox
+            or self._failure is not None
+            or self._transport_closed
+            or self._transport_closing
+            or self._send_lock.locked()
+            or self._write_lock.locked()
+            or not stream.write_ready
+            or ul.next_deadline() is not None
+            or self.log.isEnabledFor(logging.DEBUG)
+        ):
+            return False
+        try:
+            if self._ack_socket is not None:
+                _transport.ack_now(self._ack_socket)  # as _read_once does: see ack_now
+            now = self._now()
+            for event in ul.receive_data(data, now=now):
+                self._on_ul_event(event)
+            if self._echoes and not self._inline:
+                self._answer_echoes_nowait()
+            if self._idle_scope is not None and self.timeouts.network is not None:
+                self._idle_scope.deadline = now + self.timeouts.network
+            if (
+                self._echoes
+                or self._inline
+                or self._deferred
+                or self._transport_closing
+                or ul.should_close
+                or ul.next_deadline() is not None
+            ):
+                stream.hand_over()
+                return True
+            out = ul.data_to_send()
+            if out:
+                stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+        except Exception as exc:
+            # Raised where the reader would have raised it.
+            self._hook_error = exc
+            stream.hand_over()
+        return True
+
+    def _answer_echoes_nowait(self) -> None:
+        """``_answer_echoes`` up to the first echo without a context, which it leaves."""
+        echoes = self._echoes
+        while echoes:
+            context_id, command = echoes[0]
+            if self._context(context_id) is None:
+                return  # the reader's _answer_echoes takes the usual abort path
+            echoes.popleft()
+            if not self._echo_answered(context_id, command):
+                self._send_nowait(context_id, _echo_response(command, SUCCESS))
 
     async def _run_inline(self) -> None:
         """Answer the requests the reader took on itself, while it does not read.
@@ -432,14 +536,52 @@ class ServiceProviderMixin:
             if self._context(context_id) is None:
                 await self._handle_request(context_id, command, None)  # the usual abort path
                 return
+            debug = self.log.isEnabledFor(logging.DEBUG)
+            if not debug and self._echo_answered(context_id, command):
+                continue
             response = _echo_response(command, SUCCESS)
-            if self.log.isEnabledFor(logging.DEBUG):
+            if debug:
                 from dicomio.association import summary  # a cycle at import time
 
                 self.log.debug("sending %s ctx=%d", summary(response), context_id)
             self._send_nowait(context_id, response)
         with contextlib.suppress(errors.DicomioError):
             await self._flush()
+
+    def _echo_answered(self, context_id: int, command: CEchoRQ) -> bool:
+        """Queue the default C-ECHO-RSP from a command set template; False if it cannot.
+
+        ``_send_nowait`` for the same response, without building and encoding it: the
+        answers on one context differ only in the message ID. Not taken (False) while
+        another message is being sent: ``_send_nowait`` defers it then.
+        """
+        if self._failure is not None or self._transport_closed or self._send_lock.locked():
+            return False
+        key = (context_id, command.affected_sop_class_uid)
+        if key in self._echo_templates:
+            template = self._echo_templates[key]
+        elif key not in self._echo_templates_wanted:
+            # The first answer takes the ordinary path: building a template costs two
+            # encodings, which an association with one C-ECHO (a verification) never repays.
+            if len(self._echo_templates_wanted) < 16:  # as for the templates themselves
+                self._echo_templates_wanted.add(key)
+            return False
+        else:
+            template = message_id_template(
+                context_id,
+                _echo_response(command, SUCCESS),
+                self.remote_max_pdu,
+                "message_id_being_responded_to",
+            )
+            if len(self._echo_templates) < 16:  # a peer varying the UID gets no more
+                self._echo_templates[key] = template
+        if template is None:
+            return False
+        head, tail = template
+        self._ul.send_pdata_parts(
+            [head + command.message_id.to_bytes(2, "little") + tail], now=self._now()
+        )
+        return True
 
     async def _run_incoming_inline(self) -> None:
         while self._incoming:

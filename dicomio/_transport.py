@@ -47,6 +47,7 @@ from anyio.streams.tls import TLSStream
 
 __all__ = [
     "AsyncioSocketStream",
+    "Handed",
     "ack_now",
     "ack_socket",
     "clock",
@@ -54,6 +55,7 @@ __all__ = [
     "running_asyncio_loop",
     "set_if_pending",
     "wrap_accepted_socket",
+    "wrap_accepted_socket_nowait",
 ]
 
 #: A send the kernel takes at once does not yield to the loop; one in this many does.
@@ -73,6 +75,14 @@ READ_HIGH_WATER = 1 << 20
 TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
+class Handed(Exception):
+    """Raised to a parked reader: the bytes went to ``AsyncioSocketStream.on_data`` instead.
+
+    The callback took the bytes in the event loop's own callback and left work that awaits
+    (a close, a request to run) to the reader.
+    """
+
+
 class _Protocol(asyncio.Protocol):
     __slots__ = (
         "buffered",
@@ -80,7 +90,9 @@ class _Protocol(asyncio.Protocol):
         "drain_waiter",
         "eof",
         "exception",
+        "handed",
         "lost",
+        "on_data",
         "read_paused",
         "read_waiter",
         "transport",
@@ -98,6 +110,8 @@ class _Protocol(asyncio.Protocol):
         self.exception: BaseException | None = None
         self.read_paused = False
         self.write_paused = False
+        self.on_data: Callable[[bytes], bool] | None = None
+        self.handed = False
 
     # -- called by the event loop ------------------------------------------------------------
 
@@ -109,6 +123,16 @@ class _Protocol(asyncio.Protocol):
         transport.set_write_buffer_limits(0)
 
     def data_received(self, data: bytes) -> None:
+        # While the reader is parked with nothing buffered, a receive hook may take the
+        # bytes here, without waking it (see AsyncioSocketStream.on_data).
+        if (
+            self.on_data is not None
+            and self.read_waiter is not None
+            and not self.read_waiter.done()
+            and not self.chunks
+            and self.on_data(data)
+        ):
+            return
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > READ_HIGH_WATER and not self.read_paused:
@@ -135,6 +159,11 @@ class _Protocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_writer()
+
+    def hand_over(self) -> None:
+        """The receive hook left work for the reader: wake it (it raises ``Handed``)."""
+        self.handed = True
+        self._wake_reader()
 
     def _wake_reader(self) -> None:
         if self.read_waiter is not None:
@@ -177,6 +206,48 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._loop = loop = asyncio.get_running_loop()
         self._ready: Sized = getattr(loop, "_ready", (None,))
 
+    @property
+    def on_data(self) -> Callable[[bytes], bool] | None:
+        """A receive hook: called with bytes that arrive while a ``receive`` waits.
+
+        It runs in the event loop's read callback, with nothing buffered before the bytes.
+        It returns False to leave them to the reader as usual, or True once it has taken
+        them; if it then leaves work that awaits, it calls ``hand_over()`` and the waiting
+        ``receive`` raises ``Handed`` instead of returning bytes. The acceptor's C-ECHO
+        answers (``ServiceProviderMixin``) go out this way: one loop turn per echo, not two.
+        """
+        return self._protocol.on_data
+
+    @on_data.setter
+    def on_data(self, hook: Callable[[bytes], bool] | None) -> None:
+        self._protocol.on_data = hook
+        self._protocol.handed = False
+
+    def hand_over(self) -> None:
+        """Wake the waiting ``receive`` to raise ``Handed`` (from a receive hook)."""
+        self._protocol.hand_over()
+
+    @property
+    def write_ready(self) -> bool:
+        """Whether a write now would go straight to the kernel: nothing queued, no wait."""
+        return not (
+            self._closed
+            or self._sending
+            or self._soon
+            or self._protocol.write_paused
+            or self._protocol.lost
+            or self._transport.is_closing()
+            or self._transport.get_write_buffer_size()
+        )
+
+    def write_nowait(self, data: bytes | memoryview) -> None:
+        """Hand ``data`` to the transport at once (from a receive hook, when ``write_ready``).
+
+        What the kernel does not take stays in the transport and pauses writing, so the
+        next ``send`` waits for it as usual.
+        """
+        self._transport.write(data)
+
     def has_buffered_input(self) -> bool:
         """Whether bytes or the end of the connection wait in the buffer, unread."""
         protocol = self._protocol
@@ -197,11 +268,18 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             raise anyio.ClosedResourceError
         self._receiving = True
         try:
+            if protocol.handed:
+                # Work the receive hook left comes before bytes that arrived after it.
+                protocol.handed = False
+                raise Handed
             if protocol.chunks:
                 # Data is already here: still a checkpoint, so a busy reader cannot starve
                 # the other tasks of the loop.
                 await anyio.lowlevel.checkpoint()
             while not protocol.chunks:
+                if protocol.handed:
+                    protocol.handed = False
+                    raise Handed
                 if self._closed:
                     raise anyio.ClosedResourceError
                 if protocol.eof or protocol.lost:
@@ -242,7 +320,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         protocol = self._protocol
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
-        if not protocol.chunks and not (self._closed or protocol.eof or protocol.lost):
+        if not protocol.chunks and not (
+            self._closed or protocol.eof or protocol.lost or protocol.handed
+        ):
             loop = self._loop
             if loop.time() >= deadline:
                 return None
@@ -257,6 +337,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 self._receiving = False
                 protocol.read_waiter = None
                 timer.cancel()
+            if protocol.handed:
+                protocol.handed = False
+                raise Handed
             if protocol.chunks and not self._closed:
                 # This call has waited, so it was a checkpoint already: no second trip
                 # through the loop before the caller sees the bytes.
@@ -510,6 +593,29 @@ def _is_ip_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def wrap_accepted_socket_nowait(sock: socket.socket) -> AsyncioSocketStream | None:
+    """``wrap_accepted_socket`` without awaiting, on asyncio's selector loops; else None.
+
+    For the server's accept callback: the connection's task then starts with its stream
+    ready. ``connect_accepted_socket`` builds the same transport, then awaits a future set
+    once ``connection_made`` has run: a turn of the loop, and a task wake-up, per
+    connection. Here the transport's ``connection_made`` and reader registration are
+    queued at once, so they run before any task started after this call. The loop's
+    ``_make_socket_transport`` is private: a loop without it (uvloop) gets None and the
+    caller awaits ``wrap_accepted_socket``. The socket must be non-blocking.
+    """
+    loop = running_asyncio_loop()
+    make = getattr(loop, "_make_socket_transport", None)
+    if make is None:
+        return None
+    protocol = _Protocol()
+    transport = make(sock, protocol)
+    if not isinstance(transport, asyncio.Transport):  # pragma: no cover - not a selector loop
+        transport.close()
+        return None
+    return AsyncioSocketStream(transport, protocol, sock)
 
 
 def input_waiting(stream: anyio.abc.ByteStream) -> bool:

@@ -407,6 +407,14 @@ class Association(
             else:
                 with anyio.CancelScope(deadline=until):
                     data = await stream.receive(READ_SIZE)
+        except _transport.Handed:
+            # The receive hook (ServiceProviderMixin._take_data) has fed the bytes to the
+            # Upper Layer and routed its events; what they left to await is done here.
+            error, self._hook_error = self._hook_error, None
+            if error is not None:
+                raise error from None
+            await self._after_ul([])
+            return True
         except _CLOSED_ERRORS:
             data = b""
         now = self._now()

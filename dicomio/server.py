@@ -61,6 +61,7 @@ from dicomio.pdu import (
     ImplementationClassUID,
     ImplementationVersionName,
     MaximumLength,
+    PresentationContextAC,
     RoleSelection,
     SOPClassCommonExtendedNegotiation,
     SOPClassExtendedNegotiation,
@@ -98,6 +99,9 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 #: How long to stop accepting after running out of descriptors (trio's serve_listeners and
 #: asyncio's own servers pause in the same way).
 ACCEPT_RETRY_DELAY = 0.1
+#: Distinct A-ASSOCIATE-RQ negotiations a server remembers (Server._negotiate): a few
+#: clients' proposals, each a handful of small values.
+NEGOTIATIONS_REMEMBERED = 64
 
 
 class Server:
@@ -135,6 +139,8 @@ class Server:
         #: Associations past the limit checks (being negotiated or established).
         self._admitted: set[Association] = set()
         self._per_ae: Counter[str] = Counter()
+        #: negotiate_as_acceptor's answers by its arguments (see _negotiate).
+        self._negotiated: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._accept_scope = anyio.CancelScope()
         self._listener: anyio.abc.Listener[Any] | None = None
@@ -233,7 +239,9 @@ class Server:
         ready: list[asyncio.Future[None]] = []
 
         def on_readable() -> None:
-            if ready:
+            # The connections are accepted here, in the loop's callback, when that is
+            # simple (see _accept_nowait); otherwise, and after a full batch, the task does.
+            if not self._accept_nowait(listening, task_group, batch) and ready:
                 _transport.set_if_pending(ready[0])
 
         if loop is not None:
@@ -282,6 +290,50 @@ class Server:
                     await ready[0]
                 finally:
                     ready.clear()
+
+    def _accept_nowait(
+        self, listening: socket.socket, task_group: anyio.abc.TaskGroup, batch: int
+    ) -> bool:
+        """Accept up to ``batch`` connections in the listener's readiness callback (asyncio).
+
+        Each gets its transport here and a task that starts with it ready: waking the accept
+        task, then wrapping the socket in the connection's task, costs three turns of the
+        loop per connection. True once the queue is empty; False (the accept task then takes
+        over and does the rest, errors included) after a full batch, on any error, or once
+        the server is shutting down.
+        """
+        if self._accept_scope.cancel_called:
+            return False
+        for _ in range(batch):
+            try:
+                sock, address = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False  # met again, and handled, by the accept task
+            try:
+                sock.setblocking(False)
+                # TCP_NODELAY, as in _serve_socket, is set by the transport itself.
+                stream = _transport.wrap_accepted_socket_nowait(sock)
+            except (OSError, ValueError):
+                sock.close()  # the peer went away while the connection waited in the queue
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            if stream is None:
+                task_group.start_soon(self._serve_socket, sock, address)
+                return False  # no such transport on this loop: the task's way from now on
+            task_group.start_soon(self._serve_stream, stream, address)
+        return False
+
+    async def _serve_stream(self, stream: anyio.abc.SocketStream, address: Any) -> None:
+        """One accepted connection's task, its stream built by ``_accept_nowait``."""
+        try:
+            remote = (str(address[0]), int(address[1]))
+        except (TypeError, IndexError, ValueError):
+            remote = ("?", 0)
+        await self._handle_connection(stream, remote)
 
     async def _serve_socket(self, sock: socket.socket, address: Any) -> None:
         """One accepted connection's task: wrap the socket in a stream, then serve it."""
@@ -388,6 +440,45 @@ class Server:
             while not assoc._transport_closed:
                 await assoc._read_once()
 
+    def _negotiate(
+        self, rq: AssociateRQ, role_requests: list[RoleSelection]
+    ) -> tuple[list[PresentationContextAC], list[RoleSelection], tuple[PresentationContext, ...]]:
+        """``negotiate_as_acceptor`` for ``rq``, remembered for the next identical request.
+
+        It is a function of its arguments alone, all immutable values, and a client
+        proposes the same contexts association after association: a dictionary look-up
+        instead of the negotiation (tens of microseconds per association). Everything it
+        depends on is in the key, the AE's supported contexts as they are now included, so
+        a change to them is never answered from memory. A refusal (a malformed context ID)
+        raises every time. Bounded: emptied when full.
+        """
+        ae = self.ae
+        supported = ae.supported_contexts if self.contexts is None else self.contexts
+        key = (
+            rq.presentation_contexts,
+            tuple(supported),
+            tuple(role_requests),
+            ae.accept_any_storage,
+            None if ae.any_storage_syntaxes is None else tuple(ae.any_storage_syntaxes),
+            ae.prefer_own_syntax_order,
+        )
+        known = self._negotiated.get(key)
+        if known is None:
+            known = negotiate_as_acceptor(
+                rq.presentation_contexts,
+                supported,
+                role_requests,
+                accept_any_storage=ae.accept_any_storage,
+                any_storage_syntaxes=ae.any_storage_syntaxes,
+                acceptor_order=ae.prefer_own_syntax_order,
+            )
+            if len(self._negotiated) >= NEGOTIATIONS_REMEMBERED:
+                self._negotiated.clear()
+            self._negotiated[key] = known
+        results, role_replies, contexts = known
+        # Fresh lists each time: the callers' to extend or keep, never the cache's.
+        return list(results), list(role_replies), contexts
+
     async def _answer(self, assoc: Association, rq: AssociateRQ) -> None:
         ae = self.ae
         assoc.associate_rq = rq
@@ -464,14 +555,7 @@ class Server:
             assoc.set_window(invoked, performed)
 
         role_requests = [i for i in rq.user_information if isinstance(i, RoleSelection)]
-        results, role_replies, contexts = negotiate_as_acceptor(
-            rq.presentation_contexts,
-            ae.supported_contexts if self.contexts is None else self.contexts,
-            role_requests,
-            accept_any_storage=ae.accept_any_storage,
-            any_storage_syntaxes=ae.any_storage_syntaxes,
-            acceptor_order=ae.prefer_own_syntax_order,
-        )
+        results, role_replies, contexts = self._negotiate(rq, role_requests)
         replies.extend(role_replies)
         ext = [i for i in rq.user_information if isinstance(i, SOPClassExtendedNegotiation)]
         if ext and assoc.get_handlers(EVT_SOP_EXTENDED):

@@ -518,3 +518,51 @@ def test_reader_runs_reassemble_what_fragment_parts_sent(
     else:
         assert events == [MessageReceived(context_id=5, command=STORE, dataset=padded(dataset))]
     assert not assembler.in_progress(5)
+
+
+# -- command set templates --------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_id=st.integers(0, 0xFFFF),
+    context_id=st.integers(1, 255).filter(lambda n: n & 1),
+    uid=st.from_regex(r"1\.2(\.[1-9][0-9]{0,8}){0,6}", fullmatch=True),
+    status=st.sampled_from([0x0000, 0x0211, 0xC000]),
+)
+def test_message_id_template_gives_the_message_bytes(
+    message_id: int, context_id: int, uid: str, status: int
+) -> None:
+    from dicomio.dimse import CEchoRSP
+    from dicomio.dimse.fragment import message_id_template
+
+    def echo_rsp(answered: int) -> CEchoRSP:
+        return CEchoRSP(
+            message_id_being_responded_to=answered,
+            affected_sop_class_uid=uid,
+            status=status,
+            has_dataset=False,
+        )
+
+    template = message_id_template(context_id, echo_rsp(1), 16384, "message_id_being_responded_to")
+    assert template is not None
+    head, tail = template
+    expected = b"".join(
+        fragment_parts(context_id, encode_command(echo_rsp(message_id)), None, 16384)
+    )
+    assert head + message_id.to_bytes(2, "little") + tail == expected
+
+
+def test_message_id_template_only_for_one_pdu_without_data_set() -> None:
+    from dicomio.dimse import CEchoRQ, CStoreRQ
+    from dicomio.dimse.fragment import message_id_template
+
+    echo = CEchoRQ(message_id=1, affected_sop_class_uid="1.2.840.10008.1.1")
+    assert message_id_template(1, echo, 16384, "message_id") is not None
+    assert message_id_template(1, echo, 40, "message_id") is None  # two fragments
+    store = CStoreRQ(
+        message_id=1,
+        affected_sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        affected_sop_instance_uid="1.2.3",
+    )
+    assert message_id_template(1, store, 16384, "message_id") is None

@@ -247,3 +247,29 @@ async def test_shutdown_with_connections_waiting_in_the_queue() -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+# -- negotiation answers remembered (Server._negotiate) ----------------------------------------
+
+
+async def test_remembered_negotiation_follows_the_supported_contexts() -> None:
+    """The same proposal twice is answered from memory; a change to the AE's contexts is not."""
+    from dicomio.sop import CTImageStorage
+
+    scp = _scp()
+    client = AE("CLIENT")
+    client.add_requested_context(Verification)
+    client.add_requested_context(CTImageStorage)
+    async with scp.start_server((LOOPBACK, 0)) as server:
+        with anyio.fail_after(20):
+            for _ in range(2):
+                async with client.associate(LOOPBACK, server.port, ae_title="SCP") as assoc:
+                    accepted = [cx.abstract_syntax for cx in assoc.accepted_contexts]
+                    assert accepted == [Verification]
+                    assert (await assoc.send_c_echo()).Status == 0
+            assert len(server._negotiated) == 1
+            scp.add_supported_context(CTImageStorage)
+            async with client.associate(LOOPBACK, server.port, ae_title="SCP") as assoc:
+                accepted = [cx.abstract_syntax for cx in assoc.accepted_contexts]
+                assert accepted == [Verification, CTImageStorage]
+            assert len(server._negotiated) == 2

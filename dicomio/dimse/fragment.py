@@ -27,13 +27,18 @@ a 12-byte header before each fragment, with one header object shared by all the 
 fragments of the data set. The second builds no PDU values at all, which is what a sender
 wants for a large data set; ``tests/test_dimse_fragment.py`` holds the two to the same bytes.
 ``data_pdu`` and ``data_parts`` are the two forms for a sender that streams a data set.
+``message_id_template`` is the wire bytes of a command-only message cut around its message
+ID, for answers that differ in nothing else (the default C-ECHO-RSP).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
+import attrs
+
+from dicomio.dimse.commands import Message, encode_command
 from dicomio.errors import LocalProtocolError
 from dicomio.pdu.codec import single_pdv_header
 from dicomio.pdu.items import PresentationDataValue
@@ -220,3 +225,31 @@ def _add_fragments(
             parts.append(data[last:] if last else data)
         if pad:
             parts.append(_PAD)
+
+
+def message_id_template(
+    context_id: int, message: Message, max_pdu_length: int, field: str
+) -> tuple[bytes, bytes] | None:
+    """A command set template: ``message``'s P-DATA-TF bytes before and after a message ID.
+
+    ``field`` names the message ID (``message_id``, or ``message_id_being_responded_to``
+    in a response). Messages equal to ``message`` but in that field are then ``head +
+    value.to_bytes(2, "little") + tail``: no message value, command set encoding or PDU
+    framing per message (PS3.7 6.3.1, PS3.8 9.3.5). For a command-only message in one
+    PDU; None otherwise. The 2 bytes are found by encoding the message with two values.
+    """
+    if message.has_dataset:
+        return None
+    encoded = []
+    for value in (0, 0xFFFF):
+        changes: dict[str, Any] = {field: value}
+        command = encode_command(attrs.evolve(message, **changes))
+        encoded.append(b"".join(fragment_parts(context_id, command, None, max_pdu_length)))
+    low, high = encoded
+    if len(low) - 6 != int.from_bytes(low[2:6], "big"):
+        return None  # a command set longer than one PDU
+    differ = [i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b]
+    if len(differ) != 2 or differ[1] != differ[0] + 1:
+        return None  # pragma: no cover - the field is a US element: two bytes apart
+    at = differ[0]
+    return low[:at], low[at + 2 :]

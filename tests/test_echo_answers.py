@@ -1,0 +1,64 @@
+"""The default C-ECHO answers (no EVT_C_ECHO handler), sent from a command set template.
+
+The SCP answers each C-ECHO-RQ with bytes built once per presentation context and SOP class
+(``dicomio.dimse.fragment.message_id_template``) and the request's message ID: these tests
+hold the answers to the message IDs asked, with many requests outstanding at once and
+across presentation contexts, and check that debug logging (which takes the ordinary path)
+answers the same. dicomio to dicomio on 127.0.0.1, asyncio and trio; every wait bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+from dicomio import AE
+from dicomio.sop import Verification
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+LOOPBACK = "127.0.0.1"
+WINDOW = 16
+
+
+def _ae(title: str) -> AE:
+    ae = AE(title)
+    ae.add_supported_context(Verification)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(Verification, ["1.2.840.10008.1.2.1"])
+    ae.async_ops_window = (WINDOW, WINDOW)
+    ae.dimse_timeout = 20
+    return ae
+
+
+async def _echoes(port: int, count: int) -> list[int]:
+    statuses: list[int] = []
+    async with _ae("SCU").associate(LOOPBACK, port, ae_title="SCP") as assoc:
+
+        async def one() -> None:
+            statuses.append((await assoc.send_c_echo()).Status)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(count):
+                    tg.start_soon(one)
+            # And one at a time, after the template exists.
+            for _ in range(5):
+                statuses.append((await assoc.send_c_echo()).Status)
+    return statuses
+
+
+async def test_outstanding_echoes_each_get_their_answer() -> None:
+    async with _ae("SCP").start_server((LOOPBACK, 0)) as server:
+        statuses = await _echoes(server.port, 200)
+    assert statuses == [0] * 205
+
+
+async def test_echo_answers_with_debug_logging(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="dicomio"):
+        async with _ae("SCP").start_server((LOOPBACK, 0)) as server:
+            statuses = await _echoes(server.port, 20)
+    assert statuses == [0] * 25
+    assert any("sending CEchoRSP" in r.getMessage() for r in caplog.records)
