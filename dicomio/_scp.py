@@ -308,6 +308,7 @@ class ServiceProviderMixin:
         _deferred: list[Any]
         _transport_closing: bool
         _ack_socket: socket.socket | None
+        _release_requested: bool
 
         def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
         def _context(self, context_id: int) -> PresentationContext | None: ...
@@ -316,6 +317,8 @@ class ServiceProviderMixin:
         def _wake_waiters(self) -> None: ...
         async def _flush(self) -> None: ...
         async def _read_once(self, deadline: float | None = None) -> bool: ...
+        async def _after_ul(self, events: list[Any]) -> None: ...
+        def _fail(self, failure: errors.DicomioError) -> None: ...
         async def abort(self, source: int = 0, reason: int = 0) -> None: ...
         async def send_message(
             self,
@@ -447,6 +450,7 @@ class ServiceProviderMixin:
                 self._on_ul_event(event)
             if self._echoes and not self._inline:
                 self._answer_echoes_nowait()
+                self._release_if_answered()
             if self._idle_scope is not None and self.timeouts.network is not None:
                 self._idle_scope.deadline = now + self.timeouts.network
             if (
@@ -495,6 +499,34 @@ class ServiceProviderMixin:
                 await self._handle_request(*self._inline.popleft())
         finally:
             self._reader_busy = False
+        if self._release_if_answered():
+            await self._after_ul([])
+
+    def _release_if_answered(self, *, later: bool = True) -> bool:
+        """Answer a pending A-RELEASE-RQ once every request received before it is answered.
+
+        A peer may send requests and its A-RELEASE-RQ in one go (a pipelining requestor, or
+        one whose last request's answer it no longer waits for). PS3.8 lets the acceptor
+        still send P-DATA after the release indication (Sta8, AR-7), so those requests are
+        answered, in the order they came, and the A-RELEASE-RP (AR-4) goes last instead of
+        ending the association under them. Only while the reader serves requests; True
+        when the A-RELEASE-RP was queued (the caller flushes it). ``later``: called once
+        answers went out, not on the A-RELEASE-RQ itself (which is answered whatever else
+        ended: in a release collision the state machine decides).
+        """
+        if not self._release_requested:
+            return False
+        if later and self._failure is not None:
+            self._release_requested = False  # ended meanwhile (aborted): nothing to release
+            return False
+        if self._background_reader and (
+            self._incoming or self._echoes or self._inline or self._request_tasks
+        ):
+            return False
+        self._release_requested = False
+        self._ul.send_release_rp(now=self._now())
+        self._fail(errors.AssociationReleased("the peer released the association"))
+        return True
 
     def _start_pending_requests(self) -> None:
         tg = self._task_group
@@ -524,6 +556,8 @@ class ServiceProviderMixin:
             await self._handle_request(context_id, command, data)
         finally:
             self._request_tasks -= 1
+        if self._release_if_answered():
+            await self._after_ul([])
 
     async def _answer_echoes(self) -> None:
         """The default C-ECHO answers (PS3.7 9.1.5: Success) to every echo read so far.

@@ -249,6 +249,9 @@ class Association(
         #: Open ``receive_requests()`` iterators, told of every request answered.
         self._receivers: weakref.WeakSet[IncomingRequests] = weakref.WeakSet()
         self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
+        #: An A-RELEASE-RQ arrived and its A-RELEASE-RP waits for the answers to the requests
+        #: received before it (``_release_if_answered``).
+        self._release_requested = False
         self._deferred: list[PDataTF] = []
         self._outbox: list[bytes | memoryview] = []
         self.log = _PeerLogger(_log, {"peer": f"{remote_address[0]}:{remote_address[1]}"})
@@ -480,8 +483,8 @@ class Association(
             # PS3.8 7.2: an A-RELEASE request is always answered affirmatively; in a
             # release collision the state machine decides when the RP goes out.
             self.log.debug("received A-RELEASE-RQ")
-            self._ul.send_release_rp(now=self._now())
-            self._fail(errors.AssociationReleased("the peer released the association"))
+            self._release_requested = True
+            self._release_if_answered(later=False)
         elif isinstance(event, ReleaseRP):
             self.log.debug("received A-RELEASE-RP")
             self.is_released = True

@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomio import AE, AssociationRejected, Server, evt, stream_to_disk
-from dicomio.dimse import CEchoRQ, CStoreRQ, encode_command
+from dicomio.dimse import CEchoRQ, CStoreRQ, decode_command, encode_command
 from dicomio.pdu import (
     Abort,
     AssociateAC,
@@ -960,3 +960,59 @@ async def test_requestor_aborts_on_malformed_dimse_response() -> None:
             assert assoc.is_aborted and not assoc.is_established
         finally:
             await assoc.abort()
+
+
+@pytest.mark.parametrize("echoes", [1, 2, 5])
+async def test_requests_sent_with_the_release_rq_are_answered_first(echoes: int) -> None:
+    """C-ECHOs and an A-RELEASE-RQ in one write: every echo is answered, in order, before
+    the A-RELEASE-RP (the release comes after the requests on the wire, so their answers
+    come first; none is dropped)."""
+    async with serving() as server:
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(
+                b"".join(echo_rq(message_id=i + 1) for i in range(echoes)) + encode(ReleaseRQ())
+            )
+            answered = []
+            while (pdu := await peer.read_pdu()) is not None and pdu[0] == 0x04:
+                answered.append(decode_command(pdu[12:]).message_id_being_responded_to)
+            assert answered == list(range(1, echoes + 1))
+            assert pdu == encode(ReleaseRP())
+        await server_forgets(server)
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "stream_to_disk"])
+async def test_store_sent_with_the_release_rq_is_stored_and_answered(
+    tmp_path: Path, mode: str
+) -> None:
+    """A C-STORE and the A-RELEASE-RQ in one write: the handler runs, the C-STORE-RSP comes
+    back, then the A-RELEASE-RP; what was answered as stored is on disk."""
+    stored: list[Any] = []
+
+    @stream_to_disk(tmp_path)
+    async def streamed(event: Any) -> int:
+        stored.append(event.dataset_path)
+        return 0
+
+    async def in_memory(event: Any) -> int:
+        await anyio.sleep(0.05)  # the release is read meanwhile
+        stored.append(bytes(event.raw))
+        return 0
+
+    handler = streamed if mode == "stream_to_disk" else in_memory
+    data = b"\x08\x00\x18\x00\x0a\x00\x00\x001.2.3.4.5\x00"  # (0008,0018) implicit VR
+    async with serving(handlers=[(evt.EVT_C_STORE, handler)]) as server:
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(
+                pdv_bytes(STORE_CONTEXT, 0x03, store_command())
+                + pdv_bytes(STORE_CONTEXT, 0x02, data)
+                + encode(ReleaseRQ())
+            )
+            pdu = await peer.read_pdu()
+            assert pdu is not None and pdu[0] == 0x04, pdu
+            response = decode_command(pdu[12:])
+            assert (response.message_id_being_responded_to, response.status) == (1, 0)
+            assert await peer.read_pdu() == encode(ReleaseRP())
+        await server_forgets(server)
+    assert len(stored) == 1
