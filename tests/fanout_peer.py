@@ -2,7 +2,7 @@
 
 ``python -m tests.fanout_peer BEHAVIOUR PORT LOG [STUDY ...]`` listens on 127.0.0.1:PORT
 as ``FANSCP`` and writes one line to LOG per event the test counts (``connection``,
-``established``, ``find``). Behaviours:
+``requested``, ``established``, ``find``). Behaviours:
 
 - ``healthy``: answers with one match per STUDY;
 - ``slow``: answers after 20 seconds (past any deadline of the tests);
@@ -60,6 +60,11 @@ async def serve(behaviour: str, port: int, log_path: str, studies: list[str]) ->
     async def on_open(event: evt.Event) -> None:
         log.write("connection\n")
 
+    async def on_requested(event: evt.Event) -> None:
+        # An A-ASSOCIATE-RQ: what the fan-out tried, unlike a readiness probe's connection
+        # (which may be logged after the test has taken its counts).
+        log.write("requested\n")
+
     ae = AE("FANSCP")
     ae.add_supported_context(Verification)
     ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
@@ -68,6 +73,7 @@ async def serve(behaviour: str, port: int, log_path: str, studies: list[str]) ->
         (evt.EVT_C_FIND, on_find),
         (evt.EVT_ESTABLISHED, on_established),
         (evt.EVT_CONN_OPEN, on_open),
+        (evt.EVT_REQUESTED, on_requested),
     ]
     if behaviour != "transient":
         async with ae.start_server((LOOPBACK, port), evt_handlers=handlers):

@@ -142,6 +142,7 @@ async def test_find_across_twenty_server_processes(peers: Peers) -> None:
     before = {name: peers.count(name, "established") for name in peers.logs}
     finds_before = {name: peers.count(name, "find") for name in peers.logs}
     connections_before = {name: peers.count(name, "connection") for name in peers.logs}
+    requested_before = {name: peers.count(name, "requested") for name in peers.logs}
     baseline = open_fds()
     retry = Retry(attempts=3, backoff=0.05, max_backoff=0.2)
     got: dict[str, list[str]] = {}
@@ -160,7 +161,12 @@ async def test_find_across_twenty_server_processes(peers: Peers) -> None:
     assert open_fds() <= baseline
 
     def delta(name: str, what: str = "established") -> int:
-        counts = {"established": before, "find": finds_before, "connection": connections_before}
+        counts = {
+            "established": before,
+            "find": finds_before,
+            "connection": connections_before,
+            "requested": requested_before,
+        }
         return peers.count(name, what) - counts[what][name]
 
     for n in range(HEALTHY):
@@ -174,7 +180,7 @@ async def test_find_across_twenty_server_processes(peers: Peers) -> None:
     assert reports["permanent"].outcome is Outcome.FAILED
     assert isinstance(reports["permanent"].error, AssociationRejected)
     assert reports["permanent"].error.result == 1
-    assert reports["permanent"].attempts == 1 and delta("permanent", "connection") == 1
+    assert reports["permanent"].attempts == 1 and delta("permanent", "requested") == 1
     assert reports["transient"].outcome is Outcome.OK and reports["transient"].retries == 1
     assert delta("transient", "connection") == 2 and sorted(got["transient"]) == ["9.1", "9.2"]
     assert reports["busy"].outcome is Outcome.OK and reports["busy"].retries == 1
