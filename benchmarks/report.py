@@ -572,6 +572,7 @@ def write(directory: Path, meta: dict[str, Any], rows: list[Row]) -> Path:
     goals = targets(rows)
     meta = {**meta, "method": METHOD}
     md, js = paths(directory, meta["mode"])
+    directory.mkdir(parents=True, exist_ok=True)
     js.write_text(
         json.dumps(
             {"meta": meta, "targets": goals, "rows": [r.as_dict() for r in rows]},
