@@ -473,15 +473,23 @@ class ServiceProviderMixin:
         return True
 
     def _answer_echoes_nowait(self) -> None:
-        """``_answer_echoes`` up to the first echo without a context, which it leaves."""
+        """Queue the default C-ECHO answers to the echoes read so far, up to the first echo
+        without a context, which it leaves (``_answer_echoes`` takes it the abort path)."""
         echoes = self._echoes
+        debug = self.log.isEnabledFor(logging.DEBUG)
         while echoes:
             context_id, command = echoes[0]
             if self._context(context_id) is None:
-                return  # the reader's _answer_echoes takes the usual abort path
+                return
             echoes.popleft()
-            if not self._echo_answered(context_id, command):
-                self._send_nowait(context_id, _echo_response(command, SUCCESS))
+            if not debug and self._echo_answered(context_id, command):
+                continue
+            response = _echo_response(command, SUCCESS)
+            if debug:
+                from dicomio.association import summary  # a cycle at import time
+
+                self.log.debug("sending %s ctx=%d", summary(response), context_id)
+            self._send_nowait(context_id, response)
 
     async def _run_inline(self) -> None:
         """Answer the requests the reader took on itself, while it does not read.
@@ -565,20 +573,11 @@ class ServiceProviderMixin:
         All of them leave in one write: a peer with an asynchronous operations window may
         have sent many in one go.
         """
-        while self._echoes:
+        self._answer_echoes_nowait()
+        if self._echoes:
             context_id, command = self._echoes.popleft()
-            if self._context(context_id) is None:
-                await self._handle_request(context_id, command, None)  # the usual abort path
-                return
-            debug = self.log.isEnabledFor(logging.DEBUG)
-            if not debug and self._echo_answered(context_id, command):
-                continue
-            response = _echo_response(command, SUCCESS)
-            if debug:
-                from dicomio.association import summary  # a cycle at import time
-
-                self.log.debug("sending %s ctx=%d", summary(response), context_id)
-            self._send_nowait(context_id, response)
+            await self._handle_request(context_id, command, None)  # the usual abort path
+            return
         with contextlib.suppress(errors.DicomioError):
             await self._flush()
 

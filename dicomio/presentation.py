@@ -90,7 +90,7 @@ def _is_valid_context_id(value: int) -> bool:
     return 1 <= value <= 255 and value % 2 == 1
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class PresentationContext:
     """One presentation context: an abstract syntax and its transfer syntaxes (PS3.8 7.1.1.13).
 
