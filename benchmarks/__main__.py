@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import async_ops, concurrency, core, echo, find, report, store
+from benchmarks import async_ops, concurrency, core, echo, find, report, store, workers
 from benchmarks.model import SCENARIOS, Row, Settings
 from benchmarks.runner import Workspace
 
@@ -31,6 +31,7 @@ FAMILIES = (
     (("S3", "S4"), store.run),
     (("S5", "S8"), find.run),
     (("S6",), concurrency.run),
+    (("S2", "S6"), workers.run),
     (("S7",), async_ops.run),
     (("CORE",), core.run),
 )

@@ -281,7 +281,28 @@ class Workspace:
     ) -> Server:
         """A DCMTK server on a free port (it has no bind-address option; traffic stays on
         127.0.0.1); ready once the port is in LISTEN state."""
-        argv = [dcmtk_tool(tool), *args]
+        return self.command_server(
+            label,
+            [dcmtk_tool(tool), *args],
+            env={**os.environ, **DCMTK_ENV},
+            forks=forks,
+            port=port,
+            timeout=timeout,
+        )
+
+    def command_server(
+        self,
+        label: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        forks: bool = False,
+        port: int | None = None,
+        timeout: float = 30.0,
+    ) -> Server:
+        """``argv`` with a free port appended (its last argument), ready once the port is in
+        LISTEN state. ``forks``: the server's work is done by child processes, whose CPU
+        time, memory and descriptors count as the server's."""
         for _attempt in range(3):
             chosen = port or free_port()
             log = self.path(f"{label}-server.log")
@@ -291,7 +312,7 @@ class Workspace:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,
-                    env={**os.environ, **DCMTK_ENV},
+                    env=env,
                     cwd=self.root,
                 )
             deadline = time.monotonic() + timeout
@@ -300,7 +321,13 @@ class Workspace:
                     return Server(label, proc, [chosen], log, forks=forks)
                 time.sleep(0.02)
             self.stop(proc)
-        raise HarnessError(f"{label} ({tool}) did not start listening: {_tail(log)}")
+        raise HarnessError(f"{label} ({argv[0]}) did not start listening: {_tail(log)}")
+
+    def dicomio_cli_server(self, label: str, command: str, args: Sequence[str]) -> Server:
+        """``python -m dicomio COMMAND ARGS PORT`` from this checkout, on 127.0.0.1."""
+        argv = [sys.executable, "-m", "dicomio", command, "--bind", "127.0.0.1", *args]
+        forks = "--workers" in args
+        return self.command_server(label, argv, env=_python_env(), forks=forks, timeout=60.0)
 
 
 def _python_env() -> dict[str, str]:
@@ -370,8 +397,7 @@ class _Sampler(threading.Thread):
             threads = rss = descriptors = 0
             count = self.count_descriptors and (last < 1000 or tick % 25 == 0)
             for server in self.servers:
-                pids = [server.pid, *(_children(server.pid) if server.forks else [])]
-                for pid in pids:
+                for pid in server_pids(server):
                     status = proc_status(pid)
                     threads += status.get("Threads", 0)
                     rss += status.get("VmRSS", 0)
@@ -400,6 +426,21 @@ def open_descriptors(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
+
+
+def server_pids(server: Server) -> list[int]:
+    """The server's process, and its children when its work is done in them."""
+    return [server.pid, *(_children(server.pid) if server.forks else [])]
+
+
+def server_cpu(server: Server) -> float:
+    """CPU seconds of a server: its process, reaped children and (forking) live children."""
+    return sum(proc_cpu(pid) for pid in server_pids(server))
+
+
+def server_descriptors(server: Server) -> int:
+    """Open descriptors of a server's processes (see ``open_descriptors``)."""
+    return sum(open_descriptors(pid) for pid in server_pids(server))
 
 
 def _children(pid: int) -> list[int]:
@@ -489,11 +530,11 @@ def run_clients(
                 client.expect("begin", deadline)
             for server in servers:
                 server.check_alive()
-            cpu0 = sum(proc_cpu(s.pid) for s in servers)
+            cpu0 = sum(server_cpu(s) for s in servers)
             idle = 0
             for server in servers:
                 reset_peak(server.pid)
-                idle += proc_status(server.pid).get("VmRSS", 0)
+                idle += sum(proc_status(pid).get("VmRSS", 0) for pid in server_pids(server))
             sampler = _Sampler(servers, count_descriptors=descriptor_baseline is not None)
             sampler.start()
             for client in clients:
@@ -514,7 +555,7 @@ def run_clients(
                 Rep(
                     clients=ends,
                     wall=wall,
-                    server_cpu_s=sum(proc_cpu(s.pid) for s in servers) - cpu0,
+                    server_cpu_s=sum(server_cpu(s) for s in servers) - cpu0,
                     server_idle_kb=idle,
                     server_peak_kb=peak,
                     server_threads=sampler.threads,
