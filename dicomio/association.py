@@ -89,6 +89,9 @@ __all__ = ["Association"]
 
 #: How much to ask the socket for at once: large reads are what make big transfers cheap.
 READ_SIZE = 262_144
+#: As much for the lean asyncio stream, which reads up to this much itself when data comes
+#: in bulk (``_transport.READ_SIZE_LARGE``): asking for less would cut its reads (a copy).
+LEAN_READ_SIZE = _transport.READ_SIZE_LARGE
 #: A window value of 0 means "unlimited" (PS3.7 D.3.3.3); bounded by the message-ID space.
 UNLIMITED_WINDOW = 65535
 #: Queue outbound PDUs up to this many bytes before writing; small messages leave in one write.
@@ -403,10 +406,13 @@ class Association(
         data: bytes | None = None
         stream = self._stream
         try:
-            if until is None:
+            if isinstance(stream, _transport.AsyncioSocketStream):
+                if until is None:
+                    data = await stream.receive(LEAN_READ_SIZE)
+                else:
+                    data = await stream.receive_before(LEAN_READ_SIZE, until)
+            elif until is None:
                 data = await stream.receive(READ_SIZE)
-            elif isinstance(stream, _transport.AsyncioSocketStream):
-                data = await stream.receive_before(READ_SIZE, until)
             else:
                 with anyio.CancelScope(deadline=until):
                     data = await stream.receive(READ_SIZE)
