@@ -98,6 +98,40 @@ def test_any_fragmentation_gives_the_same_bytes(
         assert not assembler.in_progress(CONTEXT_ID)
 
 
+def _on_context(pdu: PDataTF | DataRun, context_id: int) -> PDataTF | DataRun:
+    if isinstance(pdu, DataRun):
+        return DataRun(context_id, pdu.fragments)
+    (pdv,) = pdu.pdvs
+    return PDataTF(pdvs=[PresentationDataValue(context_id, pdv.is_command, pdv.is_last, pdv.data)])
+
+
+@given(_fragmented(), _fragmented(), st.lists(st.booleans(), max_size=60))
+def test_two_contexts_interleaved_give_their_own_bytes(
+    first: tuple[bytes, list[PDataTF | DataRun]],
+    second: tuple[bytes, list[PDataTF | DataRun]],
+    order: list[bool],
+) -> None:
+    # The first run of a data set is held uncopied, one at a time across contexts: whatever
+    # comes between (the other context's runs and fragments) releases it in order.
+    assembler = MessageAssembler()
+    queues = []
+    for context_id, (_, pdus) in ((1, first), (3, second)):
+        command = PDataTF(pdvs=[PresentationDataValue(context_id, True, True, _command())])
+        assert assembler.receive(command) == []
+        queues.append([_on_context(pdu, context_id) for pdu in pdus])
+    events = []
+    picks = iter(order)
+    while queues[0] or queues[1]:
+        side = 0 if not queues[1] else 1 if not queues[0] else int(next(picks, False))
+        events += assembler.receive(queues[side].pop(0))
+    received = {}
+    for event in events:
+        assert isinstance(event, MessageReceived)
+        assert type(event.dataset) is bytes
+        received[event.context_id] = event.dataset
+    assert received == {1: first[0], 3: second[0]}
+
+
 def test_one_bytes_fragment_is_kept_as_it_is() -> None:
     data = bytes(range(256)) * 4
     assembler = MessageAssembler()
