@@ -70,6 +70,11 @@ COALESCE_LIMIT = 64 * 1024
 #: Bytes received but not yet asked for, beyond which the socket is no longer read.
 READ_HIGH_WATER = 1 << 20
 
+#: What asyncio's selector transport reads per wake-up (its ``max_size``) while reads are
+#: small, and what it reads once one fills that: see ``_Protocol.data_received``.
+READ_SIZE_SMALL = 256 * 1024
+READ_SIZE_LARGE = 1 << 20
+
 #: Linux's TCP_QUICKACK; None where the system has no such option (``ack_now`` then does
 #: nothing and the kernel's delayed ACK stands).
 TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
@@ -85,6 +90,7 @@ class Handed(Exception):
 
 class _Protocol(asyncio.Protocol):
     __slots__ = (
+        "adaptive",
         "buffered",
         "chunks",
         "drain_waiter",
@@ -94,6 +100,7 @@ class _Protocol(asyncio.Protocol):
         "lost",
         "on_data",
         "read_paused",
+        "read_size",
         "read_waiter",
         "transport",
         "write_paused",
@@ -112,6 +119,10 @@ class _Protocol(asyncio.Protocol):
         self.write_paused = False
         self.on_data: Callable[[bytes], bool] | None = None
         self.handed = False
+        # Whether the transport's read size can be changed (asyncio's selector transport
+        # has a ``max_size``; uvloop's has not), and what it is.
+        self.adaptive = False
+        self.read_size = READ_SIZE_SMALL
 
     # -- called by the event loop ------------------------------------------------------------
 
@@ -121,8 +132,24 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         # Like anyio: a write that the kernel does not take at once pauses the writer.
         transport.set_write_buffer_limits(0)
+        if isinstance(getattr(transport, "max_size", None), int):
+            self.adaptive = True
+            transport.max_size = READ_SIZE_SMALL  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        if self.adaptive:
+            # A read that filled the transport's buffer means a bulk transfer (the data sets
+            # of C-STOREs): read 1 MiB at a time then, so that a 0.5 MB instance comes in one
+            # read, one turn of the loop and one pass through the Upper Layer, and few PDUs
+            # straddle two reads (each of those is joined: a copy). A small read goes back
+            # to 256 KiB: each read allocates its whole size first, which costs more, for a
+            # few hundred bytes, the larger it is (an mmap when the heap cannot serve it).
+            size = len(data)
+            if size >= self.read_size:
+                if self.read_size < READ_SIZE_LARGE:
+                    self._set_read_size(READ_SIZE_LARGE)
+            elif size < READ_SIZE_SMALL and self.read_size > READ_SIZE_SMALL:
+                self._set_read_size(READ_SIZE_SMALL)
         # While the reader is parked with nothing buffered, a receive hook may take the
         # bytes here, without waking it (see AsyncioSocketStream.on_data).
         if (
@@ -140,6 +167,10 @@ class _Protocol(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
         self._wake_reader()
+
+    def _set_read_size(self, size: int) -> None:
+        self.read_size = size
+        self.transport.max_size = size  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -89,10 +89,16 @@ __all__ = ["Association"]
 
 #: How much to ask the socket for at once: large reads are what make big transfers cheap.
 READ_SIZE = 262_144
+#: As much for the lean asyncio stream, which reads up to this much itself when data comes
+#: in bulk (``_transport.READ_SIZE_LARGE``): asking for less would cut its reads (a copy).
+LEAN_READ_SIZE = _transport.READ_SIZE_LARGE
 #: A window value of 0 means "unlimited" (PS3.7 D.3.3.3); bounded by the message-ID space.
 UNLIMITED_WINDOW = 65535
 #: Queue outbound PDUs up to this many bytes before writing; small messages leave in one write.
 FLUSH_THRESHOLD = 262_144
+#: The most of an in-memory data set queued for one write (views of it, not copies): a
+#: 0.5 MB instance and its command go out in one system call instead of one per PDU.
+SEND_BATCH = 1 << 20
 
 _log = logging.getLogger("dicomio.association")
 
@@ -403,10 +409,13 @@ class Association(
         data: bytes | None = None
         stream = self._stream
         try:
-            if until is None:
+            if isinstance(stream, _transport.AsyncioSocketStream):
+                if until is None:
+                    data = await stream.receive(LEAN_READ_SIZE)
+                else:
+                    data = await stream.receive_before(LEAN_READ_SIZE, until)
+            elif until is None:
                 data = await stream.receive(READ_SIZE)
-            elif isinstance(stream, _transport.AsyncioSocketStream):
-                data = await stream.receive_before(READ_SIZE, until)
             else:
                 with anyio.CancelScope(deadline=until):
                     data = await stream.receive(READ_SIZE)
@@ -779,16 +788,16 @@ class Association(
                         fragment_parts(context_id, encoded, dataset, max_pdu), now=self._now()
                     )
                 else:
-                    # Queued and written a batch at a time: whole fragments, views of the
-                    # data set, never more than FLUSH_THRESHOLD bytes waiting in user space.
+                    # Queued and written a batch at a time, the command with the first:
+                    # whole fragments, views of the data set, so that what the kernel does
+                    # not take at once (which the transport copies) is at most SEND_BATCH.
                     ul.send_pdata_parts(
                         fragment_parts(context_id, encoded, None, max_pdu), now=self._now()
                     )
                     size = max_fragment_size(max_pdu)
-                    batch = max(size, FLUSH_THRESHOLD - FLUSH_THRESHOLD % size)
+                    batch = max(size, SEND_BATCH - SEND_BATCH % size)
                     view = memoryview(dataset).cast("B")
                     for start in range(0, len(view), batch):
-                        await self._flush()
                         ul.send_pdata_parts(
                             data_parts(
                                 context_id,
@@ -798,6 +807,8 @@ class Association(
                             ),
                             now=self._now(),
                         )
+                        if start + batch < len(view):
+                            await self._flush()
                 await self._flush()
             else:
                 ul.send_pdata_parts(

@@ -29,8 +29,11 @@ from hypothesis import strategies as st
 from dicomio._transport import (
     COALESCE_LIMIT,
     READ_HIGH_WATER,
+    READ_SIZE_LARGE,
+    READ_SIZE_SMALL,
     SENDS_PER_CHECKPOINT,
     AsyncioSocketStream,
+    _Protocol,
     clock,
     connect_tcp,
     running_asyncio_loop,
@@ -43,8 +46,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.uvloop]
 asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 LOOPBACK = "127.0.0.1"
-#: What asyncio's selector transport reads per wake-up (``max_size``).
-ONE_READ = 256 * 1024
+#: The most asyncio's selector transport reads per wake-up (``max_size``, adapted).
+ONE_READ = READ_SIZE_LARGE
 #: The most the lean stream may hold: it pauses reading once over the high-water mark,
 #: and one read may land after the last check.
 READ_BOUND = READ_HIGH_WATER + ONE_READ
@@ -620,6 +623,37 @@ async def test_read_flow_control_bounds_the_buffer(anyio_backend: str) -> None:
             assert resumed
             assert protocol.buffered == 0
             assert bytes(received) == data
+
+
+class _SizedTransport:
+    """What ``_Protocol`` uses of asyncio's selector transport, with its read size."""
+
+    def __init__(self) -> None:
+        self.max_size = 256 * 1024
+        self.paused = False
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+
+@asyncio_only
+async def test_read_size_grows_for_bulk_and_shrinks_after(anyio_backend: str) -> None:
+    # A read that fills the transport's buffer (a data set arriving) makes the next reads
+    # 1 MiB; one smaller than 256 KiB (a command, a response) brings it back.
+    transport = _SizedTransport()
+    protocol = _Protocol()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.max_size == READ_SIZE_SMALL
+    protocol.data_received(bytes(READ_SIZE_SMALL))
+    assert transport.max_size == READ_SIZE_LARGE
+    protocol.data_received(bytes(600_000))  # a 0.5 MB instance in one read: still bulk
+    assert transport.max_size == READ_SIZE_LARGE
+    protocol.data_received(b"x" * 200)
+    assert transport.max_size == READ_SIZE_SMALL
+    assert protocol.buffered == READ_SIZE_SMALL + 600_000 + 200
 
 
 @asyncio_only

@@ -28,6 +28,15 @@ length. A data set that arrived as one ``bytes`` fragment (which the PDU reader 
 PDV that straddled its reads) is kept as it is, with no copy at all. Streamed fragments
 are handed on as they are.
 
+One shape is common enough to be received more cheaply: a data set of a few full fragments
+and a last one, all in one transport read (a 0.5 MB instance sent with 256 KiB PDUs). Its
+first ``DataRun`` is held as it is (views of the read) instead of being copied; if the next
+fragment on its context is the last, the data set is joined from them once, exactly as long
+as it is. Growing the buffer for that last fragment would otherwise move the whole data set
+(a ``realloc`` the allocator cannot do in place copies it). Anything else releases the run
+into the buffer first. One run is held at a time, whatever the context, so what it keeps
+alive beyond the buffer is bounded by the reads the run came in.
+
 The hot path is a P-DATA-TF holding one data set fragment that is not the last: it costs one
 dictionary lookup and one buffer write, and returns no event. A ``DataRun`` (many such PDUs,
 from ``PDUReader.next_pdu_or_run``) costs one lookup and one ``writelines`` for all of them.
@@ -129,6 +138,10 @@ class MessageAssembler:
         # For each context whose data set is being collected (not streamed): the buffer it
         # is received into, the same as its _Partial's data.
         self._collecting: dict[int, io.BytesIO] = {}
+        # The first run of fragments of a collected data set, not yet copied into its
+        # buffer (which is empty meanwhile), and its context; at most one at a time.
+        self._held_context: int | None = None
+        self._held: tuple[bytes | memoryview, ...] = ()
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -146,11 +159,17 @@ class MessageAssembler:
         up to the first ``RemoteProtocolError``.
         """
         if isinstance(pdata, DataRun):
-            buffer = self._collecting.get(pdata.context_id)
-            if buffer is not None:
-                buffer.writelines(pdata.fragments)
-                return []
             context_id = pdata.context_id
+            buffer = self._collecting.get(context_id)
+            if buffer is not None:
+                if self._held_context is not None:
+                    self._release_held()
+                if buffer.tell():
+                    buffer.writelines(pdata.fragments)
+                else:
+                    self._held_context = context_id
+                    self._held = pdata.fragments
+                return []
             return self._receive_pdvs(
                 _new_tuple(PresentationDataValue, (context_id, False, False, fragment))
                 for fragment in pdata.fragments
@@ -161,6 +180,8 @@ class MessageAssembler:
             if not pdv.is_last and not pdv.is_command:
                 buffer = self._collecting.get(pdv.context_id)
                 if buffer is not None:
+                    if self._held_context == pdv.context_id:
+                        self._release_held()
                     buffer.write(pdv.data)
                     return []
         return self._receive_pdvs(pdvs)
@@ -192,13 +213,21 @@ class MessageAssembler:
             buffer = partial.data
             assert buffer is not None
             data = pdv.data
+            held = self._held_context == context_id
             if not pdv.is_last:
+                if held:
+                    self._release_held()
                 buffer.write(data)
                 continue
             del partials[context_id]
             del self._collecting[context_id]
             partial.data = None
-            if isinstance(data, bytes) and not buffer.tell():
+            if held:
+                # The held run and this last fragment: the whole data set, joined once.
+                dataset = b"".join((*self._held, data))
+                self._held_context = None
+                self._held = ()
+            elif isinstance(data, bytes) and not buffer.tell():
                 dataset = data  # the whole data set in one bytes fragment: kept as it is
             else:
                 buffer.write(data)
@@ -210,6 +239,13 @@ class MessageAssembler:
                 MessageReceived(context_id=context_id, command=partial.command, dataset=dataset)
             )
         return events
+
+    def _release_held(self) -> None:
+        """Copy the held run into its context's buffer (empty until now) and hold nothing."""
+        assert self._held_context is not None
+        self._collecting[self._held_context].writelines(self._held)
+        self._held_context = None
+        self._held = ()
 
     def _command_fragment(
         self,

@@ -12,7 +12,8 @@ Received bytes are kept as the immutable chunks they arrived in, never merged in
 growing buffer. A PDU that lies inside one chunk is decoded in place (its PDV data are views
 into the chunk); a PDU that spans chunks is joined once, exactly as long as it is. Each byte
 is therefore copied at most once, which matters because transports hand over reads of a
-fixed size (asyncio: 256 KiB) that large P-DATA-TF PDUs usually straddle.
+bounded size (dicomio's asyncio stream: 256 KiB, 1 MiB while data comes in bulk) that large
+P-DATA-TF PDUs often straddle.
 
 The hot path is a P-DATA-TF holding one PDV, which is how dicomio, pynetdicom and DCMTK send
 every fragment. When its headers lie inside the first chunk, they are read with one
