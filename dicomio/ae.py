@@ -251,13 +251,13 @@ class AE(TimeoutAttributes):
     async def _request(self, request: AssociateRequest) -> Association:
         timeouts = self.timeouts
         try:
-            with anyio.fail_after(timeouts.connect):
-                stream: anyio.abc.ByteStream = await _transport.connect_tcp(
-                    request.host,
-                    request.port,
-                    local_host=request.bind_address[0] if request.bind_address else None,
-                    local_port=request.bind_address[1] if request.bind_address else None,
-                )
+            stream: anyio.abc.ByteStream = await _transport.connect_tcp(
+                request.host,
+                request.port,
+                local_host=request.bind_address[0] if request.bind_address else None,
+                local_port=request.bind_address[1] if request.bind_address else None,
+                timeout=timeouts.connect,
+            )
         except TimeoutError:
             raise errors.TimeoutError(
                 f"TCP connect to {request.host}:{request.port} timed out"
