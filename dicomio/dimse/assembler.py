@@ -129,6 +129,10 @@ class MessageAssembler:
         # For each context whose data set is being collected (not streamed): the buffer it
         # is received into, the same as its _Partial's data.
         self._collecting: dict[int, io.BytesIO] = {}
+        # The last command set decoded, and its value: the pending responses of a C-FIND
+        # (or C-GET, C-MOVE) repeat one command set, which is then decoded once.
+        self._last_command_set = b""
+        self._last_command: Message | None = None
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -253,7 +257,12 @@ class MessageAssembler:
         self, context_id: int, partial: _Partial, events: list[AssemblerEvent]
     ) -> None:
         parts = partial.command_parts
-        command = decode_command(parts[0] if len(parts) == 1 else b"".join(parts))
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._last_command is not None and raw == self._last_command_set:
+            command = self._last_command  # an immutable value: one is as good as a copy
+        else:
+            command = decode_command(raw)
+            self._last_command_set, self._last_command = bytes(raw), command
         if not command.has_dataset:
             del self._partial[context_id]
             events.append(MessageReceived(context_id=context_id, command=command, dataset=None))
