@@ -91,6 +91,12 @@ _STATUS = BaseTag(0x00000900)
 #: Number of Remaining, Completed, Failed and Warning Sub-operations (PS3.7 C.4.2/C.4.3).
 _SUBOPERATIONS = tuple(BaseTag(tag) for tag in (0x00001020, 0x00001021, 0x00001022, 0x00001023))
 _PENDING = (0xFF00, 0xFF01)
+#: The default ``buffer`` is this many answers for each peer that may run at once. The
+#: responses a peer sent are in memory already once read (one socket read, up to 256 KiB,
+#: holds many), so a buffer smaller than one peer's batch would only make the peers' tasks
+#: take turns handing them over; with a hundred peers answering together, a buffer of 16 in
+#: all did (about one task wake-up per answer).
+BUFFER_PER_PEER = 16
 #: The consumer takes up to this many buffered answers in a row before yielding once.
 _ANSWERS_PER_CHECKPOINT = 32
 
@@ -312,7 +318,8 @@ class FanOut:
     (the pool's limit also applies), ``max_peers`` peers at once (None: all),
     ``peer_timeout`` and ``timeout`` in seconds (None: none), ``retry`` (None: no retries),
     ``dedupe`` a keyword or a function giving a pending identifier's key (None when it has
-    none), ``buffer`` answers held for the consumer.
+    none), ``buffer`` answers held for the consumer (None: ``BUFFER_PER_PEER`` for each
+    peer that may run at once).
     """
 
     def __init__(
@@ -327,11 +334,11 @@ class FanOut:
         timeout: float | None = None,
         retry: Retry | None = Retry(),
         dedupe: str | Callable[[Dataset], Hashable] | None = None,
-        buffer: int = 16,
+        buffer: int | None = None,
     ) -> None:
         if per_peer < 1:
             raise ValueError(f"per_peer must be at least 1, not {per_peer}")
-        if buffer < 0:
+        if buffer is not None and buffer < 0:
             raise ValueError(f"buffer must not be negative, not {buffer}")
         if max_peers is not None and max_peers < 1:
             raise ValueError(f"max_peers must be at least 1, not {max_peers}")
@@ -351,6 +358,8 @@ class FanOut:
             seen_peers.add(peer)
             self._runs.append(_Run(peer, list(items)))
         self._limiter = anyio.CapacityLimiter(max_peers or max(1, len(self._runs)))
+        if buffer is None:
+            buffer = BUFFER_PER_PEER * min(max(1, len(self._runs)), max_peers or len(self._runs))
         self._answers: Handoff[Answer] = Handoff(buffer)
         self._tg: anyio.abc.TaskGroup | None = None
         self._all = anyio.CancelScope()
