@@ -38,6 +38,7 @@ import asyncio.selector_events
 import contextlib
 import ipaddress
 import os
+import select
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence, Sized
@@ -611,8 +612,8 @@ async def _connect_address(
     ``loop.create_connection`` resolves the address (an address needs no resolving), then
     builds the transport and awaits a future set once ``connection_made`` has run: a turn
     of the loop and a task wake-up per connection, on top of the one for the connect
-    itself. Here the connect waits for the socket to become writable (a loop timer bounds
-    it, cheaper than a cancel scope), and the transport is made as
+    itself. Here the connect waits for the socket to become writable, unless it is already
+    (a loop timer bounds the wait, cheaper than a cancel scope), and the transport is made as
     ``wrap_accepted_socket_nowait`` makes it: its ``connection_made`` and reader
     registration are queued, and run before the stream's first read.
     """
@@ -627,7 +628,8 @@ async def _connect_address(
         try:
             sock.connect((host, port))
         except (BlockingIOError, InterruptedError):
-            await _writable(loop, sock, timeout)
+            if not _writable_now(sock):
+                await _writable(loop, sock, timeout)
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 raise OSError(error, f"connect to {host}:{port}: {os.strerror(error)}") from None
@@ -637,6 +639,20 @@ async def _connect_address(
         sock.close()
         raise
     return AsyncioSocketStream(transport, protocol, sock)
+
+
+def _writable_now(sock: socket.socket) -> bool:
+    """Whether a connecting ``sock`` is writable already (connected, or failed).
+
+    On loopback (and a LAN host that answers at once) the handshake is over when
+    ``connect`` returns, though it reports "in progress": one zero-timeout ``poll`` (about
+    a microsecond) then saves registering with the loop and a wake-up.
+    """
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(0))
 
 
 async def _writable(
