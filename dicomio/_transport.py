@@ -516,6 +516,8 @@ def ack_socket(stream: anyio.abc.ByteStream) -> socket.socket | None:
     """The socket under ``stream`` for ``ack_now``, or None (no socket, or no TCP_QUICKACK)."""
     if TCP_QUICKACK is None:
         return None
+    if type(stream) is AsyncioSocketStream:
+        return stream._raw_socket  # without building every typed attribute to read one
     sock: socket.socket | None = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
     return sock
 
