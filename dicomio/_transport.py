@@ -231,6 +231,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._protocol.hand_over()
 
     @property
+    def on_selector_loop(self) -> bool:
+        """Whether the stream runs on asyncio's own selector loop (not uvloop's)."""
+        return isinstance(self._loop, asyncio.selector_events.BaseSelectorEventLoop)
+
+    @property
     def write_ready(self) -> bool:
         """Whether a write now would go straight to the kernel: nothing queued, no wait."""
         return not (
@@ -516,8 +521,6 @@ def ack_socket(stream: anyio.abc.ByteStream) -> socket.socket | None:
     """The socket under ``stream`` for ``ack_now``, or None (no socket, or no TCP_QUICKACK)."""
     if TCP_QUICKACK is None:
         return None
-    if type(stream) is AsyncioSocketStream:
-        return stream._raw_socket  # without building every typed attribute to read one
     sock: socket.socket | None = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
     return sock
 

@@ -60,8 +60,8 @@ _NUMBERED_KEPT = 64
 
 def set_nodelay(stream: anyio.abc.ByteStream) -> None:
     """Disable Nagle: small DIMSE messages must not wait for the peer's delayed ACK."""
-    if type(stream) is _transport.AsyncioSocketStream:
-        return  # asyncio's TCP transports set it themselves
+    if type(stream) is _transport.AsyncioSocketStream and stream.on_selector_loop:
+        return  # asyncio's own TCP transports set it themselves
     try:
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     except anyio.TypedAttributeLookupError:
