@@ -803,7 +803,8 @@ class ResponseStream:
                 raise
             await self._cancel(wait=True)
             raise
-        if command == self._last_command and self._last_status is not None:
+        last = self._last_command
+        if (command is last or command == last) and self._last_status is not None:
             status = copy_status(self._last_status)
         else:
             status = response_status(command)

@@ -54,8 +54,14 @@ __all__ = ["AE", "AssociateRequest"]
 UserIdentityVerifier = Callable[[Association, Any], Awaitable[Any]]
 
 
+#: Most sets of numbered contexts an AE keeps (one per set of contexts proposed).
+_NUMBERED_KEPT = 64
+
+
 def set_nodelay(stream: anyio.abc.ByteStream) -> None:
     """Disable Nagle: small DIMSE messages must not wait for the peer's delayed ACK."""
+    if type(stream) is _transport.AsyncioSocketStream and stream.on_selector_loop:
+        return  # asyncio's own TCP transports set it themselves
     try:
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     except anyio.TypedAttributeLookupError:
@@ -81,6 +87,9 @@ class AE(TimeoutAttributes):
         self.timeouts = timeouts or Timeouts()
         self._requested_contexts: list[PresentationContext] = []
         self._supported_contexts: list[PresentationContext] = []
+        #: Contexts as proposed, numbered (assign_context_ids), by the contexts given: a
+        #: pool or fan-out proposes the same ones again and again.
+        self._numbered: dict[tuple[PresentationContext, ...], tuple[PresentationContext, ...]] = {}
         #: As requestor: the window to propose, (invoked, performed); None proposes nothing
         #: (which means 1, 1). As acceptor: the most we will grant.
         self.async_ops_window: tuple[int, int] | None = None
@@ -251,13 +260,13 @@ class AE(TimeoutAttributes):
     async def _request(self, request: AssociateRequest) -> Association:
         timeouts = self.timeouts
         try:
-            with anyio.fail_after(timeouts.connect):
-                stream: anyio.abc.ByteStream = await _transport.connect_tcp(
-                    request.host,
-                    request.port,
-                    local_host=request.bind_address[0] if request.bind_address else None,
-                    local_port=request.bind_address[1] if request.bind_address else None,
-                )
+            stream: anyio.abc.ByteStream = await _transport.connect_tcp(
+                request.host,
+                request.port,
+                local_host=request.bind_address[0] if request.bind_address else None,
+                local_port=request.bind_address[1] if request.bind_address else None,
+                timeout=timeouts.connect,
+            )
         except TimeoutError:
             raise errors.TimeoutError(
                 f"TCP connect to {request.host}:{request.port} timed out"
@@ -309,7 +318,13 @@ class AE(TimeoutAttributes):
     async def _negotiate(
         self, assoc: Association, request: AssociateRequest, max_pdu: int
     ) -> None:
-        contexts = assign_context_ids(request.contexts or self.requested_contexts)
+        given = tuple(request.contexts or self.requested_contexts)
+        contexts = self._numbered.get(given)
+        if contexts is None:
+            contexts = assign_context_ids(given)
+            if len(self._numbered) >= _NUMBERED_KEPT:
+                self._numbered.clear()
+            self._numbered[given] = contexts
         if not contexts:
             raise ValueError("no presentation contexts to request: call add_requested_context()")
         ext_neg = list(request.ext_neg or ())

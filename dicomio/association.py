@@ -934,15 +934,28 @@ class Association(
         self.log.debug("sending A-RELEASE-RQ")
         self._ul.send_release_rq(now=self._now())
         await self._flush()
-        with anyio.move_on_after(self.timeouts.acse):
-            while not self.is_released and not self._transport_closed:
-                if self._background_reader:
-                    await self._ended.wait()  # the reader task is reading for us
-                    break
+        acse = self.timeouts.acse
+        deadline = None if acse is None else self._now() + acse
+        while not self.is_released and not self._transport_closed:
+            if self._background_reader or self._read_lock.locked():
+                # Another task reads (the acceptor's reader task, or a requestor's waiter):
+                # wait for it, bounded by the same deadline.
+                with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                    if self._background_reader:
+                        await self._ended.wait()  # the reader task is reading for us
+                        break
+                    async with self._read_lock:
+                        await self._read_once()
+            else:
+                # The usual case: we read, with the deadline on the read itself (a loop
+                # timer, cheaper than a cancel scope: a pool releases many at once).
                 async with self._read_lock:
-                    await self._read_once()
-                if isinstance(self._failure, errors.AssociationAborted):
-                    break
+                    if not await self._read_once(deadline):
+                        break  # the deadline passed with nothing read
+            if isinstance(self._failure, errors.AssociationAborted):
+                break
+            if deadline is not None and self._now() >= deadline:
+                break
         if not self.is_released and not self.is_aborted:
             self.log.warning("no A-RELEASE-RP within the ACSE timeout: aborting")
             await self.abort()

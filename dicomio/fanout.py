@@ -19,9 +19,10 @@ Theory of operation.
   task, which runs its jobs ``per_peer`` at a time (bulk retrieve gives a peer many jobs;
   ``find`` gives each peer one), and at most ``max_peers`` peers run at once.
 - Answers. Every response is an ``Answer(peer, status, identifier)``, in the order they
-  arrive, from one bounded memory stream: a consumer that reads slowly makes the peers'
-  tasks wait to hand over their next answer, so they stop reading their sockets, TCP's
-  window closes, and the peers slow down (memory stays at ``buffer`` answers). With
+  arrive, through one bounded queue (``dicomio._handoff``): a consumer that reads slowly
+  makes the peers' tasks wait to hand over their next answer, so they stop reading their
+  sockets, TCP's window closes, and the peers slow down (memory stays at ``buffer``
+  answers, plus one in the hand of each waiting peer). With
   ``dedupe``, a pending answer whose key (e.g. StudyInstanceUID) came already from any
   peer is dropped and counted. A final response is passed on once its job will not be
   retried.
@@ -54,12 +55,13 @@ from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dicomio import errors
+from dicomio._handoff import Handoff
 from dicomio.association import Association
 from dicomio.pool import AssociationPool, Peer
 from dicomio.status import Category, category
@@ -89,6 +91,14 @@ _STATUS = BaseTag(0x00000900)
 #: Number of Remaining, Completed, Failed and Warning Sub-operations (PS3.7 C.4.2/C.4.3).
 _SUBOPERATIONS = tuple(BaseTag(tag) for tag in (0x00001020, 0x00001021, 0x00001022, 0x00001023))
 _PENDING = (0xFF00, 0xFF01)
+#: The default ``buffer`` is this many answers for each peer that may run at once. The
+#: responses a peer sent are in memory already once read (one socket read, up to 256 KiB,
+#: holds many), so a buffer smaller than one peer's batch would only make the peers' tasks
+#: take turns handing them over; with a hundred peers answering together, a buffer of 16 in
+#: all did (about one task wake-up per answer).
+BUFFER_PER_PEER = 16
+#: The consumer takes up to this many buffered answers in a row before yielding once.
+_ANSWERS_PER_CHECKPOINT = 32
 
 
 class Outcome(enum.Enum):
@@ -308,7 +318,8 @@ class FanOut:
     (the pool's limit also applies), ``max_peers`` peers at once (None: all),
     ``peer_timeout`` and ``timeout`` in seconds (None: none), ``retry`` (None: no retries),
     ``dedupe`` a keyword or a function giving a pending identifier's key (None when it has
-    none), ``buffer`` answers held for the consumer.
+    none), ``buffer`` answers held for the consumer (None: ``BUFFER_PER_PEER`` for each
+    peer that may run at once).
     """
 
     def __init__(
@@ -323,11 +334,11 @@ class FanOut:
         timeout: float | None = None,
         retry: Retry | None = Retry(),
         dedupe: str | Callable[[Dataset], Hashable] | None = None,
-        buffer: int = 16,
+        buffer: int | None = None,
     ) -> None:
         if per_peer < 1:
             raise ValueError(f"per_peer must be at least 1, not {per_peer}")
-        if buffer < 0:
+        if buffer is not None and buffer < 0:
             raise ValueError(f"buffer must not be negative, not {buffer}")
         if max_peers is not None and max_peers < 1:
             raise ValueError(f"max_peers must be at least 1, not {max_peers}")
@@ -347,14 +358,15 @@ class FanOut:
             seen_peers.add(peer)
             self._runs.append(_Run(peer, list(items)))
         self._limiter = anyio.CapacityLimiter(max_peers or max(1, len(self._runs)))
-        self._buffer = buffer
-        # Created on entry, so that a fan-out never entered leaves nothing to close.
-        self._send: MemoryObjectSendStream[Answer]
-        self._receive: MemoryObjectReceiveStream[Answer]
+        if buffer is None:
+            buffer = BUFFER_PER_PEER * min(max(1, len(self._runs)), max_peers or len(self._runs))
+        self._answers: Handoff[Answer] = Handoff(buffer)
         self._tg: anyio.abc.TaskGroup | None = None
         self._all = anyio.CancelScope()
         self._stopping: Outcome | None = None
         self._deadline = float("inf")
+        #: Answers ``__anext__`` returned in a row without yielding to the event loop.
+        self._unyielded = 0
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -366,7 +378,6 @@ class FanOut:
             self._deadline = now + self.timeout
         for run in self._runs:
             run.queued_at = now
-        self._send, self._receive = anyio.create_memory_object_stream[Answer](self._buffer)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._run_all)
@@ -387,8 +398,7 @@ class FanOut:
             try:
                 await self._tg.__aexit__(None, None, None)
             finally:
-                self._send.close()
-                self._receive.close()
+                self._answers.close()
 
     async def cancel(self) -> None:
         """Stop every peer still running now (their associations aborted; outcome
@@ -401,8 +411,15 @@ class FanOut:
     async def __anext__(self) -> Answer:
         if self._tg is None:
             raise RuntimeError("iterate inside `async with fan_out as answers:`")
+        # An answer already queued is taken without a trip through the event loop (the
+        # peers' tasks queue several at a time); one in so many still yields, so that a
+        # consumer whose loop body never awaits cannot starve them.
+        self._unyielded += 1
+        if self._unyielded >= _ANSWERS_PER_CHECKPOINT:
+            self._unyielded = 0
+            await anyio.lowlevel.checkpoint()
         try:
-            return await self._receive.receive()
+            return await self._answers.get()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
@@ -440,7 +457,7 @@ class FanOut:
             for run in self._runs:  # peers never started: end their reports too
                 if run.report is None:
                     self._finish(run)
-            self._send.close()
+            self._answers.close_sending()
 
     async def _stop_all(self, outcome: Outcome) -> None:
         if self._stopping is None:
@@ -594,7 +611,8 @@ class FanOut:
                     run.duplicates += 1
                     return False
                 self._seen.add(key)
-        await self._send.send(Answer(run.peer, status, identifier))
+        # Not a checkpoint while there is room: the task yields as it reads its peer anyway.
+        await self._answers.put(Answer(run.peer, status, identifier))
         run.answers += 1
         if identifier is not None and pending:
             run.matches += 1

@@ -476,17 +476,20 @@ def negotiate_as_requestor(
             negotiated.append(cx)
             continue
         accepted = answer.result == PresentationContextResult.ACCEPTANCE
+        scu: bool | None = None
+        scp: bool | None = None
+        if accepted:
+            scu, scp = _agreed_roles(
+                proposals.get(cx.abstract_syntax), replies.get(cx.abstract_syntax)
+            )
         # PS3.8 Table 9-18: the transfer syntax of a rejected context is not significant.
-        answered = attrs.evolve(
-            cx,
-            result=answer.result,
-            transfer_syntax=answer.transfer_syntax if accepted else None,
-            scu_role=None,
-            scp_role=None,
-        )
         negotiated.append(
-            _with_roles(
-                answered, proposals.get(cx.abstract_syntax), replies.get(cx.abstract_syntax)
+            attrs.evolve(
+                cx,
+                result=answer.result,
+                transfer_syntax=answer.transfer_syntax if accepted else None,
+                scu_role=scu,
+                scp_role=scp,
             )
         )
     return tuple(negotiated)

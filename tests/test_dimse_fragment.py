@@ -245,6 +245,33 @@ def test_empty_data_set_still_ends_the_message() -> None:
     ]
 
 
+def test_a_repeated_command_set_is_decoded_once_and_others_as_usual() -> None:
+    pending = CFindRSP(
+        message_id_being_responded_to=5,
+        status=0xFF00,
+        affected_sop_class_uid="1.2.840.10008.5.1.4.1.2.2.1",
+        has_dataset=True,
+    )
+    final = CFindRSP(
+        message_id_being_responded_to=5,
+        status=0,
+        affected_sop_class_uid="1.2.840.10008.5.1.4.1.2.2.1",
+    )
+    pdus = []
+    for i in range(3):
+        pdus += list(fragment(1, encode_command(pending), b"\x08\x00\x50\x00" + bytes([i]) * 4, 0))
+    pdus += list(fragment(1, encode_command(final), None, 0))
+    events = feed(MessageAssembler(), pdus)
+    commands = [e.command for e in events if isinstance(e, MessageReceived)]
+    assert commands == [pending, pending, pending, final]
+    assert commands[0] is commands[1] is commands[2]  # decoded once: an immutable value
+    assert [e.dataset[-1] for e in events[:3] if isinstance(e, MessageReceived) and e.dataset] == [
+        0,
+        1,
+        2,
+    ]
+
+
 def test_ten_megabytes_at_sixteen_kilobytes() -> None:
     dataset = random.Random(10).randbytes(10 * 1024 * 1024)
     pdus = list(fragment(5, STORE_COMMAND, dataset, 16_384))

@@ -25,6 +25,7 @@ from dicomio.pdu import (
     AssociateRQ,
     PDataTF,
     PresentationContextAC,
+    ReleaseRQ,
     encode,
 )
 from dicomio.sop import (
@@ -133,6 +134,26 @@ async def test_no_associate_response_is_an_acse_timeout() -> None:
     assert isinstance(conn.received[0], AssociateRQ)
     # We gave up: the peer is told so before the connection closes.
     assert conn.eof
+    assert conn.aborts(), conn.received
+
+
+async def test_no_release_response_aborts_after_the_acse_timeout() -> None:
+    async def no_release_rp(conn: PeerConnection) -> None:
+        await conn.accept()
+        while await conn.read_pdu(TEST_DEADLINE) is not None:
+            pass  # the A-RELEASE-RQ too, answered with nothing
+
+    ae = make_ae(acse=0.5)
+    async with fake_acceptor(no_release_rp) as peer:
+        with anyio.fail_after(TEST_DEADLINE):
+            assoc = await ae.associate("127.0.0.1", peer.port)
+            started = time.monotonic()
+            await assoc.release()
+            assert time.monotonic() - started < 3.0
+            assert assoc.is_aborted and not assoc.is_released
+            await peer.done.wait()
+    conn = peer.connections[0]
+    assert any(isinstance(pdu, ReleaseRQ) for pdu in conn.received)
     assert conn.aborts(), conn.received
 
 

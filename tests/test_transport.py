@@ -199,6 +199,45 @@ async def test_connect_from_a_chosen_local_address(anyio_backend: str) -> None:
             assert peer.extra(SocketAttribute.remote_address) == (LOOPBACK, wanted)
 
 
+async def test_connect_to_a_closed_port_is_refused(anyio_backend: str) -> None:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]  # bound, not listening: the kernel refuses
+        with anyio.fail_after(5), pytest.raises(OSError) as caught:
+            await connect_tcp(LOOPBACK, port)
+    # anyio's connect (trio) reports the refused attempt as the cause of its own OSError.
+    error: BaseException | None = caught.value
+    while error is not None and not isinstance(error, ConnectionRefusedError):
+        error = error.__cause__
+    assert error is not None
+
+
+async def test_connect_timeout_bounds_a_connect_nobody_completes(anyio_backend: str) -> None:
+    # A listener that never accepts, its queue full: the kernel drops further SYNs, so the
+    # next connect waits for retransmissions until the timeout ends it.
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                filler.setblocking(False)
+                fillers.append(filler)
+                filler.connect_ex((LOOPBACK, port))
+            with anyio.fail_after(5):
+                try:
+                    stream = await connect_tcp(LOOPBACK, port, timeout=0.3)
+                except TimeoutError:
+                    return
+            await stream.aclose()
+            pytest.skip("this kernel completed the connect despite the full listen queue")
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 # ---------------------------------------------------------------------------------------
 # Data
 

@@ -142,6 +142,10 @@ class MessageAssembler:
         # buffer (which is empty meanwhile), and its context; at most one at a time.
         self._held_context: int | None = None
         self._held: tuple[bytes | memoryview, ...] = ()
+        # The last command set decoded, and its value: the pending responses of a C-FIND
+        # (or C-GET, C-MOVE) repeat one command set, which is then decoded once.
+        self._last_command_set = b""
+        self._last_command: Message | None = None
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -289,7 +293,12 @@ class MessageAssembler:
         self, context_id: int, partial: _Partial, events: list[AssemblerEvent]
     ) -> None:
         parts = partial.command_parts
-        command = decode_command(parts[0] if len(parts) == 1 else b"".join(parts))
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._last_command is not None and raw == self._last_command_set:
+            command = self._last_command  # an immutable value: one is as good as a copy
+        else:
+            command = decode_command(raw)
+            self._last_command_set, self._last_command = bytes(raw), command
         if not command.has_dataset:
             del self._partial[context_id]
             events.append(MessageReceived(context_id=context_id, command=command, dataset=None))
