@@ -307,6 +307,7 @@ class ServiceProviderMixin:
         _outbox: list[bytes | memoryview]
         _deferred: list[Any]
         _transport_closing: bool
+        _close_when_sent: bool
         _ack_socket: socket.socket | None
         _release_requested: bool
 
@@ -533,6 +534,10 @@ class ServiceProviderMixin:
             return False
         self._release_requested = False
         self._ul.send_release_rp(now=self._now())
+        # Once the A-RELEASE-RP has reached the kernel the association no longer exists,
+        # and the transport is closed then (_after_ul), as DCMTK does, instead of waiting
+        # in Sta13 for the peer to close it: a loop turn, a read and a timer less.
+        self._close_when_sent = True
         self._fail(errors.AssociationReleased("the peer released the association"))
         return True
 

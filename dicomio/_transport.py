@@ -480,6 +480,15 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         finally:
             self._sending = False
 
+    def sent_nowait(self) -> bool:
+        """Write what ``send_soon`` queued; True if the kernel has taken everything written.
+
+        For a caller about to close: ``close_nowait`` drops what the transport still holds.
+        """
+        if self._soon:
+            self._write_soon()
+        return not self._transport.get_write_buffer_size()
+
     async def send_eof(self) -> None:
         if self._soon:
             self._write_soon()

@@ -232,6 +232,8 @@ class Association(
         self._ended = anyio.Event()
         self._transport_closed = False
         self._transport_closing = False
+        #: Close the transport once everything queued is written (A-RELEASE-RP sent).
+        self._close_when_sent = False
 
         # fast_acquire: an uncontended lock must not cost a trip through the event loop;
         # these are taken several times per message.
@@ -440,10 +442,21 @@ class Association(
         for event in events:
             self._on_ul_event(event)
         await self._flush()
-        if self._ul.should_close or self._transport_closing:
+        if (
+            self._ul.should_close
+            or self._transport_closing
+            or (self._close_when_sent and self._sent())
+        ):
             await self._close_transport()
         if self._deferred and not self._send_lock.locked():
             await self._send_deferred()
+
+    def _sent(self) -> bool:
+        """Whether the kernel has taken everything written (anyio's streams: always)."""
+        stream = self._stream
+        if type(stream) is _transport.AsyncioSocketStream:
+            return stream.sent_nowait()
+        return True
 
     @property
     def _debug(self) -> bool:
