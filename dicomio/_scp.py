@@ -309,6 +309,7 @@ class ServiceProviderMixin:
         _transport_closing: bool
         _close_when_sent: bool
         _ack_socket: socket.socket | None
+        _ack_pending: bool
         _release_requested: bool
 
         def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
@@ -457,8 +458,6 @@ class ServiceProviderMixin:
         ):
             return False
         try:
-            if self._ack_socket is not None:
-                _transport.ack_now(self._ack_socket)  # as _read_once does: see ack_now
             now = self._now()
             for event in ul.receive_data(data, now=now):
                 self._on_ul_event(event)
@@ -476,11 +475,18 @@ class ServiceProviderMixin:
                 or ul.should_close
                 or ul.next_deadline() is not None
             ):
+                # The reader acknowledges the bytes unless it answers first (_read_once).
+                self._ack_pending = self._ack_socket is not None
                 stream.hand_over()
                 return True
             out = ul.data_to_send()
             if out:
+                # The answer carries the ACK of the bytes it answers.
                 stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+            elif self._ack_socket is not None:
+                # Part of a message: the reader stays parked, the peer may wait for the ACK
+                # before it sends the rest (see _transport.ack_now).
+                _transport.ack_now(self._ack_socket)
         except Exception as exc:
             # Raised where the reader would have raised it.
             self._hook_error = exc

@@ -189,8 +189,11 @@ class Association(
     ) -> None:
         self.ae = ae
         self._stream = stream
-        #: Where each read is acknowledged at once (``_transport.ack_now``), or None.
+        #: Where reads are acknowledged at once (``_transport.ack_now``), or None.
         self._ack_socket = _transport.ack_socket(stream)
+        #: Bytes were read and nothing written since, which would have carried their ACK:
+        #: acknowledged before the next wait for the peer (``_read_once``).
+        self._ack_pending = False
         #: The event loop's clock (what anyio.current_time reads, without finding the backend).
         self._now = _transport.clock()
         self.role = role
@@ -404,6 +407,12 @@ class Association(
         until = artim if deadline is None else deadline if artim is None else min(artim, deadline)
         data: bytes | None = None
         stream = self._stream
+        if self._ack_pending:
+            # What we read last is still unacknowledged, and we are about to wait for the
+            # peer: a peer with Nagle's algorithm on may be holding its next bytes until the
+            # ACK comes (see ack_now). Had we answered, the answer would have carried it.
+            self._ack_pending = False
+            _transport.ack_now(self._ack_socket)  # type: ignore[arg-type]
         try:
             if until is None:
                 data = await stream.receive(READ_SIZE)
@@ -425,7 +434,7 @@ class Association(
         now = self._now()
         if data is not None:
             if data and self._ack_socket is not None:
-                _transport.ack_now(self._ack_socket)
+                self._ack_pending = True
             events = ul.receive_data(data, now=now)
         elif artim is not None and now >= artim:
             events = ul.handle_timer(now=now)
@@ -692,6 +701,7 @@ class Association(
         self._outbox.extend(self._ul.data_to_send())
         if not self._outbox:
             return
+        self._ack_pending = False  # what leaves now carries the ACK of what was read
         stream = self._stream
         try:
             if (
