@@ -188,6 +188,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if sock is None:
             wrapper = transport.get_extra_info("socket")
             sock = getattr(wrapper, "_sock", None)
+        #: The socket itself (None if the transport does not expose it), for ``ack_socket``.
+        self.sock = sock
         self._sendmsg: Callable[[Sequence[bytes | memoryview]], int] | None = getattr(
             sock, "sendmsg", None
         )
@@ -523,6 +525,8 @@ def ack_socket(stream: anyio.abc.ByteStream) -> socket.socket | None:
     """The socket under ``stream`` for ``ack_now``, or None (no socket, or no TCP_QUICKACK)."""
     if TCP_QUICKACK is None:
         return None
+    if type(stream) is AsyncioSocketStream and stream.sock is not None:
+        return stream.sock  # without building the stream's attribute mapping, or a wrapper
     sock: socket.socket | None = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
     return sock
 

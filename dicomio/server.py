@@ -418,8 +418,9 @@ class Server:
             assoc.log.exception("association task failed")
             await assoc.abort(2, 0)
         finally:
-            with anyio.CancelScope(shield=True):
-                await assoc._close_transport()
+            if not assoc._transport_closed:  # a shielded scope costs, even for nothing
+                with anyio.CancelScope(shield=True):
+                    await assoc._close_transport()
             self.associations.discard(assoc)
             if not self.associations and self._idle is not None:
                 self._idle.set()
