@@ -71,6 +71,9 @@ COALESCE_LIMIT = 64 * 1024
 #: Bytes received but not yet asked for, beyond which the socket is no longer read.
 READ_HIGH_WATER = 1 << 20
 
+#: Most bytes ``wrap_accepted_socket_nowait`` reads at once (an A-ASSOCIATE-RQ is smaller).
+READ_AHEAD = 65536
+
 #: Linux's TCP_QUICKACK; None where the system has no such option (``ack_now`` then does
 #: nothing and the kernel's delayed ACK stands).
 TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
@@ -631,6 +634,15 @@ def wrap_accepted_socket_nowait(sock: socket.socket) -> AsyncioSocketStream | No
     if not isinstance(transport, asyncio.Transport):  # pragma: no cover - not a selector loop
         transport.close()
         return None
+    # A client sends its first PDU as soon as it is connected, usually before the server
+    # gets round to accepting: read it now, so that the connection's task finds it waiting
+    # instead of waiting a turn of the loop for the read callback and another to be woken.
+    # Whatever else is there (the end of the stream, an error) is left to the transport.
+    with contextlib.suppress(OSError):  # BlockingIOError: nothing yet
+        data = sock.recv(READ_AHEAD)
+        if data:
+            protocol.chunks.append(data)
+            protocol.buffered = len(data)
     return AsyncioSocketStream(transport, protocol, sock)
 
 
