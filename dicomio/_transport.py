@@ -198,6 +198,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         )
         self._closed = False
         self._receiving = False
+        # No read yet: the first may skip the checkpoint (see receive).
+        self._first_read = True
         self._sending = False
         self._unyielded_sends = 0
         # send_soon's queue for this turn of the loop, and whether its write is scheduled.
@@ -278,10 +280,12 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 # Work the receive hook left comes before bytes that arrived after it.
                 protocol.handed = False
                 raise Handed
-            if protocol.chunks:
+            if protocol.chunks and not self._first_read:
                 # Data is already here: still a checkpoint, so a busy reader cannot starve
-                # the other tasks of the loop.
+                # the other tasks of the loop. Not on the first read: the task has only
+                # just started (the server's, whose A-ASSOCIATE-RQ was read on accepting).
                 await anyio.lowlevel.checkpoint()
+            self._first_read = False
             while not protocol.chunks:
                 if protocol.handed:
                     protocol.handed = False
