@@ -741,10 +741,12 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     size = len(raw)
     recent = _RECENT.get(size)
     if recent is not None:
-        head, tail, cls, number, fields = recent
+        head, tail, known_class, number, fields = recent
         at = len(head)
         if raw.startswith(head) and raw.endswith(tail):
-            return cls(**fields, **{number: raw[at] | raw[at + 1] << 8})
+            renumbered: dict[str, Any] = fields.copy()
+            renumbered[number] = raw[at] | raw[at + 1] << 8
+            return known_class(**renumbered)
     values: dict[str, Any] = {}
     unpack_header = _HEADER.unpack_from
     elements = _ELEMENTS
