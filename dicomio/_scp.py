@@ -454,7 +454,7 @@ class ServiceProviderMixin:
             or self._write_lock.locked()
             or not stream.write_ready
             or ul.next_deadline() is not None
-            or self.log.isEnabledFor(logging.DEBUG)
+            or self.log.logger.isEnabledFor(logging.DEBUG)
         ):
             return False
         try:
@@ -462,8 +462,9 @@ class ServiceProviderMixin:
             for event in ul.receive_data(data, now=now):
                 self._on_ul_event(event)
             if self._echoes and not self._inline:
-                self._answer_echoes_nowait()
-                self._release_if_answered()
+                self._answer_echoes_nowait(debug=False)
+                if self._release_requested:
+                    self._release_if_answered()
             if self._idle_scope is not None and self.timeouts.network is not None:
                 self._idle_scope.deadline = now + self.timeouts.network
             if (
@@ -493,11 +494,13 @@ class ServiceProviderMixin:
             stream.hand_over()
         return True
 
-    def _answer_echoes_nowait(self) -> None:
+    def _answer_echoes_nowait(self, *, debug: bool | None = None) -> None:
         """Queue the default C-ECHO answers to the echoes read so far, up to the first echo
-        without a context, which it leaves (``_answer_echoes`` takes it the abort path)."""
+        without a context, which it leaves (``_answer_echoes`` takes it the abort path).
+        ``debug``: whether debug logging is on, if the caller knows."""
         echoes = self._echoes
-        debug = self.log.isEnabledFor(logging.DEBUG)
+        if debug is None:
+            debug = self.log.logger.isEnabledFor(logging.DEBUG)
         while echoes:
             context_id, command = echoes[0]
             if self._context(context_id) is None:
