@@ -232,7 +232,7 @@ class Association(
         self._reply: AssociateAC | AssociateRJ | AssociateRQ | None = None
         self._failure: errors.DicomioError | None = None
         #: Set once the association is over (released, aborted or disconnected).
-        self._ended = anyio.Event()
+        self._ended: anyio.Event | None = None  # made when someone waits for it
         self._transport_closed = False
         self._transport_closing = False
         #: Close the transport once everything queued is written (A-RELEASE-RP sent).
@@ -572,7 +572,8 @@ class Association(
         """The association is over: every waiter learns why at once."""
         if self._failure is None:
             self._failure = failure
-        self._ended.set()
+        if self._ended is not None:
+            self._ended.set()
         self._wake_waiters()
         self._fail_provider(failure)
 
@@ -949,7 +950,10 @@ class Association(
         with anyio.move_on_after(self.timeouts.acse):
             while not self.is_released and not self._transport_closed:
                 if self._background_reader:
-                    await self._ended.wait()  # the reader task is reading for us
+                    if self._failure is None:  # else it has ended already
+                        if self._ended is None:
+                            self._ended = anyio.Event()
+                        await self._ended.wait()  # the reader task is reading for us
                     break
                 async with self._read_lock:
                     await self._read_once()

@@ -48,7 +48,7 @@ from dicomio.pdu import (
     single_pdv_header,
 )
 from dicomio.pdu.items import to_uid
-from tests.strategies import associate_rq_pdus, pdus
+from tests.strategies import associate_ac_pdus, associate_rq_pdus, pdus
 
 INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
 UNRECOGNIZED_PARAMETER = AbortReason.UNRECOGNIZED_PDU_PARAMETER
@@ -793,3 +793,13 @@ def test_remembered_associate_rqs_are_bounded() -> None:
     codec._ASSOCIATE_RQS.clear()
     assert decode(data) == big
     assert not codec._ASSOCIATE_RQS  # too large to keep
+
+
+@given(associate_ac_pdus())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_remembered_associate_ac_is_what_encoding_gives(ac: AssociateAC) -> None:
+    codec._ASSOCIATE_ACS.clear()
+    first = encode(ac)
+    assert encode(attrs.evolve(ac)) == first == codec._encode_one(ac)
+    assert decode(first) == ac
+    assert len(codec._ASSOCIATE_ACS) <= codec.ASSOCIATE_RQS_REMEMBERED

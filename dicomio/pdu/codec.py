@@ -107,6 +107,8 @@ _Context = TypeVar("_Context", PresentationContextRQ, PresentationContextAC)
 #: in entries and in the size of a PDU remembered (a few clients' proposals; a hundred
 #: contexts take about 12 KB): at most a megabyte whatever a peer sends. Emptied when full.
 _ASSOCIATE_RQS: dict[bytes, AssociateRQ] = {}
+#: A-ASSOCIATE-ACs already encoded, by value, bounded in the same way.
+_ASSOCIATE_ACS: dict[AssociateAC, bytes] = {}
 ASSOCIATE_RQS_REMEMBERED = 16
 ASSOCIATE_RQ_REMEMBERED_BYTES = 65536
 _INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
@@ -163,6 +165,17 @@ def encode(pdu: PDU) -> bytes:
     """
     if type(pdu) is PDataTF:
         return b"".join(_encode_pdata_parts(pdu))
+    if type(pdu) is AssociateAC:
+        # An acceptor answers the same proposal with the same A-ASSOCIATE-AC: remembered
+        # as the A-ASSOCIATE-RQs are (hashing the value costs a fraction of encoding it).
+        encoded = _ASSOCIATE_ACS.get(pdu)
+        if encoded is None:
+            encoded = _encode_one(pdu)
+            if len(encoded) <= ASSOCIATE_RQ_REMEMBERED_BYTES:
+                if len(_ASSOCIATE_ACS) >= ASSOCIATE_RQS_REMEMBERED:
+                    _ASSOCIATE_ACS.clear()
+                _ASSOCIATE_ACS[pdu] = encoded
+        return encoded
     return _encode_one(pdu)
 
 
