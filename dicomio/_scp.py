@@ -307,7 +307,9 @@ class ServiceProviderMixin:
         _outbox: list[bytes | memoryview]
         _deferred: list[Any]
         _transport_closing: bool
+        _close_when_sent: bool
         _ack_socket: socket.socket | None
+        _ack_pending: bool
         _release_requested: bool
 
         def get_handlers(self, event: AnyEventType) -> list[tuple[Any, Sequence[Any]]]: ...
@@ -366,40 +368,23 @@ class ServiceProviderMixin:
         association goes back to its callers reading for themselves.
         """
         self._background_reader = True
-        network = self.timeouts.network
         stream = self._stream
         if isinstance(stream, _transport.AsyncioSocketStream):
             stream.on_data = self._take_data
         try:
-            async with anyio.create_task_group() as tg:
-                self._task_group = tg
-                self._start_pending_requests()
-                while not self._transport_closed:
-                    # The read lock is free whenever this task runs a request itself (below):
-                    # a request made meanwhile reads for its own response (see _run_inline),
-                    # and what that read queues for this task is run before it reads again.
-                    if network is None:
-                        async with self._read_lock:
-                            if not (self._echoes or self._inline):
-                                await self._read_once()
-                    else:
-                        with anyio.move_on_after(network) as idle:
-                            self._idle_scope = idle
-                            async with self._read_lock:
-                                if not (self._echoes or self._inline):
-                                    await self._read_once()
-                        self._idle_scope = None
-                    if self._echoes or self._inline:
-                        await self._run_inline()
-                    if network is None:
-                        continue
-                    if idle.cancelled_caught and not self._running and not self._incoming:
-                        self.log.info("network timeout: no traffic for %s s", network)
-                        await self.abort(2, 0)
-                if self._request_tasks:
-                    # Cancelling with nothing to cancel is not free (anyio formats the task's
-                    # repr and delivers the cancellation over loop turns): only when needed.
-                    tg.cancel_scope.cancel()
+            # No task group until a request needs a task of its own (C-FIND, C-GET, C-MOVE,
+            # anything under an asynchronous operations window): an association that only
+            # verifies, or stores one instance at a time, never pays for one.
+            self._start_pending_requests()
+            if await self._serve_requests(None):
+                async with anyio.create_task_group() as tg:
+                    self._task_group = tg
+                    self._start_pending_requests()
+                    await self._serve_requests(tg)
+                    if self._request_tasks:
+                        # Cancelling with nothing to cancel is not free (anyio formats the
+                        # task's repr and delivers the cancellation over loop turns).
+                        tg.cancel_scope.cancel()
         finally:
             if isinstance(stream, _transport.AsyncioSocketStream):
                 stream.on_data = None
@@ -408,6 +393,36 @@ class ServiceProviderMixin:
             self._background_reader = False
             self._reader_busy = False
             self._wake_waiters()
+
+    async def _serve_requests(self, tg: anyio.abc.TaskGroup | None) -> bool:
+        """The reader loop of ``serve``, until the association ends (False); without a task
+        group (``tg`` None), True as soon as a request waits for a task to be started."""
+        network = self.timeouts.network
+        while not self._transport_closed:
+            if tg is None and self._incoming:
+                return True
+            # The read lock is free whenever this task runs a request itself (below): a
+            # request made meanwhile reads for its own response (see _run_inline), and
+            # what that read queues for this task is run before it reads again.
+            if network is None:
+                async with self._read_lock:
+                    if not (self._echoes or self._inline):
+                        await self._read_once()
+            else:
+                with anyio.move_on_after(network) as idle:
+                    self._idle_scope = idle
+                    async with self._read_lock:
+                        if not (self._echoes or self._inline):
+                            await self._read_once()
+                self._idle_scope = None
+            if self._echoes or self._inline:
+                await self._run_inline()
+            if network is None:
+                continue
+            if idle.cancelled_caught and not self._running and not self._incoming:
+                self.log.info("network timeout: no traffic for %s s", network)
+                await self.abort(2, 0)
+        return False
 
     def _take_data(self, data: bytes) -> bool:
         """The reader's receive hook (``AsyncioSocketStream.on_data``), on asyncio.
@@ -439,44 +454,53 @@ class ServiceProviderMixin:
             or self._write_lock.locked()
             or not stream.write_ready
             or ul.next_deadline() is not None
-            or self.log.isEnabledFor(logging.DEBUG)
+            or self.log.logger.isEnabledFor(logging.DEBUG)
         ):
             return False
         try:
-            if self._ack_socket is not None:
-                _transport.ack_now(self._ack_socket)  # as _read_once does: see ack_now
             now = self._now()
             for event in ul.receive_data(data, now=now):
                 self._on_ul_event(event)
             if self._echoes and not self._inline:
-                self._answer_echoes_nowait()
-                self._release_if_answered()
+                self._answer_echoes_nowait(debug=False)
+                if self._release_requested:
+                    self._release_if_answered()
             if self._idle_scope is not None and self.timeouts.network is not None:
                 self._idle_scope.deadline = now + self.timeouts.network
             if (
                 self._echoes
                 or self._inline
+                or self._incoming
                 or self._deferred
                 or self._transport_closing
                 or ul.should_close
                 or ul.next_deadline() is not None
             ):
+                # The reader acknowledges the bytes unless it answers first (_read_once).
+                self._ack_pending = self._ack_socket is not None
                 stream.hand_over()
                 return True
             out = ul.data_to_send()
             if out:
+                # The answer carries the ACK of the bytes it answers.
                 stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+            elif self._ack_socket is not None:
+                # Part of a message: the reader stays parked, the peer may wait for the ACK
+                # before it sends the rest (see _transport.ack_now).
+                _transport.ack_now(self._ack_socket)
         except Exception as exc:
             # Raised where the reader would have raised it.
             self._hook_error = exc
             stream.hand_over()
         return True
 
-    def _answer_echoes_nowait(self) -> None:
+    def _answer_echoes_nowait(self, *, debug: bool | None = None) -> None:
         """Queue the default C-ECHO answers to the echoes read so far, up to the first echo
-        without a context, which it leaves (``_answer_echoes`` takes it the abort path)."""
+        without a context, which it leaves (``_answer_echoes`` takes it the abort path).
+        ``debug``: whether debug logging is on, if the caller knows."""
         echoes = self._echoes
-        debug = self.log.isEnabledFor(logging.DEBUG)
+        if debug is None:
+            debug = self.log.logger.isEnabledFor(logging.DEBUG)
         while echoes:
             context_id, command = echoes[0]
             if self._context(context_id) is None:
@@ -533,31 +557,41 @@ class ServiceProviderMixin:
             return False
         self._release_requested = False
         self._ul.send_release_rp(now=self._now())
+        # Once the A-RELEASE-RP has reached the kernel the association no longer exists,
+        # and the transport is closed then (_after_ul), as DCMTK does, instead of waiting
+        # in Sta13 for the peer to close it: a loop turn, a read and a timer less.
+        self._close_when_sent = True
         self._fail(errors.AssociationReleased("the peer released the association"))
         return True
 
     def _start_pending_requests(self) -> None:
+        """Hand the requests received to the reader (``_echoes``, ``_inline``) or to tasks.
+
+        Without the reader's task group yet, a request that needs a task stays first in
+        ``_incoming``, with those after it, for the reader to start once it has one.
+        """
         tg = self._task_group
-        if tg is None:
-            return
         default_echo = not self.get_handlers(EVT_C_ECHO)
         serial = self.async_ops_window[1] == 1
-        while self._incoming:
-            context_id, command, data = self._incoming.popleft()
+        incoming = self._incoming
+        while incoming:
+            context_id, command, data = incoming[0]
             if default_echo and isinstance(command, CEchoRQ) and invalid_field(command) is None:
                 # Nothing user-written runs for a C-ECHO with no handler: the reader answers
                 # it itself, without the cost of a task, right after this read.
                 self._echoes.append((context_id, command))
-                continue
-            if serial and isinstance(command, _INLINE):
+            elif serial and isinstance(command, _INLINE):
                 # One request at a time (no asynchronous operations window): the peer waits
                 # for this answer before it sends anything but an abort or a release, so
                 # the reader handles it itself once this read is dispatched, without a task.
                 # C-FIND/C-GET/C-MOVE keep their task: a C-CANCEL must be read meanwhile.
                 self._inline.append((context_id, command, data))
-                continue
-            self._request_tasks += 1
-            tg.start_soon(self._request_task, context_id, command, data)
+            elif tg is None:
+                return
+            else:
+                self._request_tasks += 1
+                tg.start_soon(self._request_task, context_id, command, data)
+            incoming.popleft()
 
     async def _request_task(self, context_id: int, command: Any, data: Any) -> None:
         try:

@@ -195,8 +195,11 @@ class Association(
     ) -> None:
         self.ae = ae
         self._stream = stream
-        #: Where each read is acknowledged at once (``_transport.ack_now``), or None.
+        #: Where reads are acknowledged at once (``_transport.ack_now``), or None.
         self._ack_socket = _transport.ack_socket(stream)
+        #: Bytes were read and nothing written since, which would have carried their ACK:
+        #: acknowledged before the next wait for the peer (``_read_once``).
+        self._ack_pending = False
         #: The event loop's clock (what anyio.current_time reads, without finding the backend).
         self._now = _transport.clock()
         self.role = role
@@ -235,9 +238,11 @@ class Association(
         self._reply: AssociateAC | AssociateRJ | AssociateRQ | None = None
         self._failure: errors.DicomioError | None = None
         #: Set once the association is over (released, aborted or disconnected).
-        self._ended = anyio.Event()
+        self._ended: anyio.Event | None = None  # made when someone waits for it
         self._transport_closed = False
         self._transport_closing = False
+        #: Close the transport once everything queued is written (A-RELEASE-RP sent).
+        self._close_when_sent = False
 
         # fast_acquire: an uncontended lock must not cost a trip through the event loop;
         # these are taken several times per message.
@@ -408,6 +413,12 @@ class Association(
         until = artim if deadline is None else deadline if artim is None else min(artim, deadline)
         data: bytes | None = None
         stream = self._stream
+        if self._ack_pending:
+            # What we read last is still unacknowledged, and we are about to wait for the
+            # peer: a peer with Nagle's algorithm on may be holding its next bytes until the
+            # ACK comes (see ack_now). Had we answered, the answer would have carried it.
+            self._ack_pending = False
+            _transport.ack_now(self._ack_socket)  # type: ignore[arg-type]
         try:
             if isinstance(stream, _transport.AsyncioSocketStream):
                 if until is None:
@@ -432,7 +443,7 @@ class Association(
         now = self._now()
         if data is not None:
             if data and self._ack_socket is not None:
-                _transport.ack_now(self._ack_socket)
+                self._ack_pending = True
             events = ul.receive_data(data, now=now)
         elif artim is not None and now >= artim:
             events = ul.handle_timer(now=now)
@@ -449,10 +460,21 @@ class Association(
         for event in events:
             self._on_ul_event(event)
         await self._flush()
-        if self._ul.should_close or self._transport_closing:
+        if (
+            self._ul.should_close
+            or self._transport_closing
+            or (self._close_when_sent and self._sent())
+        ):
             await self._close_transport()
         if self._deferred and not self._send_lock.locked():
             await self._send_deferred()
+
+    def _sent(self) -> bool:
+        """Whether the kernel has taken everything written (anyio's streams: always)."""
+        stream = self._stream
+        if type(stream) is _transport.AsyncioSocketStream:
+            return stream.sent_nowait()
+        return True
 
     @property
     def _debug(self) -> bool:
@@ -559,7 +581,8 @@ class Association(
         """The association is over: every waiter learns why at once."""
         if self._failure is None:
             self._failure = failure
-        self._ended.set()
+        if self._ended is not None:
+            self._ended.set()
         self._wake_waiters()
         self._fail_provider(failure)
 
@@ -688,6 +711,7 @@ class Association(
         self._outbox.extend(self._ul.data_to_send())
         if not self._outbox:
             return
+        self._ack_pending = False  # what leaves now carries the ACK of what was read
         stream = self._stream
         try:
             if (
@@ -942,7 +966,10 @@ class Association(
                 # wait for it, bounded by the same deadline.
                 with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
                     if self._background_reader:
-                        await self._ended.wait()  # the reader task is reading for us
+                        if self._failure is None:  # else it has ended already
+                            if self._ended is None:
+                                self._ended = anyio.Event()
+                            await self._ended.wait()  # the reader task is reading for us
                         break
                     async with self._read_lock:
                         await self._read_once()

@@ -183,7 +183,7 @@ _B = TypeVar("_B")
 _C = TypeVar("_C")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class EventType(Generic[_Answer, *_Fields]):
     """An event handlers can be bound to; compared by name.
 

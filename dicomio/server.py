@@ -403,7 +403,7 @@ class Server:
             # task taking the connection, not the kernel completing the handshake: time spent
             # in the accept queue or waiting for a busy event loop is not the peer's delay.
             # A request that arrived in time is read before the deadline is looked at.
-            assoc._ul.connection_made(now=anyio.current_time())
+            assoc._ul.connection_made(now=assoc._now())
             while assoc._reply is None and not assoc._transport_closed:
                 await assoc._read_once()
             rq = assoc._reply
@@ -418,8 +418,9 @@ class Server:
             assoc.log.exception("association task failed")
             await assoc.abort(2, 0)
         finally:
-            with anyio.CancelScope(shield=True):
-                await assoc._close_transport()
+            if not assoc._transport_closed:  # a shielded scope costs, even for nothing
+                with anyio.CancelScope(shield=True):
+                    await assoc._close_transport()
             self.associations.discard(assoc)
             if not self.associations and self._idle is not None:
                 self._idle.set()
@@ -431,7 +432,7 @@ class Server:
         # The exception's text is the log line: Table 9-21's words beside the numbers.
         assoc.log.info("rejecting: %s", errors.AssociationRejected(result, source, reason))
         assoc._ul.send_associate_rj(
-            AssociateRJ(result=result, source=source, reason=reason), now=anyio.current_time()
+            AssociateRJ(result=result, source=source, reason=reason), now=assoc._now()
         )
         await assoc._flush()
         await assoc._notify(EVT_REJECTED)
@@ -607,7 +608,7 @@ class Server:
             # The requestor gave up (closed or aborted) while we decided: nobody to answer.
             assoc.log.debug("requestor left before the A-ASSOCIATE-AC: %s", assoc._failure)
             return
-        assoc._ul.send_associate_ac(ac, now=anyio.current_time())
+        assoc._ul.send_associate_ac(ac, now=assoc._now())
         await assoc._flush()
         assoc._mark_established()
         assoc.log.info(

@@ -550,3 +550,66 @@ def test_fuzz_decode_command() -> None:
 @given(data=st.binary(max_size=200))
 def test_fuzz_decode_command_hypothesis(data: bytes) -> None:
     _check(data)
+
+
+# --------------------------------------------------------------------------------------
+# Command sets decoded lately (commands._RECENT): the same answers as decoding afresh.
+
+
+def _fresh(data: bytes) -> Message | str:
+    """What decode_command gives with nothing remembered: a message or the error's text."""
+    saved = dict(commands._RECENT)
+    commands._RECENT.clear()
+    try:
+        return decode_command(data)
+    except RemoteProtocolError as exc:
+        return f"RemoteProtocolError: {exc}"
+    finally:
+        commands._RECENT.clear()
+        commands._RECENT.update(saved)
+
+
+def _remembered(data: bytes) -> Message | str:
+    try:
+        return decode_command(data)
+    except RemoteProtocolError as exc:
+        return f"RemoteProtocolError: {exc}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=messages, numbers=st.lists(us_values, min_size=1, max_size=4))
+def test_renumbered_command_sets_decode_as_afresh(msg: Message, numbers: list[int]) -> None:
+    """A message decoded, then the same with other numbers: each as decoding afresh gives."""
+    commands._RECENT.clear()
+    number = "message_id" if hasattr(msg, "message_id") else "message_id_being_responded_to"
+    for value in [None, *numbers]:
+        data = encode_command(msg if value is None else attrs.evolve(msg, **{number: value}))
+        assert _remembered(data) == _fresh(data)
+
+
+def test_remembered_command_sets_against_hostile_input() -> None:
+    """Mutations of command sets just decoded (the number, the bytes around it, lengths,
+    elements added or cut): whatever is remembered, each gives what decoding afresh gives."""
+    rng = random.Random(20261207)
+    corpus = [encode_command(full_message(cls, seed)) for cls in ALL_CLASSES for seed in range(3)]
+    corpus += [encode_command(CEchoRQ(message_id=n)) for n in (1, 0xFFFF)]
+    commands._RECENT.clear()
+    for _ in range(6_000):
+        original = rng.choice(corpus)
+        _remembered(original)  # remember its shape (or not)
+        if rng.random() < 0.5:
+            data = bytearray(original)
+            data[rng.randrange(len(data))] = rng.randrange(256)
+            data = bytes(data)
+        else:
+            data = _mutate(rng, original)
+        assert _remembered(data) == _fresh(data)
+    assert len(commands._RECENT) <= commands._RECENT_COMMAND_SETS
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120), seed=st.sampled_from(ALL_CLASSES))
+def test_remembered_command_sets_against_any_bytes(data: bytes, seed: type[Message]) -> None:
+    commands._RECENT.clear()
+    _remembered(encode_command(full_message(seed)))
+    assert _remembered(data) == _fresh(data)

@@ -41,13 +41,14 @@ from dicomio.pdu import (
     UnknownSubItem,
     UserIdentityAC,
     UserIdentityRQ,
+    codec,
     decode,
     encode,
     encode_parts,
     single_pdv_header,
 )
 from dicomio.pdu.items import to_uid
-from tests.strategies import pdus
+from tests.strategies import associate_ac_pdus, associate_rq_pdus, pdus
 
 INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
 UNRECOGNIZED_PARAMETER = AbortReason.UNRECOGNIZED_PDU_PARAMETER
@@ -742,3 +743,63 @@ def test_to_uid_agrees_with_pydicom(value: str) -> None:
     assert type(uid) is UID
     assert uid == expected
     assert len(ours) == len(theirs)
+
+
+# -- remembered A-ASSOCIATE-RQs --------------------------------------------------------------
+
+
+@given(associate_rq_pdus())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_remembered_associate_rq_is_what_decoding_gives(rq: AssociateRQ) -> None:
+    data = encode(rq)
+    codec._ASSOCIATE_RQS.clear()
+    first = decode(data)
+    again = decode(bytearray(data))  # the reader hands over views and bytearrays too
+    assert again is first or len(data) > codec.ASSOCIATE_RQ_REMEMBERED_BYTES
+    assert again == first == rq
+
+
+def test_remembered_associate_rqs_are_bounded() -> None:
+    codec._ASSOCIATE_RQS.clear()
+    proposals = [
+        encode(
+            AssociateRQ(
+                called_ae_title="ANY-SCP",
+                calling_ae_title=f"SCU{n}",
+                presentation_contexts=[
+                    PresentationContextRQ(
+                        context_id=1, abstract_syntax=VERIFICATION, transfer_syntaxes=[IMPLICIT_VR]
+                    )
+                ],
+            )
+        )
+        for n in range(codec.ASSOCIATE_RQS_REMEMBERED * 3)
+    ]
+    for data in proposals:
+        assert decode(data).calling_ae_title == data[26:42].decode().strip()
+        assert len(codec._ASSOCIATE_RQS) <= codec.ASSOCIATE_RQS_REMEMBERED
+    big = AssociateRQ(
+        called_ae_title="ANY-SCP",
+        calling_ae_title="BIG",
+        presentation_contexts=[
+            PresentationContextRQ(
+                context_id=n, abstract_syntax=VERIFICATION, transfer_syntaxes=[IMPLICIT_VR] * 40
+            )
+            for n in range(1, 256, 2)
+        ],
+    )
+    data = encode(big)
+    assert len(data) > codec.ASSOCIATE_RQ_REMEMBERED_BYTES
+    codec._ASSOCIATE_RQS.clear()
+    assert decode(data) == big
+    assert not codec._ASSOCIATE_RQS  # too large to keep
+
+
+@given(associate_ac_pdus())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_remembered_associate_ac_is_what_encoding_gives(ac: AssociateAC) -> None:
+    codec._ASSOCIATE_ACS.clear()
+    first = encode(ac)
+    assert encode(attrs.evolve(ac)) == first == codec._encode_one(ac)
+    assert decode(first) == ac
+    assert len(codec._ASSOCIATE_ACS) <= codec.ASSOCIATE_RQS_REMEMBERED

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomio import evt
+from dicomio import _transport, evt
 from dicomio._scp import ServiceProviderMixin
 from dicomio.dataset import encode_dataset
 from dicomio.dimse import CEchoRSP, CStoreRSP
@@ -186,3 +187,60 @@ async def test_error_in_the_callback_is_raised_by_the_reader(
         await server_forgets(server)
     assert "association task failed" in caplog.text
     assert "routing failed" in caplog.text
+
+
+@pytest.fixture
+def acks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records each immediate acknowledgement (``_transport.ack_now``) the server makes."""
+    if _transport.TCP_QUICKACK is None:
+        pytest.skip("no TCP_QUICKACK on this system: nothing is acknowledged at once")
+    made: list[object] = []
+    original = _transport.ack_now
+
+    def recording(sock: Any) -> None:
+        made.append(sock)
+        original(sock)
+
+    monkeypatch.setattr(_transport, "ack_now", recording)
+    return made
+
+
+async def test_answered_reads_are_not_acknowledged_separately(acks: list[object]) -> None:
+    """An answer carries the ACK of what it answers: a pure ACK segment before it (TCP_QUICKACK)
+    would only add a segment per exchange. The A-ASSOCIATE-RQ, each echo and the A-RELEASE-RQ
+    are answered before the server waits for more."""
+    async with serving() as server, raw_peer(server.port) as peer:
+        await peer.associate()
+        for message_id in range(1, 4):
+            await peer.send(echo_rq(message_id=message_id))
+            assert response(await peer.read_pdu()).message_id_being_responded_to == message_id
+        await peer.send(RELEASE_RQ)
+        pdu = await peer.read_pdu()
+        assert pdu is not None and pdu[0] == 0x06
+        await peer.expect_closed()
+        await server_forgets(server)
+    assert acks == []
+
+
+async def test_part_of_a_message_is_acknowledged_at_once(acks: list[object]) -> None:
+    """A C-STORE command set without its data set is not answered: the server acknowledges it
+    at once, for a peer whose Nagle's algorithm holds the data set until the ACK comes."""
+    ds = Dataset()
+    ds.PatientName = "ACK^TEST"
+    data = encode_dataset(ds, ExplicitVRLittleEndian)
+
+    async def on_store(event: Any) -> int:
+        return 0
+
+    async with serving(handlers=[(evt.EVT_C_STORE, on_store)]) as server:
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(pdv_bytes(STORE_CONTEXT, 0x03, store_command(message_id=1)))
+            with anyio.fail_after(5):
+                while not acks:
+                    await anyio.lowlevel.checkpoint()
+            await peer.send(pdv_bytes(STORE_CONTEXT, 0x02, data))
+            rsp = response(await peer.read_pdu())
+            assert (rsp.message_id_being_responded_to, rsp.status) == (1, 0)
+            assert len(acks) == 1  # the answered data set was not acknowledged on its own
+        await server_forgets(server)

@@ -172,7 +172,8 @@ async def test_c_store_corpus(corpus: Corpus, tmp_path: Path, mode: str) -> None
 async def test_c_store_not_held_by_delayed_acks(corpus: Corpus) -> None:
     """pynetdicom leaves Nagle's algorithm on, so the data set of each C-STORE waits for the
     ACK of its command set; Linux delays that ACK by at least 40 ms unless the reader
-    acknowledges at once, as dicomio does after every read (``_transport.ack_now``)."""
+    acknowledges at once, as dicomio does after every read it does not answer at once
+    (``_transport.ack_now``)."""
     if _transport.TCP_QUICKACK is None:
         pytest.skip("no TCP_QUICKACK on this system: the kernel's delayed ACK stands")
 

@@ -188,6 +188,24 @@ class MessageAssembler:
                         self._release_held()
                     buffer.write(pdv.data)
                     return []
+            elif (
+                pdv.is_command
+                and pdv.is_last
+                and pdv.context_id not in self._partial
+                and len(pdv.data) <= self._max_command_length
+            ):
+                # A whole command set in one fragment, nothing in progress on its context:
+                # what _command_fragment would do, without gathering it first. A command
+                # with no data set is a whole message (C-ECHO, C-FIND-RSP, N-GET-RQ...).
+                command = self._decode(pdv.data)
+                if not command.has_dataset:
+                    return [
+                        MessageReceived(context_id=pdv.context_id, command=command, dataset=None)
+                    ]
+                events: list[AssemblerEvent] = []
+                partial = self._partial[pdv.context_id] = _Partial()
+                self._command_decoded(pdv.context_id, partial, command, events)
+                return events
         return self._receive_pdvs(pdvs)
 
     def _receive_pdvs(self, pdvs: Iterable[PresentationDataValue]) -> list[AssemblerEvent]:
@@ -293,12 +311,24 @@ class MessageAssembler:
         self, context_id: int, partial: _Partial, events: list[AssemblerEvent]
     ) -> None:
         parts = partial.command_parts
-        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._command_decoded(
+            context_id,
+            partial,
+            self._decode(parts[0] if len(parts) == 1 else b"".join(parts)),
+            events,
+        )
+
+    def _decode(self, raw: bytes | memoryview) -> Message:
+        """``decode_command(raw)``, or the last command set's value when ``raw`` is the same."""
         if self._last_command is not None and raw == self._last_command_set:
-            command = self._last_command  # an immutable value: one is as good as a copy
-        else:
-            command = decode_command(raw)
-            self._last_command_set, self._last_command = bytes(raw), command
+            return self._last_command  # an immutable value: one is as good as a copy
+        command = decode_command(raw)
+        self._last_command_set, self._last_command = bytes(raw), command
+        return command
+
+    def _command_decoded(
+        self, context_id: int, partial: _Partial, command: Message, events: list[AssemblerEvent]
+    ) -> None:
         if not command.has_dataset:
             del self._partial[context_id]
             events.append(MessageReceived(context_id=context_id, command=command, dataset=None))

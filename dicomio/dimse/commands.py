@@ -708,6 +708,20 @@ _REQUIRED: dict[type[Message], frozenset[str]] = {
 }
 
 
+#: Elements that number a message: Message ID (0000,0110) in requests, Message ID Being
+#: Responded To (0000,0120) in responses.
+_MESSAGE_NUMBERS = frozenset({0x0110, 0x0120})
+
+#: Command sets decoded lately, one per length: (the bytes before the value of the message's
+#: number, the bytes after it, the class, every other field). A peer sends the same command
+#: set over and over with only the number changed (C-ECHO-RQ, C-FIND-RQ, C-ECHO-RSP ...): a
+#: command set that is one of these byte for byte outside those two bytes decodes to the
+#: same message with that number, whatever the number, so decode_command builds it without
+#: parsing. Bounded; emptied when full.
+_RECENT: dict[int, tuple[bytes, bytes, type[Message], str, dict[str, Any]]] = {}
+_RECENT_COMMAND_SETS = 32
+
+
 def decode_command(data: bytes | bytearray | memoryview) -> Message:
     """Decode a command set (PS3.7 6.3.1) into its message value.
 
@@ -725,10 +739,21 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     """
     raw = bytes(data)
     size = len(raw)
+    recent = _RECENT.get(size)
+    if recent is not None:
+        head, tail, known_class, number, fields = recent
+        at = len(head)
+        if raw.startswith(head) and raw.endswith(tail):
+            renumbered: dict[str, Any] = fields.copy()
+            renumbered[number] = raw[at] | raw[at + 1] << 8
+            return known_class(**renumbered)
     values: dict[str, Any] = {}
     unpack_header = _HEADER.unpack_from
     elements = _ELEMENTS
     offset = 0
+    # Where the message's number lies, if it is there once with a 2-byte value (_RECENT).
+    number_at = -1
+    numbers = 0
     while offset < size:
         if size - offset < 8:
             raise RemoteProtocolError(
@@ -754,6 +779,9 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
             name, kind = spec
             value: Any = None  # an empty value is the same as an absent element
             if kind == _US:
+                if element in _MESSAGE_NUMBERS:
+                    numbers += 1
+                    number_at = offset if length == 2 else -1
                 if length == 2:
                     value = raw[offset] | raw[offset + 1] << 8
                 elif length:
@@ -804,9 +832,17 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
         raise RemoteProtocolError(f"{cls.__name__} lacks mandatory field(s) {missing}")
     kwargs["has_dataset"] = data_set_type != NO_DATA_SET
     try:
-        return cls(**kwargs)
+        message = cls(**kwargs)
     except (TypeError, ValueError) as exc:  # pragma: no cover - converters accept any str
         raise RemoteProtocolError(f"invalid {cls.__name__}: {exc}") from exc
+    if numbers == 1 and number_at >= 0:
+        number = _ELEMENTS[raw[number_at - 6] | raw[number_at - 5] << 8][0]
+        if number in kwargs:
+            fields = {name: value for name, value in kwargs.items() if name != number}
+            if len(_RECENT) >= _RECENT_COMMAND_SETS:
+                _RECENT.clear()
+            _RECENT[size] = (raw[:number_at], raw[number_at + 2 :], cls, number, fields)
+    return message
 
 
 # ---------------------------------------------------------------------------------------

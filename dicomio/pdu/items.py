@@ -87,7 +87,7 @@ class UserIdentityType(enum.IntEnum):
     JWT = 5
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class PresentationContextRQ:
     """Presentation context item 20H: one abstract syntax offered with transfer syntaxes."""
 
