@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,46 @@ import pytest
 from tests.corpus import Corpus, make_corpus
 
 LOOPBACK = "127.0.0.1"
+
+
+class _ParkedReactorCheckpoint(threading.Event):
+    """pynetdicom's pause of its association reactor, made to hold (pydicom/pynetdicom#875).
+
+    Before each request pynetdicom clears this event and waits for the reactor thread to say
+    it is paused; but the reactor says so just before waiting on the event and unsays it just
+    after, so it can be past the wait (the event was still set) while the caller reads "paused"
+    and sends. If the answer comes back before the reactor's next look at the message queue
+    (as a fast server's does), the reactor takes it as an unexpected request and the caller
+    waits for it until its DIMSE timeout. Here ``clear`` lets the reactor finish a pass already
+    under way (each takes about a millisecond) before the caller goes on, so that it is parked
+    when the request leaves. A peer's bug; our servers' answers are not held back for it.
+    """
+
+    def clear(self) -> None:
+        super().clear()
+        time.sleep(0.003)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pynetdicom_reactor_parks() -> Iterator[None]:
+    """Every pynetdicom association in the tests uses ``_ParkedReactorCheckpoint``."""
+    try:
+        from pynetdicom import association
+    except ImportError:
+        yield
+        return
+    original = association.Association.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._reactor_checkpoint = _ParkedReactorCheckpoint()
+        self._reactor_checkpoint.set()
+
+    association.Association.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        association.Association.__init__ = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
