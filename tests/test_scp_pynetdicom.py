@@ -45,7 +45,7 @@ from dicomio.sop import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from tests.conftest import LOOPBACK, free_port
+from tests.conftest import LOOPBACK, free_port, pynetdicom_rejection
 from tests.corpus import TRANSFER_SYNTAXES, UNCOMPRESSED, Corpus, dataset_bytes, same_content
 from tests.qr_index import QRIndex, find_handler, get_handler, move_handler
 
@@ -741,8 +741,8 @@ async def test_user_identity_rejected(failure: str) -> None:
             ext_neg=[_identity(b"alice", b"wrong", response=True)],
         )
         try:
-            assert assoc.is_rejected
-            primitive = assoc.acceptor.primitive
+            primitive = pynetdicom_rejection(assoc)
+            assert primitive is not None
             # Rejected permanent, by the service user, no reason given (PS3.8 Table 9-21).
             assert (primitive.result, primitive.result_source, primitive.diagnostic) == (1, 1, 1)
         finally:

@@ -22,7 +22,7 @@ from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from dicomio import AE, AssociationRejected, Server, evt
 from dicomio.pdu import UserIdentityRQ
 from dicomio.sop import Verification
-from tests.conftest import LOOPBACK
+from tests.conftest import LOOPBACK, pynetdicom_rejection
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -143,8 +143,8 @@ async def pynetdicom_outcome(port: int, ext_neg: list[Any] | None) -> Any:
         assoc = await in_thread(
             client.associate, LOOPBACK, port, ae_title=SCP, ext_neg=ext_neg or []
         )
-        if assoc.is_rejected:
-            rj = assoc.acceptor.primitive
+        rj = pynetdicom_rejection(assoc)
+        if rj is not None:
             return (rj.result, rj.result_source, rj.diagnostic)
         assert assoc.is_established
         status = await in_thread(assoc.send_c_echo)
