@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {', '.join(sorted(wanted))} ...", flush=True)
             family_started = time.monotonic()
             new = family(settings, ws, wanted)
-            rows = [r for r in rows if r.scenario not in wanted] + new
+            # S2 and S6 come from two families each: add to, never replace, this run's rows
+            # (those of an earlier --only run were left out above).
+            rows += new
             for row in new:
                 if row.status == "error":
                     print(
