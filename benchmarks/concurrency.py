@@ -106,47 +106,51 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                 )
                 if server_impl == DCMTK:
                     row.note += "; storescp serves one association at a time"
-                shares = [size // processes + (i < size % processes) for i in range(processes)]
-                argvs = [
-                    [
-                        "dicomio-many",
-                        "--port",
-                        str(server.port),
-                        "--count",
-                        str(share),
-                        "--echoes",
-                        str(ECHOES),
-                    ]
-                    for share in shares
-                ]
-                with measuring(rows, row):
-                    reps = run_clients(
-                        ws,
-                        argvs,
-                        [server],
-                        reps=settings.reps,
-                        warmup=settings.warmup,
-                        rep_timeout=max(settings.rep_timeout, 900.0),
-                        descriptor_baseline=baseline,
-                    )
-                    fill(row, reps, lambda rep: rep.wall)
-                    row.extras["echo/s"] = [rep.count * ECHOES / rep.wall for rep in reps]
-                    row.extras["server open at once"] = [
-                        float(rep.server_connections or 0) for rep in reps
-                    ]
-                    for key, name in (
-                        ("slowest_setup_s", "slowest set-up s"),
-                        ("slowest_echo_s", "slowest C-ECHO s"),
-                    ):
-                        row.extras[name] = [
-                            max(float(c.get(key, 0.0)) for c in rep.clients) for rep in reps
-                        ]
-                    row.note += (
-                        f"; server held {min(row.extras['server open at once']):,.0f} "
-                        f"connections at once (peak of the weakest rep); slowest set-up "
-                        f"{max(row.extras['slowest set-up s']):.2f} s, slowest C-ECHO "
-                        f"{max(row.extras['slowest C-ECHO s']):.2f} s"
-                    )
+                measure(settings, ws, server, row, size, baseline, rows)
         finally:
             ws.stop(server.proc)
     return rows
+
+
+def measure(
+    settings: Settings,
+    ws: Workspace,
+    server: Server,
+    row: Row,
+    size: int,
+    baseline: int,
+    rows: list[Row],
+) -> None:
+    """Fill ``row`` (appended to ``rows``): ``size`` associations at once against ``server``
+    from ``client_processes(size)`` dicomio clients, each doing ECHOES C-ECHOs.
+    ``baseline``: the server's open descriptors with no connection."""
+    processes = client_processes(size)
+    shares = [size // processes + (i < size % processes) for i in range(processes)]
+    argvs = [
+        ["dicomio-many", "--port", str(server.port), "--count", str(n), "--echoes", str(ECHOES)]
+        for n in shares
+    ]
+    with measuring(rows, row):
+        reps = run_clients(
+            ws,
+            argvs,
+            [server],
+            reps=settings.reps,
+            warmup=settings.warmup,
+            rep_timeout=max(settings.rep_timeout, 900.0),
+            descriptor_baseline=baseline,
+        )
+        fill(row, reps, lambda rep: rep.wall)
+        row.extras["echo/s"] = [rep.count * ECHOES / rep.wall for rep in reps]
+        row.extras["server open at once"] = [float(rep.server_connections or 0) for rep in reps]
+        for key, name in (
+            ("slowest_setup_s", "slowest set-up s"),
+            ("slowest_echo_s", "slowest C-ECHO s"),
+        ):
+            row.extras[name] = [max(float(c.get(key, 0.0)) for c in rep.clients) for rep in reps]
+        row.note += (
+            f"; server held {min(row.extras['server open at once']):,.0f} "
+            f"connections at once (peak of the weakest rep); slowest set-up "
+            f"{max(row.extras['slowest set-up s']):.2f} s, slowest C-ECHO "
+            f"{max(row.extras['slowest C-ECHO s']):.2f} s"
+        )

@@ -16,7 +16,7 @@ time, memory and descriptors include its children's.
 
 from __future__ import annotations
 
-from benchmarks.concurrency import ECHOES, client_processes
+from benchmarks.concurrency import ECHOES, client_processes, measure
 from benchmarks.echo import S2_ASSOCIATIONS, SCP_TITLE
 from benchmarks.echo import start_server as start_single_server
 from benchmarks.model import DCMTK, DICOMIO, Row, Settings, fill, measuring, rate
@@ -152,34 +152,5 @@ def _s6(settings: Settings, ws: Workspace, server: Server, impl: str) -> list[Ro
             higher_is_better=False,
             note=f"{how}; {processes} client processes, {ECHOES} C-ECHOs per association",
         )
-        shares = [size // processes + (i < size % processes) for i in range(processes)]
-        argvs = [
-            [
-                "dicomio-many",
-                "--port",
-                str(server.port),
-                "--count",
-                str(s),
-                "--echoes",
-                str(ECHOES),
-            ]
-            for s in shares
-        ]
-        with measuring(rows, row):
-            reps = run_clients(
-                ws,
-                argvs,
-                [server],
-                reps=settings.reps,
-                warmup=settings.warmup,
-                rep_timeout=max(settings.rep_timeout, 900.0),
-                descriptor_baseline=baseline,
-            )
-            fill(row, reps, lambda rep: rep.wall)
-            row.extras["echo/s"] = [rep.count * ECHOES / rep.wall for rep in reps]
-            row.extras["server open at once"] = [float(r.server_connections or 0) for r in reps]
-            row.note += (
-                f"; server held {min(row.extras['server open at once']):,.0f} connections at"
-                " once (peak of the weakest rep)"
-            )
+        measure(settings, ws, server, row, size, baseline, rows)
     return rows
