@@ -142,10 +142,6 @@ class MessageAssembler:
         # buffer (which is empty meanwhile), and its context; at most one at a time.
         self._held_context: int | None = None
         self._held: tuple[bytes | memoryview, ...] = ()
-        # The last command set decoded, and its value: the pending responses of a C-FIND
-        # (or C-GET, C-MOVE) repeat one command set, which is then decoded once.
-        self._last_command_set = b""
-        self._last_command: Message | None = None
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -197,7 +193,7 @@ class MessageAssembler:
                 # A whole command set in one fragment, nothing in progress on its context:
                 # what _command_fragment would do, without gathering it first. A command
                 # with no data set is a whole message (C-ECHO, C-FIND-RSP, N-GET-RQ...).
-                command = self._decode(pdv.data)
+                command = decode_command(pdv.data)
                 if not command.has_dataset:
                     return [
                         MessageReceived(context_id=pdv.context_id, command=command, dataset=None)
@@ -314,17 +310,9 @@ class MessageAssembler:
         self._command_decoded(
             context_id,
             partial,
-            self._decode(parts[0] if len(parts) == 1 else b"".join(parts)),
+            decode_command(parts[0] if len(parts) == 1 else b"".join(parts)),
             events,
         )
-
-    def _decode(self, raw: bytes | memoryview) -> Message:
-        """``decode_command(raw)``, or the last command set's value when ``raw`` is the same."""
-        if self._last_command is not None and raw == self._last_command_set:
-            return self._last_command  # an immutable value: one is as good as a copy
-        command = decode_command(raw)
-        self._last_command_set, self._last_command = bytes(raw), command
-        return command
 
     def _command_decoded(
         self, context_id: int, partial: _Partial, command: Message, events: list[AssemblerEvent]

@@ -713,12 +713,14 @@ _REQUIRED: dict[type[Message], frozenset[str]] = {
 _MESSAGE_NUMBERS = frozenset({0x0110, 0x0120})
 
 #: Command sets decoded lately, one per length: (the bytes before the value of the message's
-#: number, the bytes after it, the class, every other field). A peer sends the same command
-#: set over and over with only the number changed (C-ECHO-RQ, C-FIND-RQ, C-ECHO-RSP ...): a
-#: command set that is one of these byte for byte outside those two bytes decodes to the
-#: same message with that number, whatever the number, so decode_command builds it without
-#: parsing. Bounded; emptied when full.
-_RECENT: dict[int, tuple[bytes, bytes, type[Message], str, dict[str, Any]]] = {}
+#: number, the bytes after it, the class, every other field, the last message made). A peer
+#: sends the same command set over and over with only the number changed (C-ECHO-RQ,
+#: C-FIND-RQ, C-ECHO-RSP ...): a command set that is one of these byte for byte outside those
+#: two bytes decodes to the same message with that number, whatever the number, so
+#: decode_command builds it without parsing; with the same number too (the pending responses
+#: of one C-FIND) it is the last message itself, an immutable value. Bounded; emptied when
+#: full.
+_RECENT: dict[int, tuple[bytes, bytes, type[Message], str, dict[str, Any], Message]] = {}
 _RECENT_COMMAND_SETS = 32
 
 
@@ -741,12 +743,17 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     size = len(raw)
     recent = _RECENT.get(size)
     if recent is not None:
-        head, tail, known_class, number, fields = recent
+        head, tail, known_class, number, fields, last = recent
         at = len(head)
         if raw.startswith(head) and raw.endswith(tail):
+            numbered = raw[at] | raw[at + 1] << 8
+            if getattr(last, number) == numbered:
+                return last
             renumbered: dict[str, Any] = fields.copy()
-            renumbered[number] = raw[at] | raw[at + 1] << 8
-            return known_class(**renumbered)
+            renumbered[number] = numbered
+            message = known_class(**renumbered)
+            _RECENT[size] = (head, tail, known_class, number, fields, message)
+            return message
     values: dict[str, Any] = {}
     unpack_header = _HEADER.unpack_from
     elements = _ELEMENTS
@@ -841,7 +848,7 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
             fields = {name: value for name, value in kwargs.items() if name != number}
             if len(_RECENT) >= _RECENT_COMMAND_SETS:
                 _RECENT.clear()
-            _RECENT[size] = (raw[:number_at], raw[number_at + 2 :], cls, number, fields)
+            _RECENT[size] = (raw[:number_at], raw[number_at + 2 :], cls, number, fields, message)
     return message
 
 
