@@ -48,6 +48,10 @@ def _start(ws: Workspace, impl: str, processes: str) -> Server:
     )
 
 
+def _s6_variant(size: int) -> str:
+    return f"{size:,} associations, several server processes"
+
+
 def _error_row(
     scenario: str, variant: str, client: str, impl: str, unit: str, exc: Exception
 ) -> Row:
@@ -92,7 +96,7 @@ def run(settings: Settings, ws: Workspace, selected: set[str]) -> list[Row]:
                     rows += [
                         _error_row(
                             "S6",
-                            f"{size:,} associations, several server processes",
+                            _s6_variant(size),
                             f"dicomio x{client_processes(size)}",
                             impl,
                             "s",
@@ -125,32 +129,15 @@ def _s6(settings: Settings, ws: Workspace, server: Server, impl: str) -> list[Ro
     rows: list[Row] = []
     baseline = server_descriptors(server)
     for size in settings.s6_sizes:
-        variant = f"{size:,} associations, several server processes"
         processes = client_processes(size)
         client = f"dicomio x{processes}"
+        row = Row("S6", _s6_variant(size), client, impl, "s", higher_is_better=False)
         if impl == DCMTK and size > FORK_MAX:
-            rows.append(
-                Row(
-                    "S6",
-                    variant,
-                    client,
-                    impl,
-                    "s",
-                    higher_is_better=False,
-                    status="n/a",
-                    note=f"storescp --fork not run above {FORK_MAX:,}: a process per association",
-                )
-            )
+            row.status = "n/a"
+            row.note = f"storescp --fork not run above {FORK_MAX:,}: a process per association"
+            rows.append(row)
             continue
         how = f"dicomio storescp --workers {WORKERS}" if impl == DICOMIO else "storescp --fork"
-        row = Row(
-            "S6",
-            variant,
-            client,
-            impl,
-            "s",
-            higher_is_better=False,
-            note=f"{how}; {processes} client processes, {ECHOES} C-ECHOs per association",
-        )
+        row.note = f"{how}; {processes} client processes, {ECHOES} C-ECHOs per association"
         measure(settings, ws, server, row, size, baseline, rows)
     return rows
