@@ -75,7 +75,9 @@ async def _dicomio_client(kind: str, ports: list[int], queries: int) -> int:
         return matches
     if kind == "fanout":
         async with (
-            AssociationPool(ae, max_total=len(peers)) as pool,
+            # As a one-shot tool (and `dicomio findscu`) does it: an association is
+            # released once its peer has answered, not kept for reuse until the end.
+            AssociationPool(ae, max_total=len(peers), idle_timeout=0) as pool,
             fanout.find(pool, peers, _query(), STUDY_ROOT_FIND) as answers,
         ):
             async for answer in answers:
@@ -150,10 +152,15 @@ def client(
     set_up_process()
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    # Both libraries imported before the clock starts.
+    # Both libraries imported before the clock starts, and anyio's event loop backend
+    # (and uvloop), which anyio imports at the first anyio.run.
+    import anyio._backends._asyncio
     import pynetdicom  # noqa: F401
 
     import dicomio  # noqa: F401
+
+    if uvloop:
+        import uvloop as _uvloop  # noqa: F401
 
     # As the dicomio command line does, for both libraries: what the imports built is left
     # out of garbage collections (a fifth of a fan-out client's CPU time before).
@@ -237,34 +244,33 @@ def _procs_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
     return total / ticks
 
 
-def _measure(
+def _run_client(
     kind: str,
     ports: list[int],
     queries: int,
-    reps: int,
-    *,
-    label: str | None = None,
-    options: list[str] | None = None,
-    procs: list[subprocess.Popen[bytes]] | None = None,
+    options: list[str],
+    procs: list[subprocess.Popen[bytes]] | None,
 ) -> dict[str, Any]:
-    """Median wall and CPU time of ``reps`` runs of client ``kind`` (``options``: its flags);
-    ``procs``: the servers, whose CPU time during each run is measured too."""
-    runs = []
-    for _ in range(reps):
-        peers_before = _procs_cpu(procs or [])
-        result = subprocess.run(
-            _client_argv(kind, ports, queries, options or []),
-            capture_output=True,
-            timeout=600,
-            check=True,
-            cwd=HERE.parent,
-        )
-        runs.append(json.loads(result.stdout.decode().splitlines()[-1]))
-        # The client's run includes its start-up, when the peers are idle.
-        runs[-1]["peers_cpu"] = _procs_cpu(procs or []) - peers_before
+    """One run of client ``kind`` (``options``: its flags); ``procs``: the servers, whose
+    CPU time during the run is measured too."""
+    peers_before = _procs_cpu(procs or [])
+    result = subprocess.run(
+        _client_argv(kind, ports, queries, options),
+        capture_output=True,
+        timeout=600,
+        check=True,
+        cwd=HERE.parent,
+    )
+    run: dict[str, Any] = json.loads(result.stdout.decode().splitlines()[-1])
+    # The client's run includes its start-up, when the peers are idle.
+    run["peers_cpu"] = _procs_cpu(procs or []) - peers_before
+    return run
+
+
+def _row(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall"] for r in runs]
     return {
-        "kind": label or kind,
+        "kind": label,
         "wall": statistics.median(walls),
         "min": min(walls),
         "max": max(walls),
@@ -273,6 +279,27 @@ def _measure(
         "matches": runs[0]["matches"],
         "rss_mb": max(r["rss_mb"] for r in runs),
     }
+
+
+def _measure(
+    clients: list[tuple[str, str, list[str]]],
+    ports: list[int],
+    queries: int,
+    reps: int,
+    *,
+    procs: list[subprocess.Popen[bytes]] | None = None,
+) -> list[dict[str, Any]]:
+    """Median wall and CPU time of ``reps`` runs of each of ``clients`` (label, kind,
+    flags), interleaved: each round runs every client once, so that a change in the load
+    of this shared machine falls on all of them rather than on one."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in clients}
+    for _ in range(reps):
+        for label, kind, options in clients:
+            runs[label].append(_run_client(kind, ports, queries, options, procs))
+    rows = [_row(label, runs[label]) for label, _, _ in clients]
+    for row in rows:
+        print(row, file=sys.stderr)
+    return rows
 
 
 def _profile(ports: list[int], path: str, options: list[str]) -> None:
@@ -329,22 +356,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             _profile(ports, args.profile, ["--uvloop"] if args.uvloop else [])
             return
-        for kind in ("single", "fanout", "sequential", "pynetdicom-threads"):
-            rows.append(_measure(kind, ports, args.queries, args.reps, procs=procs))
-            print(rows[-1], file=sys.stderr)
-            if kind == "fanout" and uvloop:
-                rows.append(
-                    _measure(
-                        kind,
-                        ports,
-                        args.queries,
-                        args.reps,
-                        options=["--uvloop"],
-                        label="fanout uvloop",
-                        procs=procs,
-                    )
-                )
-                print(rows[-1], file=sys.stderr)
+        clients = [
+            (kind, kind, []) for kind in ("single", "fanout", "sequential", "pynetdicom-threads")
+        ]
+        if uvloop:
+            clients.insert(2, ("fanout uvloop", "fanout", ["--uvloop"]))
+        rows += _measure(clients, ports, args.queries, args.reps, procs=procs)
         # The client alone on core 0, every server process on core 1: what the client's own
         # CPU allows, without the peers competing for its core.
         if len(os.sched_getaffinity(0)) >= 2 and {0, 1} <= os.sched_getaffinity(0):
@@ -352,27 +369,17 @@ def main(argv: list[str] | None = None) -> None:
             pinned = [("single", []), ("fanout", []), ("pynetdicom-threads", [])]
             if uvloop:
                 pinned.insert(2, ("fanout", ["--uvloop"]))
-            for kind, extra in pinned:
-                name = f"{kind}{' uvloop' if extra else ''} pinned"
-                rows.append(
-                    _measure(
-                        kind,
-                        ports,
-                        args.queries,
-                        args.reps,
-                        options=[*extra, "--cpu", "0"],
-                        label=name,
-                        procs=procs,
-                    )
-                )
-                print(rows[-1], file=sys.stderr)
+            clients = [
+                (f"{kind}{' uvloop' if extra else ''} pinned", kind, [*extra, "--cpu", "0"])
+                for kind, extra in pinned
+            ]
+            rows += _measure(clients, ports, args.queries, args.reps, procs=procs)
     finally:
         _stop(procs)
     procs, one = _start_servers(1, 1, 1, 0.0, args.peer_kind)
     try:
-        for kind in ("pool8", "per-query"):
-            rows.append(_measure(kind, one, args.queries, args.reps, procs=procs))
-            print(rows[-1], file=sys.stderr)
+        clients = [(kind, kind, []) for kind in ("pool8", "per-query")]
+        rows += _measure(clients, one, args.queries, args.reps, procs=procs)
     finally:
         _stop(procs)
     _write(args, rows, time.time() - began)
@@ -416,8 +423,9 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], took: float) ->
         f"`python -m benchmarks.fanout --peers {args.peers} --per-process {args.per_process}"
         f" --matches {args.matches} --delay {args.delay} --queries {args.queries}"
         f" --reps {args.reps}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},"
-        f" {took:.0f} s, on 2 shared cores (noisy). Medians of {args.reps} runs (min-max);"
-        " every client a process of its own; RSS is the client's peak.",
+        f" {took:.0f} s, on 2 shared cores (noisy). Medians of {args.reps} runs (min-max), the"
+        " clients of each group interleaved (a round runs each once); every client a"
+        " process of its own; RSS is the client's peak.",
         "",
         f"{args.peers} peers, each answering {args.matches} matches after {args.delay * 1000:.0f}"
         f" ms, in {-(-args.peers // args.per_process)} server processes of"

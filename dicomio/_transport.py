@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import contextlib
-import ipaddress
 import os
 import select
 import socket
@@ -746,12 +745,22 @@ async def wrap_accepted_socket(sock: socket.socket) -> anyio.abc.SocketStream:
 
 
 def _is_ip_address(host: str) -> bool:
-    """Whether ``host`` is an IPv4 or IPv6 address rather than a name to resolve."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    """Whether ``host`` is an IPv4 or IPv6 address rather than a name to resolve.
+
+    ``inet_pton`` rather than ``ipaddress.ip_address`` (a tenth of the cost, once per
+    connect): an IPv6 address with a scope (``fe80::1%eth0``) is then not one, and takes
+    the resolver's way, which handles the scope.
+    """
+    for family in _FAMILIES:
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 def wrap_accepted_socket_nowait(sock: socket.socket) -> AsyncioSocketStream | None:

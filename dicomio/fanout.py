@@ -453,6 +453,15 @@ class FanOut:
                     for run in self._runs:
                         # A name given saves anyio working one out for each of many tasks.
                         tg.start_soon(self._run_peer, run, name="dicomio.fanout peer")
+                        # One peer started per turn of the event loop. Started all at once,
+                        # the peers would move in lockstep: every connect, then every
+                        # A-ASSOCIATE-AC, then every request, so that the first request
+                        # leaves only when the last association is up and all the answers
+                        # come back together, to be decoded one after another while nothing
+                        # else is left to do. One at a time, the peers started first are
+                        # asking while the later ones connect, and their answers are read
+                        # while the last ones are still waiting.
+                        await anyio.lowlevel.checkpoint()
         finally:
             for run in self._runs:  # peers never started: end their reports too
                 if run.report is None:

@@ -236,7 +236,8 @@ class _Waiter:
 
     def __init__(self, state: _PeerState) -> None:
         self.state = state
-        self.event = anyio.Event()
+        #: Made when the waiter has to wait: most borrowers are granted at once.
+        self.event: anyio.Event | None = None
         self.grant: Association | _Slot | _Closed | None = None
 
 
@@ -432,6 +433,7 @@ class AssociationPool:
         state.waiting += 1
         self._dispatch()
         if waiter.grant is None:
+            waiter.event = anyio.Event()
             try:
                 await waiter.event.wait()
             except BaseException:
@@ -462,7 +464,8 @@ class AssociationPool:
                 continue
             waiter.grant = grant
             waiter.state.waiting -= 1
-            waiter.event.set()
+            if waiter.event is not None:
+                waiter.event.set()
         self._waiters = kept
 
     def _grant_for(self, state: _PeerState) -> Association | _Slot | _Closed | None:
@@ -554,6 +557,8 @@ class AssociationPool:
             now = anyio.current_time()
         expired: list[tuple[_PeerState, Association]] = []
         for state in self._peers.values():
+            if not state.idle:
+                continue
             keep = [(a, since) for a, since in state.idle if now - since < self.idle_timeout]
             expired.extend(
                 (state, a) for a, since in state.idle if now - since >= self.idle_timeout

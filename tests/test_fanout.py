@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from pydicom.dataset import Dataset
 
@@ -372,6 +373,48 @@ async def test_bulk_move_with_progress_skips_what_arrived(corpus: Corpus) -> Non
     assert (progress.completed, progress.failed, progress.remaining) == (4, 0, 0)
     assert sorted(stored) == sorted(i.sop_uid for i in instances[2:])
     assert answers.reports[peer].outcome is Outcome.OK
+
+
+class SteppedPool:
+    """Stands in for an ``AssociationPool`` without sockets: an association takes three
+    turns of the event loop to open (as a connect and an A-ASSOCIATE-AC do), and every
+    step is logged in the order it happens."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+
+    @asynccontextmanager
+    async def association(self, peer: Peer) -> AsyncIterator[Any]:
+        self.log.append(("connect", peer.port))
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        yield peer
+
+
+async def test_peers_are_started_a_turn_apart_not_in_lockstep() -> None:
+    """The first peers ask while the later ones are still connecting, so that their
+    answers do not all come back at once (50 peers: connecting takes 50 turns)."""
+    pool = SteppedPool()
+
+    def ask(assoc: Any, item: Dataset | None) -> AsyncIterator[tuple[Dataset, None]]:
+        async def one() -> AsyncIterator[tuple[Dataset, None]]:
+            pool.log.append(("ask", assoc.port))
+            status = Dataset()
+            status.Status = 0x0000
+            yield status, None
+
+        return one()
+
+    peers = [Peer(ae_title="P", host=LOOPBACK, port=1000 + n) for n in range(50)]
+    jobs = [(peer, [None]) for peer in peers]
+    with anyio.fail_after(10):
+        async with fanout.FanOut(cast(AssociationPool, pool), jobs, ask) as answers:
+            assert len([a async for a in answers]) == 50
+    steps = [step for step, _ in pool.log]
+    assert steps.count("ask") == 50
+    first_ask, last_connect = steps.index("ask"), len(steps) - 1 - steps[::-1].index("connect")
+    assert first_ask < 10 < last_connect
+    assert all(report.ok for report in answers.reports.values())
 
 
 def test_retry_policy_and_transient_failures() -> None:

@@ -180,6 +180,44 @@ async def test_findscu_and_echoscu_to_several_peers(
 
 
 @pytest.mark.anyio
+async def test_findscu_releases_each_peer_once_it_has_answered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A one-shot query does not hold a peer's association open while the slower peers
+    are still answering: the fast peer's A-RELEASE comes before the slow peer answers."""
+    order: list[str] = []
+    fast_released = anyio.Event()
+
+    async def on_released(event: evt.Event) -> None:
+        order.append("fast released")
+        fast_released.set()
+
+    async def slow_find(event: evt.Event) -> AsyncIterator[tuple[int, Dataset | None]]:
+        with anyio.move_on_after(5):  # bounded: a requestor that keeps it open fails below
+            await fast_released.wait()
+        order.append("slow answers")
+        yield 0x0000, None
+
+    fast_ae, fast_handlers = find_scp(("1.1",))
+    slow_ae, _ = find_scp()
+    async with (
+        fast_ae.start_server(
+            (LOOPBACK, 0), evt_handlers=[*fast_handlers, (evt.EVT_RELEASED, on_released)]
+        ) as fast,
+        slow_ae.start_server((LOOPBACK, 0), evt_handlers=[(evt.EVT_C_FIND, slow_find)]) as slow,
+    ):
+        argv = [
+            "--peer",
+            f"FANSCP@{LOOPBACK}:{fast.port}",
+            "--peer",
+            f"FANSCP@{LOOPBACK}:{slow.port}",
+        ]
+        assert await command("findscu", *argv, "-k", "QueryRetrieveLevel=STUDY") == 0
+    assert order == ["fast released", "slow answers"]
+    assert capsys.readouterr().out.count("# match") == 1
+
+
+@pytest.mark.anyio
 async def test_ctrl_c_prints_what_was_gathered(anyio_backend: str) -> None:
     fast_ae, fast_handlers = find_scp(("1.1",))
     slow_ae, slow_handlers = find_scp(stall=True)

@@ -33,6 +33,7 @@ from dicomio._transport import (
     READ_SIZE_SMALL,
     SENDS_PER_CHECKPOINT,
     AsyncioSocketStream,
+    _is_ip_address,
     _Protocol,
     clock,
     connect_tcp,
@@ -197,6 +198,15 @@ async def test_connect_from_a_chosen_local_address(anyio_backend: str) -> None:
         async with connected("anyio", local_host=LOOPBACK, local_port=wanted) as (ours, peer):
             assert ours.extra(SocketAttribute.local_port) == wanted
             assert peer.extra(SocketAttribute.remote_address) == (LOOPBACK, wanted)
+
+
+def test_ip_addresses_connect_directly_names_are_resolved() -> None:
+    """What takes the direct connect (an address: nothing to resolve) and what takes the
+    resolver's way (a name; an IPv6 address with a scope, which the resolver handles)."""
+    for address in ("127.0.0.1", "10.0.0.5", "::1", "::ffff:1.2.3.4", "2001:db8::7"):
+        assert _is_ip_address(address), address
+    for other in ("localhost", "pacs.example.org", "fe80::1%eth0", "127.1", "1.2.3.256", ""):
+        assert not _is_ip_address(other), other
 
 
 async def test_connect_to_a_closed_port_is_refused(anyio_backend: str) -> None:

@@ -231,7 +231,9 @@ async def _fan_out(args: argparse.Namespace, peers: list[Peer], service: str) ->
                 print()
         sys.stdout.flush()
 
-    async with AssociationPool(ae, idle_timeout=None) as pool:
+    # One request per peer: each association is released as soon as its peer has answered
+    # (idle_timeout=0), not held open until the slowest peer is done.
+    async with AssociationPool(ae, idle_timeout=0) as pool:
         if service == "echo":
             ae.add_requested_context(VERIFICATION)
             fan = fanout.echo(pool, peers, **options)

@@ -19,7 +19,7 @@ async def find_everywhere(patient_id: str, peers: list[Peer]) -> dict[str, Peer]
     ae = AE("FINDALL")
     ae.add_requested_context(FIND)
     found: dict[str, Peer] = {}
-    async with AssociationPool(ae) as pool:
+    async with AssociationPool(ae, idle_timeout=0) as pool:  # ask once: no reuse
         search = fanout.find(pool, peers, query, FIND, timeout=10, dedupe="StudyInstanceUID")
         async with search as answers:
             async for peer, _status, study in answers:
