@@ -298,7 +298,7 @@ class ServiceProviderMixin:
         _read_lock: Gate
         _send_lock: Gate
         _write_lock: Gate
-        _receivers: weakref.WeakSet[IncomingRequests]
+        _receivers: weakref.WeakSet[IncomingRequests] | None
         _ul: ULConnection
         _now: Callable[[], float]
         remote_max_pdu: int

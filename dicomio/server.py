@@ -170,6 +170,7 @@ class Server:
         else:
             self.port = int(self._sock.getsockname()[1])
             sockets = [self._sock]
+        self.ae._servers.add(self)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._accept_loop, sockets, listener)
@@ -439,7 +440,6 @@ class Server:
             handlers=self.handlers,
         )
         self.associations.add(assoc)
-        ae._associations.add(assoc)
         try:
             await assoc._notify(EVT_CONN_OPEN)
             # The ARTIM timer (PS3.8 9.1.5) bounds the wait for the A-ASSOCIATE-RQ. It starts
