@@ -102,6 +102,15 @@ ACCEPT_RETRY_DELAY = 0.1
 #: Distinct A-ASSOCIATE-RQ negotiations a server remembers (Server._negotiate): a few
 #: clients' proposals, each a handful of small values.
 NEGOTIATIONS_REMEMBERED = 64
+#: An A-ASSOCIATE-AC with the requested, accepted and rejected contexts (_plain_answer).
+_PlainAnswer = tuple[
+    AssociateAC,
+    tuple[PresentationContext, ...],
+    tuple[PresentationContext, ...],
+    tuple[PresentationContext, ...],
+]
+#: User information sub-items that leave nothing to decide (PS3.7 D.3.3.1, D.3.3.2).
+_PLAIN_SUB_ITEMS = frozenset({MaximumLength, ImplementationClassUID, ImplementationVersionName})
 
 
 class Server:
@@ -141,6 +150,8 @@ class Server:
         self._per_ae: Counter[str] = Counter()
         #: negotiate_as_acceptor's answers by its arguments (see _negotiate).
         self._negotiated: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        #: Answers to requests with no sub-item to decide on (see _plain_answer).
+        self._plain_answers: dict[tuple[Any, ...], tuple[Any, _PlainAnswer]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         #: On asyncio, connection tasks started by the loop itself (_start_connection), and
         #: their cancel scopes, which shutdown cancels as it cancels the task group.
@@ -488,6 +499,14 @@ class Server:
     def _negotiate(
         self, rq: AssociateRQ, role_requests: list[RoleSelection]
     ) -> tuple[list[PresentationContextAC], list[RoleSelection], tuple[PresentationContext, ...]]:
+        """``negotiate_as_acceptor`` for ``rq`` (see ``_negotiated``), in lists of its own."""
+        results, role_replies, contexts = self._negotiated_for(rq, role_requests)
+        # Fresh lists each time: the callers' to extend or keep, never the cache's.
+        return list(results), list(role_replies), contexts
+
+    def _negotiated_for(
+        self, rq: AssociateRQ, role_requests: list[RoleSelection]
+    ) -> tuple[Any, ...]:
         """``negotiate_as_acceptor`` for ``rq``, remembered for the next identical request.
 
         It is a function of its arguments alone, all immutable values, and a client
@@ -520,9 +539,7 @@ class Server:
             if len(self._negotiated) >= NEGOTIATIONS_REMEMBERED:
                 self._negotiated.clear()
             self._negotiated[key] = known
-        results, role_replies, contexts = known
-        # Fresh lists each time: the callers' to extend or keep, never the cache's.
-        return list(results), list(role_replies), contexts
+        return known
 
     async def _answer(self, assoc: Association, rq: AssociateRQ) -> None:
         ae = self.ae
@@ -551,10 +568,13 @@ class Server:
         self._admitted.add(assoc)
         self._per_ae[rq.calling_ae_title] += 1
 
-        user_info: list[Any] = [
-            MaximumLength(maximum_length=assoc.local_max_pdu),
-            ImplementationClassUID(implementation_class_uid=ae.implementation_class_uid),
-        ]
+        plain = self._plain_answer(assoc, rq)
+        if plain is not None:
+            ac, assoc.requested_contexts, assoc.accepted_contexts, assoc.rejected_contexts = plain
+            assoc.associate_ac = ac
+            assoc.set_window(1, 1)
+            return await self._accept(assoc, rq, ac)
+
         replies: list[Any] = []
         identity = next((i for i in rq.user_information if isinstance(i, UserIdentityRQ)), None)
         if identity is not None:
@@ -628,26 +648,85 @@ class Server:
             await _ask(assoc, EVT_SOP_COMMON, {item.sop_class_uid: item for item in common})
         elif common and ae.sop_class_common_extended_handler is not None:
             ae.sop_class_common_extended_handler(common)
-        if ae.implementation_version_name:
-            replies.append(
-                ImplementationVersionName(
-                    implementation_version_name=ae.implementation_version_name
-                )
-            )
-        user_info.extend(sorted(replies, key=_reply_order))
-        ac = AssociateAC(
-            called_ae_title=rq.called_ae_title,
-            calling_ae_title=rq.calling_ae_title,
-            application_context=rq.application_context,
-            presentation_contexts=results,
-            user_information=user_info,
-        )
+        ac = self._build_ac(assoc, rq, results, replies)
         assoc.associate_ac = ac
         assoc.requested_contexts = contexts
         assoc.accepted_contexts = tuple(cx for cx in contexts if cx.accepted)
         assoc.rejected_contexts = tuple(cx for cx in contexts if not cx.accepted)
         if window is None:
             assoc.set_window(1, 1)
+        await self._accept(assoc, rq, ac)
+
+    def _build_ac(
+        self,
+        assoc: Association,
+        rq: AssociateRQ,
+        results: Sequence[PresentationContextAC],
+        replies: list[Any],
+    ) -> AssociateAC:
+        """The A-ASSOCIATE-AC: the contexts' results and our user information, with the
+        replies to the request's sub-items (PS3.7 D.3.3, PS3.8 9.3.3)."""
+        ae = self.ae
+        if ae.implementation_version_name:
+            replies.append(
+                ImplementationVersionName(
+                    implementation_version_name=ae.implementation_version_name
+                )
+            )
+        return AssociateAC(
+            called_ae_title=rq.called_ae_title,
+            calling_ae_title=rq.calling_ae_title,
+            application_context=rq.application_context,
+            presentation_contexts=results,
+            user_information=[
+                MaximumLength(maximum_length=assoc.local_max_pdu),
+                ImplementationClassUID(implementation_class_uid=ae.implementation_class_uid),
+                *sorted(replies, key=_reply_order),
+            ],
+        )
+
+    def _plain_answer(self, assoc: Association, rq: AssociateRQ) -> _PlainAnswer | None:
+        """The answer to a request with no sub-item to decide on, remembered; else None.
+
+        A request whose user information holds only the maximum length and the
+        implementation's identification, to an AE that checks no user identity, is
+        answered from the presentation contexts alone (``_negotiated_for``), with nothing
+        to ask a handler: the A-ASSOCIATE-AC and the contexts, by value, are the same for
+        the same request, and a client sends the same one association after association.
+        (ac, requested, accepted and rejected contexts).
+        """
+        for item in rq.user_information:
+            if type(item) not in _PLAIN_SUB_ITEMS:
+                return None
+        if _checks_identity(assoc):
+            return None
+        ae = self.ae
+        known = self._negotiated_for(rq, [])
+        key = (
+            rq.called_ae_title,
+            rq.calling_ae_title,
+            rq.application_context,
+            assoc.local_max_pdu,
+            ae.implementation_class_uid,
+            ae.implementation_version_name,
+        )
+        entry = self._plain_answers.get(key)
+        if entry is not None and entry[0] is known:  # the same negotiation, not a look-alike
+            return entry[1]
+        results, _, contexts = known
+        answer: _PlainAnswer = (
+            self._build_ac(assoc, rq, results, []),
+            contexts,
+            tuple(cx for cx in contexts if cx.accepted),
+            tuple(cx for cx in contexts if not cx.accepted),
+        )
+        if len(self._plain_answers) >= NEGOTIATIONS_REMEMBERED:
+            self._plain_answers.clear()
+        self._plain_answers[key] = (known, answer)
+        return answer
+
+    async def _accept(self, assoc: Association, rq: AssociateRQ, ac: AssociateAC) -> None:
+        """Send the A-ASSOCIATE-AC (AE-7): the association is established."""
         if assoc._failure is not None:
             # The requestor gave up (closed or aborted) while we decided: nobody to answer.
             assoc.log.debug("requestor left before the A-ASSOCIATE-AC: %s", assoc._failure)
