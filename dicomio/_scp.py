@@ -474,6 +474,19 @@ class ServiceProviderMixin:
             ):
                 # The reader acknowledges the bytes unless it answers first (_read_once).
                 self._ack_pending = self._ack_socket is not None
+                if self._close_when_sent and not (
+                    self._echoes or self._inline or self._incoming or self._deferred
+                ):
+                    # A release answered (A-RELEASE-RP queued) and nothing else to do: the
+                    # answer leaves and the transport closes here, as the reader would
+                    # (Association._after_ul), so that the transport's end and the reader's
+                    # wake-up share the next turn of the loop instead of taking one each.
+                    out = ul.data_to_send()
+                    if out:
+                        self._ack_pending = False
+                        stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+                    if stream.sent_nowait():
+                        stream.close_nowait()
                 stream.hand_over()
                 return True
             out = ul.data_to_send()

@@ -158,6 +158,8 @@ class Server:
         self._connection_tasks: set[asyncio.Task[None]] = set()
         self._connection_scopes: set[anyio.CancelScope] = set()
         self._cancelling = False
+        #: The asyncio loop the server runs on (None on trio), found once.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._accept_scope = anyio.CancelScope()
         self._listener: anyio.abc.Listener[Any] | None = None
         self._stopped = anyio.Event()
@@ -257,13 +259,13 @@ class Server:
         # On asyncio the socket stays registered with the selector while this runs, and a
         # wait is one future: anyio.wait_readable registers and unregisters it every time
         # (two epoll_ctl calls per connection when they come one at a time).
-        loop = _transport.running_asyncio_loop()
+        loop = self._loop = _transport.running_asyncio_loop()
         ready: list[asyncio.Future[None]] = []
 
         def on_readable() -> None:
             # The connections are accepted here, in the loop's callback, when that is
             # simple (see _accept_nowait); otherwise, and after a full batch, the task does.
-            if not self._accept_nowait(listening, task_group, batch) and ready:
+            if not self._accept_nowait(listening, batch) and ready:
                 _transport.set_if_pending(ready[0])
 
         if loop is not None:
@@ -316,9 +318,7 @@ class Server:
                 finally:
                     ready.clear()
 
-    def _accept_nowait(
-        self, listening: socket.socket, task_group: anyio.abc.TaskGroup, batch: int
-    ) -> bool:
+    def _accept_nowait(self, listening: socket.socket, batch: int) -> bool:
         """Accept up to ``batch`` connections in the listener's readiness callback (asyncio).
 
         Each gets its transport here and a task that starts with it ready: waking the accept
@@ -347,7 +347,7 @@ class Server:
                 sock.close()
                 raise
             if stream is None:
-                task_group.start_soon(self._serve_socket, sock, address)
+                self._start_connection(self._serve_socket(sock, address))
                 return False  # no such transport on this loop: the task's way from now on
             self._start_connection(self._serve_stream(stream, address))
         return False
@@ -359,29 +359,30 @@ class Server:
         does (a task handle, a wrapper coroutine, its name formatted, the task group's
         bookkeeping), once per association. The task keeps anyio's cancellation semantics
         through a cancel scope of its own, which ``shutdown`` cancels as it cancels the task
-        group; ``__aexit__`` waits for the tasks. The connection's code catches and logs
-        its own failures (``_handle_connection``), as it does in the task group.
+        group; ``__aexit__`` waits for the tasks.
         """
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._in_scope(coro))
-        self._connection_tasks.add(task)
-        task.add_done_callback(self._connection_done)
-
-    def _connection_done(self, task: asyncio.Task[None]) -> None:
-        self._connection_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # Past _handle_connection's own handlers (a BaseException): not lost silently.
-            _log.error("connection task failed", exc_info=task.exception())
+        assert self._loop is not None
+        self._connection_tasks.add(self._loop.create_task(self._in_scope(coro)))
 
     async def _in_scope(self, coro: Coroutine[Any, Any, None]) -> None:
-        with anyio.CancelScope() as scope:
-            if self._cancelling:
-                scope.cancel()
-            self._connection_scopes.add(scope)
-            try:
-                await coro
-            finally:
-                self._connection_scopes.discard(scope)
+        try:
+            with anyio.CancelScope() as scope:
+                if self._cancelling:
+                    scope.cancel()
+                self._connection_scopes.add(scope)
+                try:
+                    await coro
+                finally:
+                    self._connection_scopes.discard(scope)
+        except Exception:
+            # Past _handle_connection's own handlers: logged, as nobody awaits this task.
+            _log.exception("connection task failed")
+        finally:
+            # Here rather than in a done callback, which would take a turn of the loop of
+            # its own after the connection's last one.
+            task = asyncio.current_task(self._loop)
+            if task is not None:
+                self._connection_tasks.discard(task)
 
     async def _serve_stream(self, stream: anyio.abc.SocketStream, address: Any) -> None:
         """One accepted connection's task, its stream built by ``_accept_nowait``."""
