@@ -13,6 +13,7 @@ leaves the association as it was.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -43,7 +44,10 @@ class IncomingRequests:
         self._events: deque[Event] = deque()
         self._signal: Signal | None = None
         self._closed = False
-        assoc._receivers.add(self)
+        receivers = assoc._receivers
+        if receivers is None:
+            receivers = assoc._receivers = weakref.WeakSet()
+        receivers.add(self)
 
     def deliver(self, event: Event) -> None:
         """A request was answered (called by the association)."""
@@ -58,7 +62,8 @@ class IncomingRequests:
     def close(self) -> None:
         """Stop collecting requests; further iteration ends at once."""
         self._closed = True
-        self._assoc._receivers.discard(self)
+        if self._assoc._receivers is not None:
+            self._assoc._receivers.discard(self)
 
     def __aiter__(self) -> IncomingRequests:
         return self

@@ -298,7 +298,7 @@ class ServiceProviderMixin:
         _read_lock: Gate
         _send_lock: Gate
         _write_lock: Gate
-        _receivers: weakref.WeakSet[IncomingRequests]
+        _receivers: weakref.WeakSet[IncomingRequests] | None
         _ul: ULConnection
         _now: Callable[[], float]
         remote_max_pdu: int
@@ -345,10 +345,6 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
-        #: (context ID, SOP class UID) -> the default C-ECHO-RSP's template, or None.
-        self._echo_templates: dict[tuple[int, str], tuple[bytes, bytes] | None] = {}
-        #: Keys answered once without a template: the second answer builds it.
-        self._echo_templates_wanted: set[tuple[int, str]] = set()
         self._inline: deque[tuple[int, Any, Any]] = deque()
         #: What the receive hook raised, for the reader to raise in its place.
         self._hook_error: BaseException | None = None
@@ -478,6 +474,19 @@ class ServiceProviderMixin:
             ):
                 # The reader acknowledges the bytes unless it answers first (_read_once).
                 self._ack_pending = self._ack_socket is not None
+                if self._close_when_sent and not (
+                    self._echoes or self._inline or self._incoming or self._deferred
+                ):
+                    # A release answered (A-RELEASE-RP queued) and nothing else to do: the
+                    # answer leaves and the transport closes here, as the reader would
+                    # (Association._after_ul), so that the transport's end and the reader's
+                    # wake-up share the next turn of the loop instead of taking one each.
+                    out = ul.data_to_send()
+                    if out:
+                        self._ack_pending = False
+                        stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+                    if stream.sent_nowait():
+                        stream.close_nowait()
                 stream.hand_over()
                 return True
             out = ul.data_to_send()
@@ -624,24 +633,7 @@ class ServiceProviderMixin:
         """
         if self._failure is not None or self._transport_closed or self._send_lock.locked():
             return False
-        key = (context_id, command.affected_sop_class_uid)
-        if key in self._echo_templates:
-            template = self._echo_templates[key]
-        elif key not in self._echo_templates_wanted:
-            # The first answer takes the ordinary path: building a template costs two
-            # encodings, which an association with one C-ECHO (a verification) never repays.
-            if len(self._echo_templates_wanted) < 16:  # as for the templates themselves
-                self._echo_templates_wanted.add(key)
-            return False
-        else:
-            template = message_id_template(
-                context_id,
-                _echo_response(command, SUCCESS),
-                self.remote_max_pdu,
-                "message_id_being_responded_to",
-            )
-            if len(self._echo_templates) < 16:  # a peer varying the UID gets no more
-                self._echo_templates[key] = template
+        template = _echo_template(context_id, command, self.remote_max_pdu)
         if template is None:
             return False
         head, tail = template
@@ -1117,6 +1109,31 @@ def _failure_response(
         error_comment=comment,
         has_dataset=False,
     )
+
+
+#: The default C-ECHO-RSP's command set templates (``message_id_template``) by context ID,
+#: SOP class UID and the peer's maximum PDU length, for every association of the process:
+#: a client proposes the same contexts association after association, and a verification
+#: (one C-ECHO per association) would otherwise build and encode its answer every time.
+#: Bounded: a peer varying the UID gets no more (its answers take the ordinary path).
+_ECHO_TEMPLATES: dict[tuple[int, str, int], tuple[bytes, bytes] | None] = {}
+ECHO_TEMPLATES_REMEMBERED = 64
+
+
+def _echo_template(context_id: int, command: CEchoRQ, max_pdu: int) -> tuple[bytes, bytes] | None:
+    """The default C-ECHO-RSP's template for ``command``'s context and class, remembered."""
+    key = (context_id, command.affected_sop_class_uid, max_pdu)
+    try:
+        return _ECHO_TEMPLATES[key]
+    except KeyError:
+        pass
+    if len(_ECHO_TEMPLATES) >= ECHO_TEMPLATES_REMEMBERED:
+        return None
+    template = message_id_template(
+        context_id, _echo_response(command, SUCCESS), max_pdu, "message_id_being_responded_to"
+    )
+    _ECHO_TEMPLATES[key] = template
+    return template
 
 
 def _echo_response(command: CEchoRQ, status: int, **fields: Any) -> CEchoRSP:

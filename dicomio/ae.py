@@ -124,8 +124,11 @@ class AE(TimeoutAttributes):
         self.sop_class_common_extended_handler: Callable[[Sequence[Any]], Sequence[Any]] | None = (
             None
         )
-        # Every association this AE requested or accepted that is still referenced.
+        # Every association this AE requested that is still referenced; those it accepted
+        # are its servers' (a set each server keeps anyway, without a weak reference made
+        # and dropped per association).
         self._associations: weakref.WeakSet[Association] = weakref.WeakSet()
+        self._servers: weakref.WeakSet[Server] = weakref.WeakSet()
 
     @property
     def active_associations(self) -> list[Association]:
@@ -136,7 +139,10 @@ class AE(TimeoutAttributes):
         """
         return [
             assoc
-            for assoc in list(self._associations)
+            for assoc in [
+                *self._associations,
+                *(a for server in list(self._servers) for a in server.associations),
+            ]
             if assoc.is_established and not (assoc.is_released or assoc.is_aborted)
         ]
 

@@ -258,7 +258,7 @@ class Association(
         # The reader task is running a request itself (see serve): waiters read meanwhile.
         self._reader_busy = False
         #: Open ``receive_requests()`` iterators, told of every request answered.
-        self._receivers: weakref.WeakSet[IncomingRequests] = weakref.WeakSet()
+        self._receivers: weakref.WeakSet[IncomingRequests] | None = None  # made by the first
         self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
         #: An A-RELEASE-RQ arrived and its A-RELEASE-RP waits for the answers to the requests
         #: received before it (``_release_if_answered``).

@@ -26,7 +26,7 @@ import logging
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +102,15 @@ ACCEPT_RETRY_DELAY = 0.1
 #: Distinct A-ASSOCIATE-RQ negotiations a server remembers (Server._negotiate): a few
 #: clients' proposals, each a handful of small values.
 NEGOTIATIONS_REMEMBERED = 64
+#: An A-ASSOCIATE-AC with the requested, accepted and rejected contexts (_plain_answer).
+_PlainAnswer = tuple[
+    AssociateAC,
+    tuple[PresentationContext, ...],
+    tuple[PresentationContext, ...],
+    tuple[PresentationContext, ...],
+]
+#: User information sub-items that leave nothing to decide (PS3.7 D.3.3.1, D.3.3.2).
+_PLAIN_SUB_ITEMS = frozenset({MaximumLength, ImplementationClassUID, ImplementationVersionName})
 
 
 class Server:
@@ -141,7 +150,16 @@ class Server:
         self._per_ae: Counter[str] = Counter()
         #: negotiate_as_acceptor's answers by its arguments (see _negotiate).
         self._negotiated: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        #: Answers to requests with no sub-item to decide on (see _plain_answer).
+        self._plain_answers: dict[tuple[Any, ...], tuple[Any, _PlainAnswer]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        #: On asyncio, connection tasks started by the loop itself (_start_connection), and
+        #: their cancel scopes, which shutdown cancels as it cancels the task group.
+        self._connection_tasks: set[asyncio.Task[None]] = set()
+        self._connection_scopes: set[anyio.CancelScope] = set()
+        self._cancelling = False
+        #: The asyncio loop the server runs on (None on trio), found once.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._accept_scope = anyio.CancelScope()
         self._listener: anyio.abc.Listener[Any] | None = None
         self._stopped = anyio.Event()
@@ -165,6 +183,7 @@ class Server:
         else:
             self.port = int(self._sock.getsockname()[1])
             sockets = [self._sock]
+        self.ae._servers.add(self)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._accept_loop, sockets, listener)
@@ -179,6 +198,8 @@ class Server:
         # If the block failed there is nothing to wait for: abort what is open at once.
         with anyio.CancelScope(shield=True):
             await self.shutdown(timeout=0 if exc is not None else None)
+            while self._connection_tasks:
+                await asyncio.wait(set(self._connection_tasks))
         assert self._tg is not None
         # The block's own exception propagates as it is (returning None below); handing it
         # to the task group would wrap it in an ExceptionGroup for no benefit to the caller.
@@ -201,6 +222,9 @@ class Server:
         for assoc in list(self.associations):
             await assoc.abort(2, 0)
         self._stopped.set()
+        self._cancelling = True
+        for scope in self._connection_scopes:
+            scope.cancel()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -235,13 +259,13 @@ class Server:
         # On asyncio the socket stays registered with the selector while this runs, and a
         # wait is one future: anyio.wait_readable registers and unregisters it every time
         # (two epoll_ctl calls per connection when they come one at a time).
-        loop = _transport.running_asyncio_loop()
+        loop = self._loop = _transport.running_asyncio_loop()
         ready: list[asyncio.Future[None]] = []
 
         def on_readable() -> None:
             # The connections are accepted here, in the loop's callback, when that is
             # simple (see _accept_nowait); otherwise, and after a full batch, the task does.
-            if not self._accept_nowait(listening, task_group, batch) and ready:
+            if not self._accept_nowait(listening, batch) and ready:
                 _transport.set_if_pending(ready[0])
 
         if loop is not None:
@@ -279,7 +303,10 @@ class Server:
                         continue
                     raise
                 taken += 1
-                task_group.start_soon(self._serve_socket, sock, address)
+                if loop is None:
+                    task_group.start_soon(self._serve_socket, sock, address)
+                else:
+                    self._start_connection(self._serve_socket(sock, address))
             if taken == batch:
                 await anyio.lowlevel.checkpoint()
             elif loop is None:
@@ -291,9 +318,7 @@ class Server:
                 finally:
                     ready.clear()
 
-    def _accept_nowait(
-        self, listening: socket.socket, task_group: anyio.abc.TaskGroup, batch: int
-    ) -> bool:
+    def _accept_nowait(self, listening: socket.socket, batch: int) -> bool:
         """Accept up to ``batch`` connections in the listener's readiness callback (asyncio).
 
         Each gets its transport here and a task that starts with it ready: waking the accept
@@ -322,10 +347,42 @@ class Server:
                 sock.close()
                 raise
             if stream is None:
-                task_group.start_soon(self._serve_socket, sock, address)
+                self._start_connection(self._serve_socket(sock, address))
                 return False  # no such transport on this loop: the task's way from now on
-            task_group.start_soon(self._serve_stream, stream, address)
+            self._start_connection(self._serve_stream(stream, address))
         return False
+
+    def _start_connection(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run one connection's coroutine in an asyncio task of its own (asyncio only).
+
+        anyio's ``start_soon`` costs about four times what the loop's ``create_task``
+        does (a task handle, a wrapper coroutine, its name formatted, the task group's
+        bookkeeping), once per association. The task keeps anyio's cancellation semantics
+        through a cancel scope of its own, which ``shutdown`` cancels as it cancels the task
+        group; ``__aexit__`` waits for the tasks.
+        """
+        assert self._loop is not None
+        self._connection_tasks.add(self._loop.create_task(self._in_scope(coro)))
+
+    async def _in_scope(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                if self._cancelling:
+                    scope.cancel()
+                self._connection_scopes.add(scope)
+                try:
+                    await coro
+                finally:
+                    self._connection_scopes.discard(scope)
+        except Exception:
+            # Past _handle_connection's own handlers: logged, as nobody awaits this task.
+            _log.exception("connection task failed")
+        finally:
+            # Here rather than in a done callback, which would take a turn of the loop of
+            # its own after the connection's last one.
+            task = asyncio.current_task(self._loop)
+            if task is not None:
+                self._connection_tasks.discard(task)
 
     async def _serve_stream(self, stream: anyio.abc.SocketStream, address: Any) -> None:
         """One accepted connection's task, its stream built by ``_accept_nowait``."""
@@ -395,7 +452,6 @@ class Server:
             handlers=self.handlers,
         )
         self.associations.add(assoc)
-        ae._associations.add(assoc)
         try:
             await assoc._notify(EVT_CONN_OPEN)
             # The ARTIM timer (PS3.8 9.1.5) bounds the wait for the A-ASSOCIATE-RQ. It starts
@@ -444,6 +500,14 @@ class Server:
     def _negotiate(
         self, rq: AssociateRQ, role_requests: list[RoleSelection]
     ) -> tuple[list[PresentationContextAC], list[RoleSelection], tuple[PresentationContext, ...]]:
+        """``negotiate_as_acceptor`` for ``rq`` (see ``_negotiated``), in lists of its own."""
+        results, role_replies, contexts = self._negotiated_for(rq, role_requests)
+        # Fresh lists each time: the callers' to extend or keep, never the cache's.
+        return list(results), list(role_replies), contexts
+
+    def _negotiated_for(
+        self, rq: AssociateRQ, role_requests: list[RoleSelection]
+    ) -> tuple[Any, ...]:
         """``negotiate_as_acceptor`` for ``rq``, remembered for the next identical request.
 
         It is a function of its arguments alone, all immutable values, and a client
@@ -476,9 +540,7 @@ class Server:
             if len(self._negotiated) >= NEGOTIATIONS_REMEMBERED:
                 self._negotiated.clear()
             self._negotiated[key] = known
-        results, role_replies, contexts = known
-        # Fresh lists each time: the callers' to extend or keep, never the cache's.
-        return list(results), list(role_replies), contexts
+        return known
 
     async def _answer(self, assoc: Association, rq: AssociateRQ) -> None:
         ae = self.ae
@@ -507,10 +569,13 @@ class Server:
         self._admitted.add(assoc)
         self._per_ae[rq.calling_ae_title] += 1
 
-        user_info: list[Any] = [
-            MaximumLength(maximum_length=assoc.local_max_pdu),
-            ImplementationClassUID(implementation_class_uid=ae.implementation_class_uid),
-        ]
+        plain = self._plain_answer(assoc, rq)
+        if plain is not None:
+            ac, assoc.requested_contexts, assoc.accepted_contexts, assoc.rejected_contexts = plain
+            assoc.associate_ac = ac
+            assoc.set_window(1, 1)
+            return await self._accept(assoc, rq, ac)
+
         replies: list[Any] = []
         identity = next((i for i in rq.user_information if isinstance(i, UserIdentityRQ)), None)
         if identity is not None:
@@ -584,26 +649,85 @@ class Server:
             await _ask(assoc, EVT_SOP_COMMON, {item.sop_class_uid: item for item in common})
         elif common and ae.sop_class_common_extended_handler is not None:
             ae.sop_class_common_extended_handler(common)
-        if ae.implementation_version_name:
-            replies.append(
-                ImplementationVersionName(
-                    implementation_version_name=ae.implementation_version_name
-                )
-            )
-        user_info.extend(sorted(replies, key=_reply_order))
-        ac = AssociateAC(
-            called_ae_title=rq.called_ae_title,
-            calling_ae_title=rq.calling_ae_title,
-            application_context=rq.application_context,
-            presentation_contexts=results,
-            user_information=user_info,
-        )
+        ac = self._build_ac(assoc, rq, results, replies)
         assoc.associate_ac = ac
         assoc.requested_contexts = contexts
         assoc.accepted_contexts = tuple(cx for cx in contexts if cx.accepted)
         assoc.rejected_contexts = tuple(cx for cx in contexts if not cx.accepted)
         if window is None:
             assoc.set_window(1, 1)
+        await self._accept(assoc, rq, ac)
+
+    def _build_ac(
+        self,
+        assoc: Association,
+        rq: AssociateRQ,
+        results: Sequence[PresentationContextAC],
+        replies: list[Any],
+    ) -> AssociateAC:
+        """The A-ASSOCIATE-AC: the contexts' results and our user information, with the
+        replies to the request's sub-items (PS3.7 D.3.3, PS3.8 9.3.3)."""
+        ae = self.ae
+        if ae.implementation_version_name:
+            replies.append(
+                ImplementationVersionName(
+                    implementation_version_name=ae.implementation_version_name
+                )
+            )
+        return AssociateAC(
+            called_ae_title=rq.called_ae_title,
+            calling_ae_title=rq.calling_ae_title,
+            application_context=rq.application_context,
+            presentation_contexts=results,
+            user_information=[
+                MaximumLength(maximum_length=assoc.local_max_pdu),
+                ImplementationClassUID(implementation_class_uid=ae.implementation_class_uid),
+                *sorted(replies, key=_reply_order),
+            ],
+        )
+
+    def _plain_answer(self, assoc: Association, rq: AssociateRQ) -> _PlainAnswer | None:
+        """The answer to a request with no sub-item to decide on, remembered; else None.
+
+        A request whose user information holds only the maximum length and the
+        implementation's identification, to an AE that checks no user identity, is
+        answered from the presentation contexts alone (``_negotiated_for``), with nothing
+        to ask a handler: the A-ASSOCIATE-AC and the contexts, by value, are the same for
+        the same request, and a client sends the same one association after association.
+        (ac, requested, accepted and rejected contexts).
+        """
+        for item in rq.user_information:
+            if type(item) not in _PLAIN_SUB_ITEMS:
+                return None
+        if _checks_identity(assoc):
+            return None
+        ae = self.ae
+        known = self._negotiated_for(rq, [])
+        key = (
+            rq.called_ae_title,
+            rq.calling_ae_title,
+            rq.application_context,
+            assoc.local_max_pdu,
+            ae.implementation_class_uid,
+            ae.implementation_version_name,
+        )
+        entry = self._plain_answers.get(key)
+        if entry is not None and entry[0] is known:  # the same negotiation, not a look-alike
+            return entry[1]
+        results, _, contexts = known
+        answer: _PlainAnswer = (
+            self._build_ac(assoc, rq, results, []),
+            contexts,
+            tuple(cx for cx in contexts if cx.accepted),
+            tuple(cx for cx in contexts if not cx.accepted),
+        )
+        if len(self._plain_answers) >= NEGOTIATIONS_REMEMBERED:
+            self._plain_answers.clear()
+        self._plain_answers[key] = (known, answer)
+        return answer
+
+    async def _accept(self, assoc: Association, rq: AssociateRQ, ac: AssociateAC) -> None:
+        """Send the A-ASSOCIATE-AC (AE-7): the association is established."""
         if assoc._failure is not None:
             # The requestor gave up (closed or aborted) while we decided: nobody to answer.
             assoc.log.debug("requestor left before the A-ASSOCIATE-AC: %s", assoc._failure)

@@ -104,7 +104,7 @@ class AssociateRQ:
     protocol_version: int = 1
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class AssociateAC:
     """A-ASSOCIATE-AC PDU (PS3.8 9.3.3). AE titles echo the request and are not tested."""
 
