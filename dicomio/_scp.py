@@ -48,6 +48,7 @@ from dicomio.dimse import (
     CMoveRSP,
     CStoreRQ,
     CStoreRSP,
+    JoinedLater,
     NActionRQ,
     NActionRSP,
     NCreateRQ,
@@ -749,10 +750,11 @@ class ServiceProviderMixin:
         path = data if isinstance(data, Path) else None
         # A data set streamed to disk that could not be written (see _Incoming).
         unwritten = data if isinstance(data, OSError) else None
+        # A JoinedLater stays so: the event joins it if its bytes are asked for.
         raw = (
             None
-            if path is not None or unwritten is not None
-            else (bytes(data) if data is not None else None)
+            if path is not None or unwritten is not None or data is None
+            else (data if type(data) is bytes or type(data) is JoinedLater else bytes(data))
         )
         try:
             if context is None:
@@ -837,7 +839,7 @@ class ServiceProviderMixin:
                 await self.abort(0, 0)
 
     async def _dispatch(
-        self, context: Any, command: Any, raw: bytes | None, path: Path | None
+        self, context: Any, command: Any, raw: bytes | JoinedLater | None, path: Path | None
     ) -> Event:
         """Run the request's handler and send its response; the handler's event."""
         event = Event(
