@@ -341,6 +341,8 @@ class ServiceProviderMixin:
 
     def __init__(self) -> None:
         self._running: dict[int, anyio.CancelScope] = {}
+        #: The running backend's cancel scope class (see _handle_request).
+        self._scope_class: type[anyio.CancelScope] | None = None
         #: Message IDs of running requests a C-CANCEL has asked to stop (Event.is_cancelled).
         self._cancel_requested: set[int] = set()
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -679,7 +681,10 @@ class ServiceProviderMixin:
     def _stream_if(self, command: Any) -> bool:
         if not isinstance(command, CStoreRQ):
             return False
-        return any(hasattr(h, "dicomio_stream_to") for h, _ in self.get_handlers(EVT_C_STORE))
+        for handler, _ in self.get_handlers(EVT_C_STORE):  # a loop: no generator per store
+            if hasattr(handler, "dicomio_stream_to"):
+                return True
+        return False
 
     def _open_stream(self, context_id: int, command: Any) -> None:
         if invalid_field(command) is not None:
@@ -784,7 +789,15 @@ class ServiceProviderMixin:
             if performing is not None:
                 await performing.acquire()
             try:
-                with anyio.CancelScope() as scope:
+                # anyio.CancelScope() looks up the running backend each time; its class, once
+                # known, makes the same scope directly (deadline and shield at their defaults).
+                scope_class = self._scope_class
+                if scope_class is None:
+                    scope = anyio.CancelScope()
+                    self._scope_class = type(scope)
+                else:
+                    scope = scope_class()
+                with scope:
                     self._running[command.message_id] = scope
                     try:
                         if unwritten is not None:
