@@ -48,6 +48,7 @@ from dicomio.dimse import (
     CMoveRSP,
     CStoreRQ,
     CStoreRSP,
+    JoinedLater,
     NActionRQ,
     NActionRSP,
     NCreateRQ,
@@ -63,7 +64,7 @@ from dicomio.dimse import (
     encode_command,
 )
 from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
-from dicomio.dimse.fragment import message_id_template
+from dicomio.dimse.fragment import instance_uid_template, message_id_template
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -318,6 +319,9 @@ class ServiceProviderMixin:
         def _on_ul_event(self, event: Any) -> None: ...
         def _wake_waiters(self) -> None: ...
         async def _flush(self) -> None: ...
+        async def _send_deferred(self) -> None: ...
+        @property
+        def _debug(self) -> bool: ...
         async def _read_once(self, deadline: float | None = None) -> bool: ...
         async def _after_ul(self, events: list[Any]) -> None: ...
         def _fail(self, failure: errors.DicomioError) -> None: ...
@@ -345,6 +349,10 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
+        #: (context ID, SOP class UID, status, the instance UID's encoded length) -> the
+        #: C-STORE-RSP's template (instance_uid_template), or None; made at the second answer.
+        self._store_templates: dict[tuple[int, str, int, int], tuple[bytes, bytes] | None] = {}
+        self._store_templates_wanted: set[tuple[int, str, int, int]] = set()
         self._inline: deque[tuple[int, Any, Any]] = deque()
         #: What the receive hook raised, for the reader to raise in its place.
         self._hook_error: BaseException | None = None
@@ -663,7 +671,10 @@ class ServiceProviderMixin:
     def _stream_if(self, command: Any) -> bool:
         if not isinstance(command, CStoreRQ):
             return False
-        return any(hasattr(h, "dicomio_stream_to") for h, _ in self.get_handlers(EVT_C_STORE))
+        for handler, _ in self.get_handlers(EVT_C_STORE):  # a loop: no generator per store
+            if hasattr(handler, "dicomio_stream_to"):
+                return True
+        return False
 
     def _open_stream(self, context_id: int, command: Any) -> None:
         if invalid_field(command) is not None:
@@ -734,10 +745,11 @@ class ServiceProviderMixin:
         path = data if isinstance(data, Path) else None
         # A data set streamed to disk that could not be written (see _Incoming).
         unwritten = data if isinstance(data, OSError) else None
+        # A JoinedLater stays so: the event joins it if its bytes are asked for.
         raw = (
             None
-            if path is not None or unwritten is not None
-            else (bytes(data) if data is not None else None)
+            if path is not None or unwritten is not None or data is None
+            else (data if type(data) is bytes or type(data) is JoinedLater else bytes(data))
         )
         try:
             if context is None:
@@ -822,7 +834,7 @@ class ServiceProviderMixin:
                 await self.abort(0, 0)
 
     async def _dispatch(
-        self, context: Any, command: Any, raw: bytes | None, path: Path | None
+        self, context: Any, command: Any, raw: bytes | JoinedLater | None, path: Path | None
     ) -> Event:
         """Run the request's handler and send its response; the handler's event."""
         event = Event(
@@ -927,6 +939,11 @@ class ServiceProviderMixin:
             status, fields = C_FAILURE, {"error_comment": "no C-STORE handler is bound"}
         else:
             status, fields = await _call_for_status(found, event, C_FAILURE)
+            if not fields:
+                answer = self._store_answer(context.context_id, command, status)
+                if answer is not None:
+                    await self._send_answer(answer)
+                    return
         await self._respond(
             context,
             CStoreRSP(
@@ -938,6 +955,59 @@ class ServiceProviderMixin:
                 **fields,
             ),
         )
+
+    def _store_answer(self, context_id: int, command: CStoreRQ, status: int) -> bytes | None:
+        """The P-DATA-TF of the C-STORE-RSP with only ``status``, from a template; None to
+        take the ordinary path (``_respond``), as for the first answer of its kind.
+
+        The answers on one context differ in the message ID and the instance UID
+        (``instance_uid_template``): no message value, command set encoding or framing
+        per answer. Not with debug logging, which logs each response sent.
+        """
+        uid = command.affected_sop_instance_uid
+        try:
+            # Checked before the handler ran (invalid_field): digits and dots, 64 at most.
+            value = uid.encode("ascii")
+        except UnicodeEncodeError:  # pragma: no cover - refused before the handler
+            return None
+        if len(value) & 1:
+            value += b"\x00"  # PS3.5 6.2: a UI value is padded with 00H
+        key = (context_id, command.affected_sop_class_uid, status, len(value))
+        templates = self._store_templates
+        if key in templates:
+            template = templates[key]
+        elif key not in self._store_templates_wanted:
+            if len(self._store_templates_wanted) < 16:
+                self._store_templates_wanted.add(key)
+            return None
+        else:
+            template = instance_uid_template(
+                context_id,
+                CStoreRSP(
+                    message_id_being_responded_to=command.message_id,
+                    affected_sop_class_uid=command.affected_sop_class_uid,
+                    affected_sop_instance_uid=uid,
+                    status=status,
+                    has_dataset=False,
+                ),
+                self.remote_max_pdu,
+            )
+            if len(templates) < 16:  # a peer varying class or UID length gets no more
+                templates[key] = template
+        if template is None or self._debug:
+            return None
+        head, tail = template
+        return b"".join((head, command.message_id.to_bytes(2, "little"), tail, value))
+
+    async def _send_answer(self, pdu: bytes) -> None:
+        """``send_messages`` for one answer in one P-DATA-TF, framed already."""
+        if self._failure is not None:
+            raise self._failure
+        async with self._send_lock:
+            self._ul.send_pdata_parts([pdu], now=self._now())
+            await self._flush()
+        if self._deferred:
+            await self._send_deferred()
 
     async def _refuse_unwritten(self, context: Any, command: CStoreRQ, error: OSError) -> None:
         """C-STORE-RSP "Refused: Out of Resources" for a data set that could not be written

@@ -42,6 +42,7 @@ from dicomio.dimse import (
     CCancelRQ,
     CommandReceived,
     DataFragment,
+    JoinedLater,
     MessageAssembler,
     MessageReceived,
     data_parts,
@@ -206,7 +207,8 @@ class Association(
         self._ul = ULConnection(
             role, max_pdu_length=max_pdu, artim_timeout=timeouts.acse or 30.0, data_runs=True
         )
-        self._assembler = MessageAssembler(stream_if=self._stream_if)
+        # Data sets joined when someone wants their bytes (Event.raw): see _on_dimse.
+        self._assembler = MessageAssembler(stream_if=self._stream_if, join_later=True)
         self.timeouts = timeouts
         self.local_ae_title = local_ae_title
         self.remote_address = remote_address
@@ -259,7 +261,7 @@ class Association(
         self._reader_busy = False
         #: Open ``receive_requests()`` iterators, told of every request answered.
         self._receivers: weakref.WeakSet[IncomingRequests] | None = None  # made by the first
-        self._incoming: deque[tuple[int, Any, bytes | None]] = deque()
+        self._incoming: deque[tuple[int, Any, bytes | JoinedLater | None]] = deque()
         #: An A-RELEASE-RQ arrived and its A-RELEASE-RP waits for the answers to the requests
         #: received before it (``_release_if_answered``).
         self._release_requested = False
@@ -547,7 +549,10 @@ class Association(
                     "none" if item.dataset is None else f"{len(item.dataset)} bytes",
                 )
             if command.command_field & 0x8000:
-                self._on_response(command, item.dataset)
+                dataset = item.dataset
+                self._on_response(
+                    command, bytes(dataset) if isinstance(dataset, JoinedLater) else dataset
+                )
             elif isinstance(command, CCancelRQ):
                 self._on_cancel(command)
             else:

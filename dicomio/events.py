@@ -30,6 +30,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from dicomio.dataset import decode_dataset, file_meta_for, parse_file_meta, part10_header
+from dicomio.dimse.assembler import JoinedLater
 from dicomio.pdu.items import SOPClassCommonExtendedNegotiation
 
 if TYPE_CHECKING:
@@ -340,7 +341,10 @@ class Event:
     handler that only stores the instance should use ``raw`` (the encoded data set) with
     ``file_meta``, or ``encoded_dataset()``, or ``dataset_path`` when the association streams
     data sets to disk. ``raw`` is the buffer the data set was received into, handed over
-    without a copy (``MessageAssembler``): holding it costs the data set's size, once. pynetdicom's names for request fields are here too: ``action_type``,
+    without a copy (``MessageAssembler``): holding it costs the data set's size, once. A data
+    set that came as a few fragments in one or two reads is joined into ``raw`` on first
+    access (``JoinedLater``): a handler that never reads it never pays for the copy.
+    pynetdicom's names for request fields are here too: ``action_type``,
     ``event_type``, ``attribute_identifiers``, ``modification_list``, ``move_destination``,
     ``is_cancelled``, ``timestamp``.
     """
@@ -348,11 +352,11 @@ class Event:
     __slots__ = (
         "_created",
         "_dataset",
+        "_raw",
         "assoc",
         "context",
         "dataset_path",
         "event",
-        "raw",
         "request",
     )
 
@@ -363,17 +367,29 @@ class Event:
         *,
         context: PresentationContext | None = None,
         request: Any = None,
-        raw: bytes | None = None,
+        raw: bytes | JoinedLater | None = None,
         dataset_path: Path | None = None,
     ) -> None:
         self.event = event
         self.assoc = assoc
         self.context = context
         self.request = request
-        self.raw = raw
+        self._raw = raw
         self.dataset_path = dataset_path
         self._dataset: Dataset | None = None
         self._created = time.time()
+
+    @property
+    def raw(self) -> bytes | None:
+        """The request's encoded data set as received (None without one), joined once."""
+        raw = self._raw
+        if type(raw) is JoinedLater:
+            raw = self._raw = bytes(raw)
+        return raw  # type: ignore[return-value]
+
+    @raw.setter
+    def raw(self, value: bytes | None) -> None:
+        self._raw = value
 
     @property
     def message_id(self) -> int | None:

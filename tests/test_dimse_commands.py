@@ -587,6 +587,58 @@ def test_renumbered_command_sets_decode_as_afresh(msg: Message, numbers: list[in
         assert _remembered(data) == _fresh(data)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=messages.filter(lambda m: getattr(m, "affected_sop_instance_uid", None) is not None),
+    others=st.lists(
+        st.tuples(us_values, st.binary(min_size=1, max_size=1) | st.none(), st.integers(0, 63)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_command_sets_with_other_instance_uids_decode_as_afresh(
+    msg: Message, others: list[tuple[int, bytes | None, int]]
+) -> None:
+    """A message with an Affected SOP Instance UID decoded, then the same command set with
+    another number and other bytes in that UID's value (any bytes: NUL, spaces, non-ASCII,
+    all padding), its length kept: each as decoding afresh gives."""
+    commands._RECENT.clear()
+    number = "message_id" if hasattr(msg, "message_id") else "message_id_being_responded_to"
+    original = encode_command(msg)
+    _remembered(original)
+    uid = msg.affected_sop_instance_uid.encode()  # type: ignore[attr-defined]
+    uid += b"\x00" * (len(uid) & 1)
+    element = struct.pack("<HHL", 0, 0x1000, len(uid))
+    at = original.index(element + uid) + len(element)
+    for value, byte, where in others:
+        data = bytearray(encode_command(attrs.evolve(msg, **{number: value})))
+        if byte is not None:
+            data[at + where % len(uid)] = byte[0]
+        elif where % 3 == 0:
+            data[at : at + len(uid)] = b"\x00" * len(uid)  # empty: as if absent
+        elif where % 3 == 1:
+            data[at : at + len(uid)] = b" \t" * (len(uid) // 2)
+        assert _remembered(bytes(data)) == _fresh(bytes(data))
+
+
+def test_c_store_rq_with_other_instance_uids_is_built_from_memory() -> None:
+    """The case it is for: C-STORE-RQs whose instance UIDs have one length."""
+    commands._RECENT.clear()
+    sop_class = "1.2.840.10008.5.1.4.1.1.2"
+    for n in range(100, 110):
+        msg = CStoreRQ(
+            message_id=n,
+            affected_sop_class_uid=sop_class,
+            affected_sop_instance_uid=f"1.2.3.4.{n}",
+            has_dataset=True,
+        )
+        assert decode_command(encode_command(msg)) == msg
+    assert len(commands._RECENT) == 1
+    (entry,) = commands._RECENT.values()
+    uid_at, uid_end = entry[3], entry[4]
+    assert uid_end - uid_at == 12  # the slot: the UID, 11 characters, and its NUL
+
+
 def test_remembered_command_sets_against_hostile_input() -> None:
     """Mutations of command sets just decoded (the number, the bytes around it, lengths,
     elements added or cut): whatever is remembered, each gives what decoding afresh gives."""

@@ -593,3 +593,73 @@ def test_message_id_template_only_for_one_pdu_without_data_set() -> None:
         affected_sop_instance_uid="1.2.3",
     )
     assert message_id_template(1, store, 16384, "message_id") is None
+
+
+_uids = st.from_regex(r"1\.2(\.[1-9][0-9]{0,8}){0,6}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_ids=st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+    context_id=st.integers(1, 255).filter(lambda n: n & 1),
+    class_uid=_uids,
+    instance_uids=st.tuples(_uids, _uids),
+    status=st.sampled_from([0x0000, 0xB000, 0xA700, 0xC000]),
+    max_pdu=st.sampled_from([0, 128, 16384]),
+)
+def test_instance_uid_template_gives_the_message_bytes(
+    message_ids: tuple[int, int],
+    context_id: int,
+    class_uid: str,
+    instance_uids: tuple[str, str],
+    status: int,
+    max_pdu: int,
+) -> None:
+    """A C-STORE-RSP's template, filled with another message ID and another instance UID
+    of the same encoded length, gives that response's bytes as fragmenting it does."""
+    from dicomio.dimse import CStoreRSP
+    from dicomio.dimse.fragment import instance_uid_template
+
+    def store_rsp(answered: int, uid: str) -> CStoreRSP:
+        return CStoreRSP(
+            message_id_being_responded_to=answered,
+            affected_sop_class_uid=class_uid,
+            affected_sop_instance_uid=uid,
+            status=status,
+            has_dataset=False,
+        )
+
+    first, other = instance_uids
+    template = instance_uid_template(context_id, store_rsp(message_ids[0], first), max_pdu)
+    expected = b"".join(
+        fragment_parts(context_id, encode_command(store_rsp(message_ids[0], first)), None, max_pdu)
+    )
+    if template is None:
+        assert max_pdu and len(expected) > max_pdu + 6  # only a response of several PDUs
+        return
+    head, tail = template
+    value = other.encode() + b"\x00" * (len(other) & 1)
+    if len(value) != len(first) + (len(first) & 1):
+        return  # another length: another template
+    expected = b"".join(
+        fragment_parts(context_id, encode_command(store_rsp(message_ids[1], other)), None, max_pdu)
+    )
+    assert head + message_ids[1].to_bytes(2, "little") + tail + value == expected
+
+
+def test_instance_uid_template_only_when_the_uid_ends_the_response() -> None:
+    from dicomio.dimse import CEchoRSP, CStoreRSP
+    from dicomio.dimse.fragment import instance_uid_template
+
+    fields: dict[str, object] = {
+        "message_id_being_responded_to": 1,
+        "affected_sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+        "status": 0,
+        "has_dataset": False,
+    }
+    store = CStoreRSP(affected_sop_instance_uid="1.2.3", **fields)  # type: ignore[arg-type]
+    assert instance_uid_template(1, store, 16384) is not None
+    assert instance_uid_template(1, CStoreRSP(**fields), 16384) is None  # type: ignore[arg-type]
+    echo = CEchoRSP(**fields)  # type: ignore[arg-type]
+    assert instance_uid_template(1, echo, 16384) is None
+    assert instance_uid_template(1, store, 40) is None  # two fragments

@@ -22,6 +22,7 @@ from dicomio._transport import READ_SIZE_LARGE
 from dicomio.dimse import (
     AssemblerEvent,
     CStoreRQ,
+    JoinedLater,
     MessageAssembler,
     MessageReceived,
     encode_command,
@@ -81,21 +82,46 @@ def _fragmented(draw: st.DrawFn) -> tuple[bytes, list[PDataTF | DataRun]]:
     return data, pdus
 
 
-@given(_fragmented(), st.integers(1, 3))
+def _bytes_of(dataset: bytes | JoinedLater | None, join_later: bool) -> bytes:
+    """The data set's bytes; a JoinedLater only from an assembler with ``join_later``."""
+    if type(dataset) is JoinedLater:
+        assert join_later
+        joined = bytes(dataset)
+        assert len(dataset) == len(joined)
+        return joined
+    assert type(dataset) is bytes
+    return dataset
+
+
+@given(_fragmented(), st.integers(1, 3), st.booleans())
 def test_any_fragmentation_gives_the_same_bytes(
-    case: tuple[bytes, list[PDataTF | DataRun]], messages: int
+    case: tuple[bytes, list[PDataTF | DataRun]], messages: int, join_later: bool
 ) -> None:
     data, pdus = case
-    assembler = MessageAssembler()
+    assembler = MessageAssembler(join_later=join_later)
     for _ in range(messages):  # the buffer starts afresh for each message on the context
         assert assembler.receive(_pdata(_command(), command=True, last=True)) == []
         events = [event for pdu in pdus for event in assembler.receive(pdu)]
         assert len(events) == 1
         received = events[0]
         assert isinstance(received, MessageReceived)
-        assert type(received.dataset) is bytes
-        assert received.dataset == data
+        assert _bytes_of(received.dataset, join_later) == data
         assert not assembler.in_progress(CONTEXT_ID)
+
+
+def test_a_held_run_and_its_last_fragment_are_joined_later() -> None:
+    """With join_later, the usual shape (one run, then the last fragment) is not joined."""
+    data = bytes(range(256)) * 40
+    reads = b"\x00" + data + b"\x00"
+    view = memoryview(reads)
+    for join_later in (False, True):
+        assembler = MessageAssembler(join_later=join_later)
+        assert assembler.receive(_pdata(_command(), command=True, last=True)) == []
+        assert assembler.receive(DataRun(CONTEXT_ID, (view[1:4001], view[4001:8001]))) == []
+        (received,) = assembler.receive(_pdata(view[8001:-1], command=False, last=True))
+        assert isinstance(received, MessageReceived)
+        assert type(received.dataset) is (JoinedLater if join_later else bytes)
+        assert _bytes_of(received.dataset, join_later) == data
 
 
 def _on_context(pdu: PDataTF | DataRun, context_id: int) -> PDataTF | DataRun:
@@ -105,15 +131,16 @@ def _on_context(pdu: PDataTF | DataRun, context_id: int) -> PDataTF | DataRun:
     return PDataTF(pdvs=[PresentationDataValue(context_id, pdv.is_command, pdv.is_last, pdv.data)])
 
 
-@given(_fragmented(), _fragmented(), st.lists(st.booleans(), max_size=60))
+@given(_fragmented(), _fragmented(), st.lists(st.booleans(), max_size=60), st.booleans())
 def test_two_contexts_interleaved_give_their_own_bytes(
     first: tuple[bytes, list[PDataTF | DataRun]],
     second: tuple[bytes, list[PDataTF | DataRun]],
     order: list[bool],
+    join_later: bool,
 ) -> None:
     # The first run of a data set is held uncopied, one at a time across contexts: whatever
     # comes between (the other context's runs and fragments) releases it in order.
-    assembler = MessageAssembler()
+    assembler = MessageAssembler(join_later=join_later)
     queues = []
     for context_id, (_, pdus) in ((1, first), (3, second)):
         command = PDataTF(pdvs=[PresentationDataValue(context_id, True, True, _command())])
@@ -127,8 +154,7 @@ def test_two_contexts_interleaved_give_their_own_bytes(
     received = {}
     for event in events:
         assert isinstance(event, MessageReceived)
-        assert type(event.dataset) is bytes
-        received[event.context_id] = event.dataset
+        received[event.context_id] = _bytes_of(event.dataset, join_later)
     assert received == {1: first[0], 3: second[0]}
 
 
@@ -266,3 +292,46 @@ async def test_in_memory_c_store_peak_is_about_the_object(
     # PDU straddling them).
     in_flight = 4 * PDU if anyio_backend == "trio" else 3 * READ_SIZE_LARGE
     assert peaks[0] <= size * 1.125 + in_flight, (peaks[0] / size, peaks[0] - size)
+
+
+@pytest.mark.anyio
+@pytest.mark.uvloop
+async def test_half_megabyte_data_sets_read_during_or_after_the_handler() -> None:
+    """0.5 MB instances (a few full PDUs and a last one, usually in one read: the shape joined
+    only when read, ``JoinedLater``): a handler reading ``raw`` and ``dataset`` gets the
+    instance; one that keeps the event and reads ``raw`` after answering gets it too."""
+    kept: list[evt.Event] = []
+    read: list[bytes] = []
+
+    async def on_store(event: evt.Event) -> int:
+        if int(event.request.affected_sop_instance_uid.rsplit(".", 1)[1]) % 2:
+            kept.append(event)
+        else:
+            assert event.raw is not None and type(event.raw) is bytes
+            assert event.raw is event.raw  # joined once
+            read.append(event.dataset.PixelData)
+        return 0
+
+    def instance(n: int) -> Dataset:
+        ds = Dataset()
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = f"1.2.3.{n}"
+        ds.BitsAllocated = 8  # PixelData is OB
+        ds.PixelData = bytes([n]) * (512 * 1024 + 2 * n)
+        return ds
+
+    scp = AE("SCP")
+    scp.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    scu = AE("SCU")
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    with anyio.fail_after(30):
+        async with (
+            scp.start_server((LOOPBACK, 0), evt_handlers=[(evt.EVT_C_STORE, on_store)]) as server,
+            scu.associate(LOOPBACK, server.port, ae_title="SCP") as assoc,
+        ):
+            for n in range(8):
+                assert (await assoc.send_c_store(instance(n))).Status == 0
+    assert read == [instance(n).PixelData for n in range(0, 8, 2)]
+    assert [event.dataset.PixelData for event in kept] == [
+        instance(n).PixelData for n in range(1, 8, 2)
+    ]

@@ -13,6 +13,7 @@ from dicomio.dimse.assembler import (
     AssemblerEvent,
     CommandReceived,
     DataFragment,
+    JoinedLater,
     MessageAssembler,
     MessageReceived,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "CStoreRSP",
     "CommandReceived",
     "DataFragment",
+    "JoinedLater",
     "Message",
     "MessageAssembler",
     "MessageReceived",

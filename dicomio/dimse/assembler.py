@@ -35,7 +35,13 @@ fragment on its context is the last, the data set is joined from them once, exac
 as it is. Growing the buffer for that last fragment would otherwise move the whole data set
 (a ``realloc`` the allocator cannot do in place copies it). Anything else releases the run
 into the buffer first. One run is held at a time, whatever the context, so what it keeps
-alive beyond the buffer is bounded by the reads the run came in.
+alive beyond the buffer is bounded by the reads the run came in. With ``join_later`` the
+data set of that shape is not even joined here: ``MessageReceived.dataset`` is then a
+``JoinedLater`` of the fragments, which its consumer joins when, and if, the bytes are
+wanted (``bytes(dataset)``): a storage SCP whose handler answers without reading the data
+set never copies it (DCMTK's ``storescp --ignore`` does not assemble it either). Until then
+it keeps alive the reads its fragments are views of (each at most the transport's read
+size), not a copy of the data set.
 
 The hot path is a P-DATA-TF holding one data set fragment that is not the last: it costs one
 dictionary lookup and one buffer write, and returns no event. A ``DataRun`` (many such PDUs,
@@ -60,6 +66,7 @@ __all__ = [
     "AssemblerEvent",
     "CommandReceived",
     "DataFragment",
+    "JoinedLater",
     "MessageAssembler",
     "MessageReceived",
 ]
@@ -71,13 +78,41 @@ __all__ = [
 DEFAULT_MAX_COMMAND_LENGTH: Final = 64 * 1024
 
 
+class JoinedLater:
+    """A received data set held as its fragments, joined into one ``bytes`` on demand.
+
+    ``bytes(x)`` joins them (each time: the caller keeps the result); ``len(x)`` is the data
+    set's length. The fragments are views of immutable reads, so what they show never
+    changes. Made only by a ``MessageAssembler`` with ``join_later``.
+    """
+
+    __slots__ = ("_fragments", "_length")
+
+    def __init__(self, fragments: tuple[bytes | memoryview, ...]) -> None:
+        self._fragments = fragments
+        self._length = sum(map(len, fragments))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self._fragments)
+
+    def __repr__(self) -> str:
+        return f"<JoinedLater: {self._length} bytes in {len(self._fragments)} fragments>"
+
+
 @attrs.frozen(kw_only=True)
 class MessageReceived:
-    """A whole message: its command and its data set (None when it has none)."""
+    """A whole message: its command and its data set (None when it has none).
+
+    The data set is ``bytes``, or, from an assembler with ``join_later``, possibly a
+    ``JoinedLater`` (``bytes(dataset)`` gives the bytes).
+    """
 
     context_id: int
     command: Message
-    dataset: bytes | None
+    dataset: bytes | JoinedLater | None
 
 
 @attrs.frozen(kw_only=True)
@@ -121,9 +156,10 @@ class MessageAssembler:
 
     ``stream_if(command)`` decides, once a command with a data set is whole, whether its
     data set is delivered as ``DataFragment`` events (true) or joined into one
-    ``MessageReceived`` (false, and the default). Violations of PS3.8 E raise
-    ``RemoteProtocolError``; after one, the association is to be aborted, so the state
-    left behind does not matter.
+    ``MessageReceived`` (false, and the default). With ``join_later``, a data set that came
+    as one held run and its last fragment is delivered unjoined, as a ``JoinedLater`` (see
+    the module docstring). Violations of PS3.8 E raise ``RemoteProtocolError``; after one,
+    the association is to be aborted, so the state left behind does not matter.
     """
 
     def __init__(
@@ -131,8 +167,10 @@ class MessageAssembler:
         *,
         stream_if: Callable[[Message], bool] | None = None,
         max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH,
+        join_later: bool = False,
     ) -> None:
         self._stream_if = stream_if
+        self._join_later = join_later
         self._max_command_length = max_command_length
         self._partial: dict[int, _Partial] = {}
         # For each context whose data set is being collected (not streamed): the buffer it
@@ -240,9 +278,12 @@ class MessageAssembler:
             del partials[context_id]
             del self._collecting[context_id]
             partial.data = None
+            dataset: bytes | JoinedLater
             if held:
-                # The held run and this last fragment: the whole data set, joined once.
-                dataset = b"".join((*self._held, data))
+                # The held run and this last fragment: the whole data set, joined once (or
+                # by whoever wants its bytes).
+                fragments = (*self._held, data)
+                dataset = JoinedLater(fragments) if self._join_later else b"".join(fragments)
                 self._held_context = None
                 self._held = ()
             elif isinstance(data, bytes) and not buffer.tell():

@@ -713,14 +713,19 @@ _REQUIRED: dict[type[Message], frozenset[str]] = {
 _MESSAGE_NUMBERS = frozenset({0x0110, 0x0120})
 
 #: Command sets decoded lately, one per length: (the bytes before the value of the message's
-#: number, the bytes after it, the class, every other field, the last message made). A peer
-#: sends the same command set over and over with only the number changed (C-ECHO-RQ,
-#: C-FIND-RQ, C-ECHO-RSP ...): a command set that is one of these byte for byte outside those
-#: two bytes decodes to the same message with that number, whatever the number, so
-#: decode_command builds it without parsing; with the same number too (the pending responses
-#: of one C-FIND) it is the last message itself, an immutable value. Bounded; emptied when
-#: full.
-_RECENT: dict[int, tuple[bytes, bytes, type[Message], str, dict[str, Any], Message]] = {}
+#: number, the bytes between it and the value of the Affected SOP Instance UID, the bytes after
+#: that, where that UID's value lies, the class, the name of the number, every other field, the
+#: last message made). A peer sends the same command set over and over with only the number
+#: changed (C-ECHO-RQ, C-FIND-RQ, C-ECHO-RSP ...), or the number and the instance UID (a
+#: C-STORE-RQ per instance, its C-STORE-RSP): a command set that is one of these byte for byte
+#: outside those two values decodes to the same message with that number and that UID (read
+#: as the parser reads it), whatever their bytes, so decode_command builds it without parsing;
+#: with the same values too (the pending responses of one C-FIND) it is the last message
+#: itself, an immutable value. A command set without that UID, or with it before the number,
+#: has an empty UID slot at its end. Bounded; emptied when full.
+_RECENT: dict[
+    int, tuple[bytes, bytes, bytes, int, int, type[Message], str, dict[str, Any], Message]
+] = {}
 _RECENT_COMMAND_SETS = 32
 
 
@@ -743,17 +748,29 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     size = len(raw)
     recent = _RECENT.get(size)
     if recent is not None:
-        head, tail, known_class, number, fields, last = recent
+        head, middle, tail, uid_at, uid_end, known_class, number, fields, last = recent
         at = len(head)
-        if raw.startswith(head) and raw.endswith(tail):
+        if raw.startswith(head) and raw.endswith(tail) and raw[at + 2 : uid_at] == middle:
             numbered = raw[at] | raw[at + 1] << 8
-            if getattr(last, number) == numbered:
-                return last
-            renumbered: dict[str, Any] = fields.copy()
-            renumbered[number] = numbered
-            message = known_class(**renumbered)
-            _RECENT[size] = (head, tail, known_class, number, fields, message)
-            return message
+            uid: Any = None
+            if uid_at != uid_end:
+                # As the parser reads a UI value; an empty one (the element as if absent)
+                # is left to it.
+                text = raw[uid_at:uid_end].decode("latin-1").strip(" \x00")
+                if text:
+                    uid = _new_str(UID, text.strip())
+            if uid is not None or uid_at == uid_end:
+                if getattr(last, number) == numbered and (
+                    uid is None or last.affected_sop_instance_uid == uid  # type: ignore[union-attr]
+                ):
+                    return last
+                renumbered: dict[str, Any] = fields.copy()
+                renumbered[number] = numbered
+                if uid is not None:
+                    renumbered["affected_sop_instance_uid"] = uid
+                message = known_class(**renumbered)
+                _RECENT[size] = (*recent[:-1], message)
+                return message
     values: dict[str, Any] = {}
     unpack_header = _HEADER.unpack_from
     elements = _ELEMENTS
@@ -761,6 +778,9 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
     # Where the message's number lies, if it is there once with a 2-byte value (_RECENT).
     number_at = -1
     numbers = 0
+    # Where the value of Affected SOP Instance UID (0000,1000) lies, if it is there once.
+    uid_at = uid_end = -1
+    uids = 0
     while offset < size:
         if size - offset < 8:
             raise RemoteProtocolError(
@@ -807,6 +827,9 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
                         for tag_group, tag_element in _TAG.iter_unpack(raw[offset:end])
                     )
             else:
+                if element == 0x1000:
+                    uids += 1
+                    uid_at, uid_end = offset, end
                 # latin-1 maps every byte to a character, so a peer's stray non-ASCII byte
                 # decodes instead of failing; NUL or space padding (even misused) is dropped.
                 text = raw[offset:end].decode("latin-1").strip(" \x00")
@@ -848,7 +871,19 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
             fields = {name: value for name, value in kwargs.items() if name != number}
             if len(_RECENT) >= _RECENT_COMMAND_SETS:
                 _RECENT.clear()
-            _RECENT[size] = (raw[:number_at], raw[number_at + 2 :], cls, number, fields, message)
+            if not (uids == 1 and uid_at > number_at and "affected_sop_instance_uid" in kwargs):
+                uid_at = uid_end = size  # no UID slot: everything after the number is fixed
+            _RECENT[size] = (
+                raw[:number_at],
+                raw[number_at + 2 : uid_at],
+                raw[uid_end:],
+                uid_at,
+                uid_end,
+                cls,
+                number,
+                fields,
+                message,
+            )
     return message
 
 

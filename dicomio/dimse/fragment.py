@@ -28,11 +28,13 @@ fragments of the data set. The second builds no PDU values at all, which is what
 wants for a large data set; ``tests/test_dimse_fragment.py`` holds the two to the same bytes.
 ``data_pdu`` and ``data_parts`` are the two forms for a sender that streams a data set.
 ``message_id_template`` is the wire bytes of a command-only message cut around its message
-ID, for answers that differ in nothing else (the default C-ECHO-RSP).
+ID, for answers that differ in nothing else (the default C-ECHO-RSP); ``instance_uid_template``
+cuts them around its message ID and its Affected SOP Instance UID too (a C-STORE-RSP).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -67,6 +69,9 @@ UNLIMITED_FRAGMENT_SIZE: Final = 4 * 1024 * 1024
 
 #: The pad that makes an odd data set even (PS3.5 A.5 for Deflated; PS3.8 E.1).
 _PAD: Final = b"\x00"
+
+#: A command element's header: group, element, value length (PS3.5 7.1.3, Implicit VR).
+_UID_ELEMENT: Final = struct.Struct("<HHL")
 
 # Builds a PDataTF or PresentationDataValue from its fields, skipping the keyword call.
 _new_tuple = tuple.__new__
@@ -253,3 +258,32 @@ def message_id_template(
         return None  # pragma: no cover - the field is a US element: two bytes apart
     at = differ[0]
     return low[:at], low[at + 2 :]
+
+
+def instance_uid_template(
+    context_id: int, response: Message, max_pdu_length: int
+) -> tuple[bytes, bytes] | None:
+    """``message_id_template`` for a response that ends with its Affected SOP Instance UID.
+
+    Responses equal to ``response`` but in Message ID Being Responded To and in the value of
+    Affected SOP Instance UID (0000,1000), of the same padded length, are then ``head +
+    message_id.to_bytes(2, "little") + tail + uid`` where ``uid`` is the UID's value as
+    encoded (ASCII, padded with one 00H to even length: PS3.5 6.2): their lengths, and so
+    Command Group Length and the PDU and PDV item lengths, are the same. A C-STORE-RSP with
+    only a status is such a response (PS3.7 9.3.1.2: (0000,1000) is its last element). None
+    when ``response`` has anything after that UID, or is not one PDU.
+    """
+    uid = getattr(response, "affected_sop_instance_uid", None)
+    if uid is None:
+        return None
+    value = uid.encode("ascii")
+    value += b"\x00" * (len(value) & 1)
+    template = message_id_template(
+        context_id, response, max_pdu_length, "message_id_being_responded_to"
+    )
+    if template is None:
+        return None
+    head, tail = template
+    if not tail.endswith(_UID_ELEMENT.pack(0, 0x1000, len(value)) + value):
+        return None
+    return head, tail[: -len(value)]
