@@ -52,6 +52,17 @@ class Peers:
         self.peers: dict[str, Peer] = {}
         self.logs: dict[str, Path] = {}
         self.studies: dict[str, list[str]] = {}
+        self.ports: set[int] = set()
+
+    def port(self) -> int:
+        """A free port no other peer of the group was given. ``free_port`` closes its probe,
+        so two calls can return the same number: two peers would then race for it, and the
+        one that lost would leave the other answering in its name."""
+        while True:
+            port = free_port()
+            if port not in self.ports:
+                self.ports.add(port)
+                return port
 
     def start(self, name: str, argv: list[str], port: int, *, ae_title: str = "FANSCP") -> None:
         out = open(self.root / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
@@ -62,7 +73,7 @@ class Peers:
         self.peers[name] = Peer(ae_title=ae_title, host=LOOPBACK, port=port, name=name)
 
     def scripted(self, name: str, behaviour: str, studies: list[str]) -> None:
-        port = free_port()
+        port = self.port()
         log = self.root / f"{name}.log"
         log.touch()
         self.logs[name] = log
@@ -84,10 +95,10 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
             group.scripted(f"healthy{n}", "healthy", [f"1.2.{n}.1", f"1.2.{n}.2"])
         for behaviour in SCRIPTED:
             group.scripted(behaviour, behaviour, ["9.1", "9.2"])
-        group.peers["down"] = Peer(ae_title="DOWN", host=LOOPBACK, port=free_port(), name="down")
+        group.peers["down"] = Peer(ae_title="DOWN", host=LOOPBACK, port=group.port(), name="down")
         dcmqrscp, storescp = dcmtk_tool("dcmqrscp"), dcmtk_tool("storescp")
         if dcmqrscp and storescp:
-            port = free_port()
+            port = group.port()
             storage = root / "storage"
             storage.mkdir()
             config = root / "dcmqrscp.cfg"
@@ -104,7 +115,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
                 port,
                 ae_title="DCMQRSCP",
             )
-            port = free_port()
+            port = group.port()
             group.start(
                 "storescp",
                 [storescp, "-aet", "STORESCP", "-od", str(root), str(port)],
@@ -115,6 +126,14 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
             group.procs, [p for k, p in group.peers.items() if k != "down"], strict=True
         ):
             wait_for_port(peer.port, proc, timeout=60)
+        # Each listening port must be its own peer's: a peer that could not bind its port
+        # (taken meanwhile by another process) has exited, and the port answers for another.
+        for proc, (name, peer) in zip(
+            group.procs, [(k, p) for k, p in group.peers.items() if k != "down"], strict=True
+        ):
+            if proc.poll() is not None:
+                output = (root / f"{name}.out").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"peer {name} (port {peer.port}) exited: {output}")
         yield group
     finally:
         for proc in group.procs:
