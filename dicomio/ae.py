@@ -54,8 +54,25 @@ __all__ = ["AE", "AssociateRequest"]
 UserIdentityVerifier = Callable[[Association, Any], Awaitable[Any]]
 
 
-#: Most sets of numbered contexts an AE keeps (one per set of contexts proposed).
-_NUMBERED_KEPT = 64
+#: Most proposals an AE keeps (one per set of contexts, called AE title and options
+#: proposed), and most answers to them it keeps: see ``AE._propose``.
+_PROPOSALS_KEPT = 64
+_ANSWERS_KEPT = 64
+
+
+@attrs.frozen
+class _Proposal:
+    """What an A-ASSOCIATE-RQ proposes, made once per set of choices (``AE._propose``)."""
+
+    #: The contexts proposed, numbered.
+    contexts: tuple[PresentationContext, ...]
+    rq: AssociateRQ
+    #: Our SCP/SCU role selection sub-items.
+    roles: tuple[RoleSelection, ...]
+
+
+#: The contexts an A-ASSOCIATE-AC accepted and those it rejected (``AE._negotiated``).
+_Answer = tuple[tuple[PresentationContext, ...], tuple[PresentationContext, ...]]
 
 
 def set_nodelay(stream: anyio.abc.ByteStream) -> None:
@@ -87,9 +104,11 @@ class AE(TimeoutAttributes):
         self.timeouts = timeouts or Timeouts()
         self._requested_contexts: list[PresentationContext] = []
         self._supported_contexts: list[PresentationContext] = []
-        #: Contexts as proposed, numbered (assign_context_ids), by the contexts given: a
-        #: pool or fan-out proposes the same ones again and again.
-        self._numbered: dict[tuple[PresentationContext, ...], tuple[PresentationContext, ...]] = {}
+        #: A-ASSOCIATE-RQs made, by what they were made of, and the contexts as negotiated,
+        #: by proposal and answer: a pool or fan-out proposes the same thing again and
+        #: again, and a peer answers it the same way each time (see ``_propose``).
+        self._proposals: dict[tuple[Any, ...], _Proposal] = {}
+        self._answers: dict[tuple[AssociateRQ, AssociateAC], _Answer] = {}
         #: As requestor: the window to propose, (invoked, performed); None proposes nothing
         #: (which means 1, 1). As acceptor: the most we will grant.
         self.async_ops_window: tuple[int, int] | None = None
@@ -321,19 +340,40 @@ class AE(TimeoutAttributes):
             raise
         return assoc
 
-    async def _negotiate(
-        self, assoc: Association, request: AssociateRequest, max_pdu: int
-    ) -> None:
+    def _propose(self, request: AssociateRequest, max_pdu: int) -> _Proposal:
+        """The A-ASSOCIATE-RQ for ``request``: made once, then remembered by what it is made
+        of (everything it depends on is in the key; the values are immutable)."""
         given = tuple(request.contexts or self.requested_contexts)
-        contexts = self._numbered.get(given)
-        if contexts is None:
-            contexts = assign_context_ids(given)
-            if len(self._numbered) >= _NUMBERED_KEPT:
-                self._numbered.clear()
-            self._numbered[given] = contexts
+        ext_neg = tuple(request.ext_neg or ())
+        key = (
+            given,
+            ext_neg,
+            request.ae_title,
+            max_pdu,
+            self.ae_title,
+            self.implementation_class_uid,
+            self.implementation_version_name,
+            self.async_ops_window,
+        )
+        proposal = self._proposals.get(key)
+        if proposal is None:
+            proposal = self._make_proposal(given, ext_neg, request.ae_title, max_pdu)
+            if len(self._proposals) >= _PROPOSALS_KEPT:
+                self._proposals.clear()
+            self._proposals[key] = proposal
+        return proposal
+
+    def _make_proposal(
+        self,
+        given: tuple[PresentationContext, ...],
+        requested_ext_neg: tuple[Any, ...],
+        called: str,
+        max_pdu: int,
+    ) -> _Proposal:
+        contexts = assign_context_ids(given)
         if not contexts:
             raise ValueError("no presentation contexts to request: call add_requested_context()")
-        ext_neg = list(request.ext_neg or ())
+        ext_neg = list(requested_ext_neg)
         user_info: list[Any] = [
             MaximumLength(maximum_length=max_pdu),
             ImplementationClassUID(implementation_class_uid=self.implementation_class_uid),
@@ -358,7 +398,7 @@ class AE(TimeoutAttributes):
         # PS3.7 D.3.3: sub-items in ascending item-type order.
         user_info.extend(sorted(ext_neg, key=_item_type))
         rq = AssociateRQ(
-            called_ae_title=request.ae_title,
+            called_ae_title=called,
             calling_ae_title=self.ae_title,
             presentation_contexts=[
                 PresentationContextRQ(
@@ -370,6 +410,33 @@ class AE(TimeoutAttributes):
             ],
             user_information=user_info,
         )
+        roles = tuple(i for i in ext_neg if isinstance(i, RoleSelection))
+        return _Proposal(contexts=contexts, rq=rq, roles=roles)
+
+    def _negotiated(self, proposal: _Proposal, reply: AssociateAC) -> _Answer:
+        """The contexts as ``reply`` answers ``proposal``: (accepted, rejected), remembered
+        by both (values: the same bytes from the peer decode to an equal reply)."""
+        key = (proposal.rq, reply)
+        answer = self._answers.get(key)
+        if answer is None:
+            role_replies = [i for i in reply.user_information if isinstance(i, RoleSelection)]
+            negotiated = negotiate_as_requestor(
+                proposal.contexts, reply.presentation_contexts, role_replies, proposal.roles
+            )
+            answer = (
+                tuple(cx for cx in negotiated if cx.accepted),
+                tuple(cx for cx in negotiated if not cx.accepted),
+            )
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+    async def _negotiate(
+        self, assoc: Association, request: AssociateRequest, max_pdu: int
+    ) -> None:
+        proposal = self._propose(request, max_pdu)
+        contexts, rq = proposal.contexts, proposal.rq
         assoc.associate_rq = rq
         assoc.remote_ae_title = request.ae_title
         ul = assoc._ul
@@ -397,14 +464,8 @@ class AE(TimeoutAttributes):
             raise errors.RemoteProtocolError("unexpected reply to A-ASSOCIATE-RQ")
         assoc.associate_ac = reply
         assoc._absorb_user_information(reply.user_information)
-        roles = [i for i in ext_neg if isinstance(i, RoleSelection)]
-        role_replies = [i for i in reply.user_information if isinstance(i, RoleSelection)]
-        negotiated = negotiate_as_requestor(
-            contexts, reply.presentation_contexts, role_replies, roles
-        )
         assoc.requested_contexts = contexts
-        assoc.accepted_contexts = tuple(cx for cx in negotiated if cx.accepted)
-        assoc.rejected_contexts = tuple(cx for cx in negotiated if not cx.accepted)
+        assoc.accepted_contexts, assoc.rejected_contexts = self._negotiated(proposal, reply)
         window = next(
             (i for i in reply.user_information if isinstance(i, AsynchronousOperationsWindow)),
             None,

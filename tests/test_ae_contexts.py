@@ -20,6 +20,7 @@ from dicomio.sop import StoragePresentationContexts
 from tests.conftest import LOOPBACK
 
 VERIFICATION = "1.2.840.10008.1.1"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 IMPLICIT, EXPLICIT, BIG, DEFLATED = (
@@ -252,3 +253,67 @@ async def test_one_ae_serves_two_titles_with_their_own_contexts() -> None:
     assert [cx.abstract_syntax for cx in scp.supported_contexts] == [VERIFICATION]
     (merged,) = store.contexts  # one context per abstract syntax, as the AE keeps them
     assert list(merged.transfer_syntaxes) == [IMPLICIT, EXPLICIT]
+
+
+def test_a_remembered_proposal_follows_every_change_to_the_ae() -> None:
+    """``AE._propose`` keeps the A-ASSOCIATE-RQs it made: whatever changes what would be
+    proposed (contexts, titles, PDU size, options) gives a new one, equal to one made afresh."""
+    from dicomio.ae import AssociateRequest
+    from dicomio.pdu import AsynchronousOperationsWindow, RoleSelection
+
+    ae = AE("FIRST")
+    ae.add_requested_context(VERIFICATION)
+
+    def request(ae_title: str = "ANY-SCP", ext_neg: list[Any] | None = None) -> Any:
+        return AssociateRequest(
+            ae, LOOPBACK, 104, ae_title=ae_title, contexts=None, max_pdu=None,
+            ext_neg=ext_neg, ssl_context=None, evt_handlers=None, bind_address=None,
+        )  # fmt: skip
+
+    def proposed(**kwargs: Any) -> Any:
+        made = ae._propose(request(**kwargs), 16384)
+        assert ae._propose(request(**kwargs), 16384) is made  # remembered
+        ae._proposals.clear()
+        assert ae._propose(request(**kwargs), 16384) == made  # what making it afresh gives
+        return made.rq
+
+    seen = [proposed()]
+    ae.add_requested_context(CT_IMAGE_STORAGE)
+    seen.append(proposed())
+    ae.ae_title = "SECOND"
+    seen.append(proposed())
+    ae.implementation_version_name = "OTHER_1"
+    seen.append(proposed())
+    ae.async_ops_window = (4, 4)
+    seen.append(proposed())
+    seen.append(proposed(ae_title="OTHER-SCP"))
+    roles = [RoleSelection(sop_class_uid=CT_IMAGE_STORAGE, scu_role=True, scp_role=True)]
+    seen.append(proposed(ext_neg=roles))
+    assert len({id(rq) for rq in seen}) == len({rq for rq in seen}) == len(seen)
+    assert [len(rq.presentation_contexts) for rq in seen[:2]] == [1, 2]
+    assert seen[2].calling_ae_title == "SECOND"
+    assert seen[5].called_ae_title == "OTHER-SCP"
+    assert any(isinstance(i, AsynchronousOperationsWindow) for i in seen[4].user_information)
+    assert any(isinstance(i, RoleSelection) for i in seen[6].user_information)
+    assert ae._propose(request(), 32768).rq != seen[4]  # another maximum PDU size
+
+
+@pytest.mark.anyio
+async def test_the_same_proposal_answered_otherwise_is_negotiated_afresh() -> None:
+    """The requestor remembers how a reply answered a proposal; a peer that answers the
+    same proposal otherwise the next time is read afresh."""
+    scp, scu = AE("SCP"), AE("SCU")
+    scp.add_supported_context(VERIFICATION)
+    scp.add_supported_context(CT_IMAGE_STORAGE)
+    scu.add_requested_context(VERIFICATION)
+    scu.add_requested_context(CT_IMAGE_STORAGE)
+    async with scp.start_server((LOOPBACK, 0)) as server:
+        for supported in ([VERIFICATION, CT_IMAGE_STORAGE], [VERIFICATION]) * 2:
+            scp.supported_contexts = []
+            for uid in supported:
+                scp.add_supported_context(uid)
+            async with scu.associate(LOOPBACK, server.port, ae_title="SCP") as assoc:
+                accepted = [cx.abstract_syntax for cx in assoc.accepted_contexts]
+                rejected = [cx.abstract_syntax for cx in assoc.rejected_contexts]
+            assert accepted == supported
+            assert rejected == [CT_IMAGE_STORAGE] * (len(supported) == 1)

@@ -803,3 +803,32 @@ def test_a_remembered_associate_ac_is_what_encoding_gives(ac: AssociateAC) -> No
     assert encode(attrs.evolve(ac)) == first == codec._encode_one(ac)
     assert decode(first) == ac
     assert len(codec._ASSOCIATE_ACS) <= codec.ASSOCIATE_RQS_REMEMBERED
+
+
+@given(associate_rq_pdus())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_remembered_associate_rq_encoding_is_what_encoding_gives(rq: AssociateRQ) -> None:
+    # The requestor's side: a proposal made again (an equal value) is sent as the same bytes.
+    codec._ASSOCIATE_RQS_ENCODED.clear()
+    first = encode(rq)
+    assert encode(attrs.evolve(rq)) == first == codec._encode_one(rq)
+    assert len(codec._ASSOCIATE_RQS_ENCODED) <= codec.ASSOCIATE_RQS_REMEMBERED
+
+
+@given(associate_ac_pdus())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_remembered_associate_ac_is_what_decoding_gives(ac: AssociateAC) -> None:
+    data = encode(ac)
+    codec._ASSOCIATE_ACS_DECODED.clear()
+    first = decode(data)
+    again = decode(bytearray(data))
+    assert again is first or len(data) > codec.ASSOCIATE_RQ_REMEMBERED_BYTES
+    assert again == first == ac
+
+
+def test_remembered_associate_acs_are_bounded() -> None:
+    codec._ASSOCIATE_ACS_DECODED.clear()
+    for n in range(codec.ASSOCIATE_RQS_REMEMBERED * 3):
+        ac = AssociateAC(called_ae_title=f"SCP{n}", calling_ae_title="ANY-SCU")
+        assert decode(encode(ac)) == ac
+        assert len(codec._ASSOCIATE_ACS_DECODED) <= codec.ASSOCIATE_RQS_REMEMBERED

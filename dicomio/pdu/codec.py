@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydicom import config as pydicom_config
 from pydicom.uid import UID
@@ -109,6 +109,11 @@ _Context = TypeVar("_Context", PresentationContextRQ, PresentationContextAC)
 _ASSOCIATE_RQS: dict[bytes, AssociateRQ] = {}
 #: A-ASSOCIATE-ACs already encoded, by value, bounded in the same way.
 _ASSOCIATE_ACS: dict[AssociateAC, bytes] = {}
+#: The requestor's side of the same: A-ASSOCIATE-RQs already encoded, by value (a client
+#: proposes the same thing again and again), and A-ASSOCIATE-ACs already decoded, by their
+#: bytes (an acceptor answers it the same way each time). Bounded in the same way.
+_ASSOCIATE_RQS_ENCODED: dict[AssociateRQ, bytes] = {}
+_ASSOCIATE_ACS_DECODED: dict[bytes, AssociateAC] = {}
 ASSOCIATE_RQS_REMEMBERED = 16
 ASSOCIATE_RQ_REMEMBERED_BYTES = 65536
 _INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
@@ -165,16 +170,19 @@ def encode(pdu: PDU) -> bytes:
     """
     if type(pdu) is PDataTF:
         return b"".join(_encode_pdata_parts(pdu))
-    if type(pdu) is AssociateAC:
-        # An acceptor answers the same proposal with the same A-ASSOCIATE-AC: remembered
-        # as the A-ASSOCIATE-RQs are (hashing the value costs a fraction of encoding it).
-        encoded = _ASSOCIATE_ACS.get(pdu)
+    kind = type(pdu)
+    if kind is AssociateAC or kind is AssociateRQ:
+        # An acceptor answers the same proposal with the same A-ASSOCIATE-AC, and a
+        # requestor proposes the same thing each time: remembered as the decoded
+        # A-ASSOCIATE-RQs are (hashing the value, once, costs a fraction of encoding it).
+        table: dict[Any, bytes] = _ASSOCIATE_ACS if kind is AssociateAC else _ASSOCIATE_RQS_ENCODED
+        encoded = table.get(pdu)
         if encoded is None:
             encoded = _encode_one(pdu)
             if len(encoded) <= ASSOCIATE_RQ_REMEMBERED_BYTES:
-                if len(_ASSOCIATE_ACS) >= ASSOCIATE_RQS_REMEMBERED:
-                    _ASSOCIATE_ACS.clear()
-                _ASSOCIATE_ACS[pdu] = encoded
+                if len(table) >= ASSOCIATE_RQS_REMEMBERED:
+                    table.clear()
+                table[pdu] = encoded
         return encoded
     return _encode_one(pdu)
 
@@ -481,18 +489,9 @@ def decode(data: bytes | memoryview) -> PDU:
         if pdu_type == 0x04:
             return _decode_pdata(view, end)
         if pdu_type == 0x01:
-            if end > ASSOCIATE_RQ_REMEMBERED_BYTES:
-                return _decode_associate_rq(view, end)
-            key = view.tobytes()
-            rq = _ASSOCIATE_RQS.get(key)
-            if rq is None:
-                rq = _decode_associate_rq(view, end)
-                if len(_ASSOCIATE_RQS) >= ASSOCIATE_RQS_REMEMBERED:
-                    _ASSOCIATE_RQS.clear()
-                _ASSOCIATE_RQS[key] = rq
-            return rq
+            return _remembered(_ASSOCIATE_RQS, _decode_associate_rq, view, end)
         if pdu_type == 0x02:
-            return _decode_associate_ac(view, end)
+            return _remembered(_ASSOCIATE_ACS_DECODED, _decode_associate_ac, view, end)
         if pdu_type == 0x03:
             result, source, reason = _REJECT.unpack_from(view)[2:]
             return AssociateRJ(result=result, source=source, reason=reason)
@@ -506,6 +505,28 @@ def decode(data: bytes | memoryview) -> PDU:
         # Every bounds check above should already have caught these; this keeps the promise
         # that a peer's bytes can only ever produce RemoteProtocolError.
         raise _invalid(f"malformed PDU: {exc}") from exc
+
+
+_Associate = TypeVar("_Associate", AssociateRQ, AssociateAC)
+
+
+def _remembered(
+    table: dict[bytes, _Associate],
+    decode_pdu: Callable[[memoryview, int], _Associate],
+    view: memoryview,
+    end: int,
+) -> _Associate:
+    """``decode_pdu(view, end)``, or what it gave for the same bytes before (see above)."""
+    if end > ASSOCIATE_RQ_REMEMBERED_BYTES:
+        return decode_pdu(view, end)
+    key = view.tobytes()
+    pdu = table.get(key)
+    if pdu is None:
+        pdu = decode_pdu(view, end)
+        if len(table) >= ASSOCIATE_RQS_REMEMBERED:
+            table.clear()
+        table[key] = pdu
+    return pdu
 
 
 def _uid(view: memoryview, start: int, stop: int) -> UID:

@@ -88,7 +88,7 @@ def to_ae_title(value: str | bytes) -> str:
     return value.strip(" \x00")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class AssociateRQ:
     """A-ASSOCIATE-RQ PDU (PS3.8 9.3.2)."""
 
