@@ -748,15 +748,36 @@ def test_to_uid_agrees_with_pydicom(value: str) -> None:
 # -- remembered A-ASSOCIATE-RQs --------------------------------------------------------------
 
 
-@given(associate_rq_pdus())
+# An acceptor decodes the same A-ASSOCIATE-RQ and encodes the same A-ASSOCIATE-AC again and
+# again, and a requestor encodes the same RQ and decodes the same AC: each is remembered.
+_ASSOCIATE_PDUS = {"RQ": associate_rq_pdus(), "AC": associate_ac_pdus()}
+_DECODED = {"RQ": codec._ASSOCIATE_RQS, "AC": codec._ASSOCIATE_ACS_DECODED}
+_ENCODED = {"RQ": codec._ASSOCIATE_RQS_ENCODED, "AC": codec._ASSOCIATE_ACS}
+
+
+@pytest.mark.parametrize("kind", ["RQ", "AC"])
+@given(data=st.data())
 @settings(suppress_health_check=[HealthCheck.too_slow])
-def test_a_remembered_associate_rq_is_what_decoding_gives(rq: AssociateRQ) -> None:
-    data = encode(rq)
-    codec._ASSOCIATE_RQS.clear()
-    first = decode(data)
-    again = decode(bytearray(data))  # the reader hands over views and bytearrays too
-    assert again is first or len(data) > codec.ASSOCIATE_RQ_REMEMBERED_BYTES
-    assert again == first == rq
+def test_a_remembered_associate_pdu_is_what_decoding_gives(kind: str, data: st.DataObject) -> None:
+    pdu = data.draw(_ASSOCIATE_PDUS[kind])
+    wire = encode(pdu)
+    _DECODED[kind].clear()
+    first = decode(wire)
+    again = decode(bytearray(wire))  # the reader hands over views and bytearrays too
+    assert again is first or len(wire) > codec.ASSOCIATE_RQ_REMEMBERED_BYTES
+    assert again == first == pdu
+
+
+@pytest.mark.parametrize("kind", ["RQ", "AC"])
+@given(data=st.data())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_remembered_associate_pdu_is_what_encoding_gives(kind: str, data: st.DataObject) -> None:
+    pdu = data.draw(_ASSOCIATE_PDUS[kind])
+    _ENCODED[kind].clear()
+    first = encode(pdu)
+    assert encode(attrs.evolve(pdu)) == first == codec._encode_one(pdu)
+    assert decode(first) == pdu
+    assert len(_ENCODED[kind]) <= codec.ASSOCIATE_RQS_REMEMBERED
 
 
 def test_remembered_associate_rqs_are_bounded() -> None:
@@ -793,37 +814,6 @@ def test_remembered_associate_rqs_are_bounded() -> None:
     codec._ASSOCIATE_RQS.clear()
     assert decode(data) == big
     assert not codec._ASSOCIATE_RQS  # too large to keep
-
-
-@given(associate_ac_pdus())
-@settings(suppress_health_check=[HealthCheck.too_slow])
-def test_a_remembered_associate_ac_is_what_encoding_gives(ac: AssociateAC) -> None:
-    codec._ASSOCIATE_ACS.clear()
-    first = encode(ac)
-    assert encode(attrs.evolve(ac)) == first == codec._encode_one(ac)
-    assert decode(first) == ac
-    assert len(codec._ASSOCIATE_ACS) <= codec.ASSOCIATE_RQS_REMEMBERED
-
-
-@given(associate_rq_pdus())
-@settings(suppress_health_check=[HealthCheck.too_slow])
-def test_a_remembered_associate_rq_encoding_is_what_encoding_gives(rq: AssociateRQ) -> None:
-    # The requestor's side: a proposal made again (an equal value) is sent as the same bytes.
-    codec._ASSOCIATE_RQS_ENCODED.clear()
-    first = encode(rq)
-    assert encode(attrs.evolve(rq)) == first == codec._encode_one(rq)
-    assert len(codec._ASSOCIATE_RQS_ENCODED) <= codec.ASSOCIATE_RQS_REMEMBERED
-
-
-@given(associate_ac_pdus())
-@settings(suppress_health_check=[HealthCheck.too_slow])
-def test_a_remembered_associate_ac_is_what_decoding_gives(ac: AssociateAC) -> None:
-    data = encode(ac)
-    codec._ASSOCIATE_ACS_DECODED.clear()
-    first = decode(data)
-    again = decode(bytearray(data))
-    assert again is first or len(data) > codec.ASSOCIATE_RQ_REMEMBERED_BYTES
-    assert again == first == ac
 
 
 def test_remembered_associate_acs_are_bounded() -> None:
