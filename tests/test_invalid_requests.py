@@ -436,6 +436,55 @@ def test_invalid_field_accepts_valid_requests() -> None:
     assert (problem.name, problem.tag) == ("affected_sop_instance_uid", 0x1000)
 
 
+def test_a_class_uid_found_valid_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SOP class UIDs found valid are remembered (a few per process); instance UIDs and AE
+    titles are checked every time, and an invalid class UID is refused every time."""
+    from dicomio.dimse import commands
+
+    monkeypatch.setattr(commands, "_valid_classes", set())
+    matched: list[str] = []
+
+    def counting_match(value: str) -> Any:
+        matched.append(value)
+        return commands._UID_PATTERN.fullmatch(value)
+
+    monkeypatch.setattr(commands, "_uid_match", counting_match)
+    for n in range(3):
+        rq = CStoreRQ(
+            message_id=n,
+            affected_sop_class_uid=CTImageStorage,
+            affected_sop_instance_uid=f"1.2.3.{n}",
+        )
+        assert commands.invalid_field(rq) is None
+    assert matched == [CTImageStorage, "1.2.3.0", "1.2.3.1", "1.2.3.2"]
+    assert commands._valid_classes == {CTImageStorage}
+    # A class UID that is not valid is not remembered, and refused again.
+    fields = {**_STORE, "affected_sop_class_uid": "1.02.3"}
+    for _ in range(2):
+        bad = decode_command(raw_command(0x0001, True, message_id=1, **fields))
+        problem = commands.invalid_field(bad)
+        assert problem is not None and problem.name == "affected_sop_class_uid"
+    assert commands._valid_classes == {CTImageStorage}
+    # A remembered class UID as a Move Destination is still checked as an AE title (and
+    # at 26 characters it is not one).
+    fields = {
+        "affected_sop_class_uid": PatientRootQueryRetrieveInformationModelMove,
+        "move_destination": CTImageStorage,
+    }
+    move = decode_command(raw_command(0x0021, True, message_id=1, priority=0, **fields))
+    problem = commands.invalid_field(move)
+    assert problem is not None and problem.name == "move_destination"
+    # The set stops growing at its bound.
+    kept = {CTImageStorage, PatientRootQueryRetrieveInformationModelMove}
+    assert commands._valid_classes == kept
+    monkeypatch.setattr(commands, "_VALID_CLASSES_KEPT", 2)
+    other = CStoreRQ(
+        message_id=9, affected_sop_class_uid="1.2.3.4.5", affected_sop_instance_uid="1.2.3"
+    )
+    assert commands.invalid_field(other) is None
+    assert commands._valid_classes == kept
+
+
 # -- responses that cannot be encoded: a failure status or an A-ABORT, never silence --------
 
 

@@ -9,10 +9,11 @@ import os
 import sys
 import tracemalloc
 from pathlib import Path
+from unittest.mock import patch
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -27,6 +28,7 @@ from dicomio.dimse import (
     MessageReceived,
     encode_command,
 )
+from dicomio.dimse import assembler as assembler_module
 from dicomio.dimse.fragment import fragment_parts
 from dicomio.pdu import DataRun, PDataTF, PresentationDataValue
 from dicomio.pdu.reader import PDUReader
@@ -122,6 +124,131 @@ def test_a_held_run_and_its_last_fragment_are_joined_later() -> None:
         assert isinstance(received, MessageReceived)
         assert type(received.dataset) is (JoinedLater if join_later else bytes)
         assert _bytes_of(received.dataset, join_later) == data
+
+
+def _check_held_bounds(assembler: MessageAssembler) -> None:
+    """What the assembler holds uncounted is one run; counted, it is within the bounds."""
+    if assembler._held_read is not None:
+        assert assembler._held_length <= assembler_module.MAX_HELD_LENGTH
+        assert (
+            assembler._held_pinned <= 2 * assembler._held_length + assembler_module.MAX_HELD_PINNED
+        )
+        assert len(assembler._held) <= assembler_module.MAX_HELD_FRAGMENTS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=3),
+    max_pdu=st.integers(14, 3000),
+    cuts=st.lists(st.integers(1, 20_000), max_size=30),
+    bounds=st.tuples(st.integers(0, 20_000), st.integers(0, 20_000), st.integers(1, 300)),
+    join_later=st.booleans(),
+)
+def test_any_reads_give_the_same_bytes_whatever_is_held(
+    sizes: list[int],
+    max_pdu: int,
+    cuts: list[int],
+    bounds: tuple[int, int, int],
+    join_later: bool,
+) -> None:
+    """Data sets framed into PDUs of any size and read in pieces of any sizes, through the
+    PDU reader's runs, give their bytes, with the bounds on holding runs (drawn small here,
+    so that every way of stopping holding is taken) kept after every step."""
+    # Even lengths, as data sets are (PS3.5 7.1): fragment_parts would pad an odd one.
+    datasets = [bytes(range(256)) * (size // 128) + bytes(2 * size % 256) for size in sizes]
+    wire = b"".join(
+        bytes(part)
+        for dataset in datasets
+        for part in fragment_parts(CONTEXT_ID, _command(), dataset, max_pdu)
+    )
+    edges = sorted({0, len(wire), *(cut % (len(wire) + 1) for cut in cuts)})
+    length, pinned, fragments = bounds
+    with (
+        patch.object(assembler_module, "MAX_HELD_LENGTH", length),
+        patch.object(assembler_module, "MAX_HELD_PINNED", pinned),
+        patch.object(assembler_module, "MAX_HELD_FRAGMENTS", fragments),
+    ):
+        reader = PDUReader(max_pdu)
+        assembler = MessageAssembler(join_later=join_later)
+        events: list[AssemblerEvent] = []
+        for start, stop in itertools.pairwise(edges):
+            reader.feed(wire[start:stop])  # a fresh bytes per read, as the transport's
+            while (pdu := reader.next_pdu_or_run()) is not None:
+                assert isinstance(pdu, (PDataTF, DataRun))
+                events += assembler.receive(pdu)
+                _check_held_bounds(assembler)
+    assert len(events) == len(datasets)
+    for event, dataset in zip(events, datasets, strict=True):
+        assert isinstance(event, MessageReceived)
+        assert _bytes_of(event.dataset, join_later) == dataset
+    assert not assembler.in_progress(CONTEXT_ID)
+    assert assembler._held_context is None
+
+
+def _stream_of(data: bytes) -> bytes:
+    return b"".join(bytes(part) for part in fragment_parts(CONTEXT_ID, _command(), data, PDU))
+
+
+def _receive_reads(assembler: MessageAssembler, reads: list[bytes]) -> list[AssemblerEvent]:
+    reader = PDUReader(PDU)
+    events: list[AssemblerEvent] = []
+    for read in reads:
+        reader.feed(read)
+        while (pdu := reader.next_pdu_or_run()) is not None:
+            assert isinstance(pdu, (PDataTF, DataRun))
+            events += assembler.receive(pdu)
+    return events
+
+
+def test_a_data_set_in_several_reads_is_held_not_copied() -> None:
+    """A 0.5 MB instance whose full fragments came in two reads (the second begun while the
+    first was taken) is still handed over unjoined: its runs were held, not copied."""
+    data = bytes(range(256)) * 2048 + bytes(1000)
+    stream = _stream_of(data)
+    pdu = 6 + PDU  # a full P-DATA-TF on the wire
+    command = len(stream) - len(data) - 3 * 12
+    for cut in (command + pdu, command + pdu + 1000):
+        assembler = MessageAssembler(join_later=True)
+        (received,) = _receive_reads(assembler, [stream[:cut], stream[cut:]])
+        assert isinstance(received, MessageReceived)
+        assert type(received.dataset) is JoinedLater
+        assert bytes(received.dataset) == data
+    # Three reads, each ending at a fragment's end.
+    assembler = MessageAssembler(join_later=True)
+    reads = [stream[: command + pdu], stream[command + pdu : command + 2 * pdu]]
+    (received,) = _receive_reads(assembler, [*reads, stream[command + 2 * pdu :]])
+    assert isinstance(received, MessageReceived)
+    assert type(received.dataset) is JoinedLater
+    assert bytes(received.dataset) == data
+
+
+def test_a_large_data_set_goes_into_its_buffer() -> None:
+    """Past MAX_HELD_LENGTH the runs are released into the buffer: one bytes, not views."""
+    size = assembler_module.MAX_HELD_LENGTH + 3 * PDU
+    data = bytes(range(256)) * (size // 256)
+    stream = _stream_of(data)
+    assembler = MessageAssembler(join_later=True)
+    reads = [stream[start : start + PDU] for start in range(0, len(stream), PDU)]
+    (received,) = _receive_reads(assembler, reads)
+    assert isinstance(received, MessageReceived)
+    assert type(received.dataset) is bytes
+    assert received.dataset == data
+
+
+def test_small_views_of_large_reads_are_not_held() -> None:
+    """A run of a few bytes out of a large read keeps the whole read alive: past the bound on
+    what is kept alive, the held runs are copied out and the reads let go."""
+    assembler = MessageAssembler(join_later=True)
+    assembler.receive(_pdata(_command(), command=True, last=True))
+    reads = [bytes(assembler_module.MAX_HELD_PINNED) for _ in range(3)]
+    assembler.receive(DataRun(CONTEXT_ID, (memoryview(reads[0])[:2],)))
+    assert assembler._held_context == CONTEXT_ID  # the first run is held as it is
+    assembler.receive(DataRun(CONTEXT_ID, (memoryview(reads[1])[:2],)))
+    assert assembler._held_context is None  # 2 MiB kept alive for 4 bytes
+    assembler.receive(DataRun(CONTEXT_ID, (memoryview(reads[2])[:2],)))
+    (received,) = assembler.receive(_pdata(b"\x01\x02", command=False, last=True))
+    assert isinstance(received, MessageReceived)
+    assert received.dataset == bytes(6) + b"\x01\x02"
 
 
 def _on_context(pdu: PDataTF | DataRun, context_id: int) -> PDataTF | DataRun:

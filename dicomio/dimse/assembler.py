@@ -29,19 +29,30 @@ PDV that straddled its reads) is kept as it is, with no copy at all. Streamed fr
 are handed on as they are.
 
 One shape is common enough to be received more cheaply: a data set of a few full fragments
-and a last one, all in one transport read (a 0.5 MB instance sent with 256 KiB PDUs). Its
-first ``DataRun`` is held as it is (views of the read) instead of being copied; if the next
-fragment on its context is the last, the data set is joined from them once, exactly as long
-as it is. Growing the buffer for that last fragment would otherwise move the whole data set
-(a ``realloc`` the allocator cannot do in place copies it). Anything else releases the run
-into the buffer first. One run is held at a time, whatever the context, so what it keeps
-alive beyond the buffer is bounded by the reads the run came in. With ``join_later`` the
-data set of that shape is not even joined here: ``MessageReceived.dataset`` is then a
-``JoinedLater`` of the fragments, which its consumer joins when, and if, the bytes are
-wanted (``bytes(dataset)``): a storage SCP whose handler answers without reading the data
-set never copies it (DCMTK's ``storescp --ignore`` does not assemble it either). Until then
-it keeps alive the reads its fragments are views of (each at most the transport's read
-size), not a copy of the data set.
+and a last one (a 0.5 MB instance sent with 256 KiB PDUs), in one transport read or a few.
+Its ``DataRun``s are held as they are (views of the reads) instead of being copied; when the
+last fragment comes, the data set is joined from them once, exactly as long as it is.
+Growing the buffer for each run would otherwise move the data set (a ``realloc`` the
+allocator cannot do in place copies it). Runs are held for one context at a time: a run on
+another context, a single fragment that is not the last on the held context, or passing a
+bound (below) releases what is held into the buffer first, and the data set goes on there. With ``join_later`` the data set of that shape
+is not even joined here: ``MessageReceived.dataset`` is then a ``JoinedLater`` of the
+fragments, which its consumer joins when, and if, the bytes are wanted
+(``bytes(dataset)``): a storage SCP whose handler answers without reading the data set never
+copies it (DCMTK's ``storescp --ignore`` does not assemble it either).
+
+What holding keeps alive is bounded. The fragments are views, so they keep whole reads
+alive (the bytes objects they are views of): a read's other PDUs, its headers, the part of
+the last read that is not yet framed. The first run is held whatever it is: it keeps alive
+only the reads it came in. A later run is held too while (``MAX_HELD_LENGTH``) the held
+bytes stay within 2 MiB, so that a large data set is received into its buffer as before and
+never held twice at the peak (fragments and their join); while (``MAX_HELD_PINNED``) the
+objects they keep alive stay within twice the held bytes plus 1 MiB (the largest read of
+dicomio's transport), which tiny PDUs or reads mostly of other PDUs would break; and while
+(``MAX_HELD_FRAGMENTS``) there are at most 256 fragments, which bounds the views' own
+overhead (a memoryview is about 200 bytes). Beyond the data set, holding several runs
+therefore keeps alive at most 1 MiB plus twice the held bytes (so at most 5 MiB in all),
+plus the read of the last fragment.
 
 The hot path is a P-DATA-TF holding one data set fragment that is not the last: it costs one
 dictionary lookup and one buffer write, and returns no event. A ``DataRun`` (many such PDUs,
@@ -51,7 +62,7 @@ from ``PDUReader.next_pdu_or_run``) costs one lookup and one ``writelines`` for 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeAlias
 
 import attrs
@@ -76,6 +87,12 @@ __all__ = [
 #: 64 KiB holds more than 16,000 tags, far beyond any IOD, while a peer that never sets
 #: the last-fragment bit cannot make us buffer more than this.
 DEFAULT_MAX_COMMAND_LENGTH: Final = 64 * 1024
+
+#: Bounds on the runs held uncopied (see the module docstring): the held bytes, what the reads
+#: they are views of hold beyond twice that, and the number of fragments.
+MAX_HELD_LENGTH: Final = 2 * 1024 * 1024
+MAX_HELD_PINNED: Final = 1024 * 1024
+MAX_HELD_FRAGMENTS: Final = 256
 
 
 class JoinedLater:
@@ -157,7 +174,7 @@ class MessageAssembler:
     ``stream_if(command)`` decides, once a command with a data set is whole, whether its
     data set is delivered as ``DataFragment`` events (true) or joined into one
     ``MessageReceived`` (false, and the default). With ``join_later``, a data set that came
-    as one held run and its last fragment is delivered unjoined, as a ``JoinedLater`` (see
+    as held runs and its last fragment is delivered unjoined, as a ``JoinedLater`` (see
     the module docstring). Violations of PS3.8 E raise ``RemoteProtocolError``; after one,
     the association is to be aborted, so the state left behind does not matter.
     """
@@ -176,10 +193,16 @@ class MessageAssembler:
         # For each context whose data set is being collected (not streamed): the buffer it
         # is received into, the same as its _Partial's data.
         self._collecting: dict[int, io.BytesIO] = {}
-        # The first run of fragments of a collected data set, not yet copied into its
-        # buffer (which is empty meanwhile), and its context; at most one at a time.
+        # The first runs of fragments of a collected data set, not yet copied into its
+        # buffer (which is empty meanwhile), and its context; one context at a time. Once a
+        # second run is held (``_hold_more``), also their length and the length of the
+        # objects they are views of (each counted once: ``_held_read`` is the last of them),
+        # for the bounds of the module docstring.
         self._held_context: int | None = None
-        self._held: tuple[bytes | memoryview, ...] = ()
+        self._held: Sequence[bytes | memoryview] = ()
+        self._held_length = 0
+        self._held_pinned = 0
+        self._held_read: object = None
 
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
@@ -200,13 +223,19 @@ class MessageAssembler:
             context_id = pdata.context_id
             buffer = self._collecting.get(context_id)
             if buffer is not None:
-                if self._held_context is not None:
+                held_context = self._held_context
+                if held_context is not None and held_context != context_id:
                     self._release_held()
-                if buffer.tell():
+                    held_context = None
+                if held_context is None:
+                    if buffer.tell():
+                        buffer.writelines(pdata.fragments)
+                    else:
+                        self._held_context = context_id
+                        self._held = pdata.fragments
+                elif not self._hold_more(pdata.fragments):
+                    self._release_held()
                     buffer.writelines(pdata.fragments)
-                else:
-                    self._held_context = context_id
-                    self._held = pdata.fragments
                 return []
             return self._receive_pdvs(
                 _new_tuple(PresentationDataValue, (context_id, False, False, fragment))
@@ -280,12 +309,11 @@ class MessageAssembler:
             partial.data = None
             dataset: bytes | JoinedLater
             if held:
-                # The held run and this last fragment: the whole data set, joined once (or
+                # The held runs and this last fragment: the whole data set, joined once (or
                 # by whoever wants its bytes).
                 fragments = (*self._held, data)
                 dataset = JoinedLater(fragments) if self._join_later else b"".join(fragments)
-                self._held_context = None
-                self._held = ()
+                self._drop_held()
             elif isinstance(data, bytes) and not buffer.tell():
                 dataset = data  # the whole data set in one bytes fragment: kept as it is
             else:
@@ -299,12 +327,46 @@ class MessageAssembler:
             )
         return events
 
+    def _hold_more(self, fragments: tuple[bytes | memoryview, ...]) -> bool:
+        """Hold ``fragments`` after the runs held, unless that passes a bound (then False,
+        and nothing changed). The first run is held as it is, uncounted (as one run always
+        was: it keeps alive at most the reads it came in); what it holds is counted here,
+        when a second comes."""
+        held = self._held
+        length = self._held_length
+        pinned = self._held_pinned
+        read = self._held_read
+        for run in (held, fragments) if read is None else (fragments,):
+            for fragment in run:
+                length += len(fragment)
+                # What the fragment keeps alive: the whole read it is a view of, or itself.
+                kept = fragment.obj if type(fragment) is memoryview else fragment
+                if kept is not read:
+                    pinned += len(kept)  # type: ignore[arg-type]
+                    read = kept
+        if (
+            length > MAX_HELD_LENGTH
+            or pinned > 2 * length + MAX_HELD_PINNED
+            or len(held) + len(fragments) > MAX_HELD_FRAGMENTS
+        ):
+            return False
+        self._held = [*held, *fragments]
+        self._held_length = length
+        self._held_pinned = pinned
+        self._held_read = read
+        return True
+
     def _release_held(self) -> None:
-        """Copy the held run into its context's buffer (empty until now) and hold nothing."""
+        """Copy the held runs into their context's buffer (empty until now); hold nothing."""
         assert self._held_context is not None
         self._collecting[self._held_context].writelines(self._held)
+        self._drop_held()
+
+    def _drop_held(self) -> None:
         self._held_context = None
         self._held = ()
+        self._held_length = self._held_pinned = 0
+        self._held_read = None
 
     def _command_fragment(
         self,

@@ -894,6 +894,11 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
 #: (except the component "0" itself); length is checked separately (at most 64).
 _UID_PATTERN: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 _uid_match = _UID_PATTERN.fullmatch
+#: SOP class UIDs found valid: a few per process (the classes a provider supports), asked
+#: about in every request, so each is matched once. Instance UIDs are not kept (each is
+#: new), and the set stops growing at ``_VALID_CLASSES_KEPT``.
+_valid_classes: set[str] = set()
+_VALID_CLASSES_KEPT: Final = 64
 
 #: The UID fields of requests, by (0000,eeee) element number: what a provider checks.
 _UID_FIELDS: Final[tuple[tuple[str, int], ...]] = (
@@ -951,9 +956,13 @@ def invalid_field(request: Message) -> InvalidField | None:
         if value is None:
             continue
         if is_uid:
+            if value in _valid_classes:
+                continue
             if len(value) > 64 or _uid_match(value) is None:
                 problem = "over 64 characters" if len(value) > 64 else "not a valid UID"
                 return InvalidField(name=name, tag=element, reason=problem, value=value)
+            if element < 0x1000 and len(_valid_classes) < _VALID_CLASSES_KEPT:
+                _valid_classes.add(value)  # (0000,0002), (0000,0003): a SOP class UID
         elif _ae_match(value) is None:
             problem = "over 16 characters" if len(value) > 16 else "a forbidden character"
             return InvalidField(name=name, tag=element, reason=f"AE title {problem}", value=value)
