@@ -35,11 +35,12 @@ last fragment comes, the data set is joined from them once, exactly as long as i
 Growing the buffer for each run would otherwise move the data set (a ``realloc`` the
 allocator cannot do in place copies it). Runs are held for one context at a time: a run on
 another context, a single fragment that is not the last on the held context, or passing a
-bound (below) releases what is held into the buffer first, and the data set goes on there. With ``join_later`` the data set of that shape
-is not even joined here: ``MessageReceived.dataset`` is then a ``JoinedLater`` of the
-fragments, which its consumer joins when, and if, the bytes are wanted
-(``bytes(dataset)``): a storage SCP whose handler answers without reading the data set never
-copies it (DCMTK's ``storescp --ignore`` does not assemble it either).
+bound (below) releases what is held into the buffer first, and the data set goes on there.
+With ``join_later`` the data set of that shape is not even joined here:
+``MessageReceived.dataset`` is then a ``JoinedLater`` of the fragments, which its consumer
+joins when, and if, the bytes are wanted (``bytes(dataset)``): a storage SCP whose handler
+answers without reading the data set never copies it (DCMTK's ``storescp --ignore`` does not
+assemble it either).
 
 What holding keeps alive is bounded. The fragments are views, so they keep whole reads
 alive (the bytes objects they are views of): a read's other PDUs, its headers, the part of
