@@ -866,6 +866,25 @@ class Association(
         if self._deferred:
             await self._send_deferred()
 
+    async def _send_encoded(self, pdu: bytes) -> None:
+        """``send_message`` for a command-only message already encoded as one P-DATA-TF.
+
+        From a command set template (``message_id_template``). One whole PDU queued at once
+        cannot interleave with another message's fragments, so the send lock is taken only
+        when another message is being sent, to go after it.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._send_lock.locked():
+            async with self._send_lock:
+                self._ul.send_pdata_parts([pdu], now=self._now())
+                await self._flush()
+        else:
+            self._ul.send_pdata_parts([pdu], now=self._now())
+            await self._flush()
+        if self._deferred:
+            await self._send_deferred()
+
     async def send_messages(
         self, context_id: int, messages: Sequence[tuple[Any, bytes, bytes | None]]
     ) -> None:
