@@ -84,14 +84,37 @@ _STATUS_FIELDS = (
 )
 
 
+#: Status Datasets made lately, by status and the values of ``_STATUS_FIELDS``, each
+#: copied for a response with the same (``copy_status``): the responses of one association
+#: mostly repeat one status (Success, a C-ECHO's class UID). Bounded, cleared when full.
+_STATUSES: dict[tuple[Any, ...], Dataset] = {}
+STATUSES_REMEMBERED = 64
+
+
 def response_status(command: Any) -> Dataset:
     """The status Dataset of a response, as pynetdicom users know it (``.Status`` ...)."""
+    values = [command.status]
+    append = values.append
+    for attr, _ in _STATUS_FIELDS:
+        append(getattr(command, attr, None))
+    key = tuple(values)
+    try:
+        remembered = _STATUSES.get(key)
+    except TypeError:  # an unhashable value (a list of offending elements)
+        key, remembered = (), None
+    if remembered is not None:
+        return copy_status(remembered)
     fields = {}
-    for attr, keyword in _STATUS_FIELDS:
-        value = getattr(command, attr, None)
+    for (_, keyword), value in zip(_STATUS_FIELDS, values[1:], strict=True):
         if value is not None:
             fields[keyword] = value
-    return status_dataset(command.status, **fields)
+    status = status_dataset(command.status, **fields)
+    if key and raw_but_status(status):
+        if len(_STATUSES) >= STATUSES_REMEMBERED:
+            _STATUSES.clear()
+        _STATUSES[key] = status
+        return copy_status(status)
+    return status
 
 
 def _echo_request(message_id: int) -> CEchoRQ:
