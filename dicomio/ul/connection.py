@@ -207,7 +207,10 @@ class ULConnection:
                 pdu = next_pdu()
                 if pdu is None:
                     break
-                if isinstance(pdu, DataRun):
+                if type(pdu) is PDataTF and self._state in _INDICATION_ONLY:
+                    # DT-2/AR-6 with the state unchanged: _fire's work is the indication.
+                    events.append(pdu)
+                elif isinstance(pdu, DataRun):
                     self._receive_run(pdu, now)
                 else:
                     self._fire(_RECEIVED[type(pdu)], pdu, now)
@@ -478,6 +481,16 @@ class ULConnection:
         self._queue_provider_abort(item, report=True)
         self._start_artim(now)
 
+
+#: The states in which a received P-DATA-TF (Evt10) is only a P-DATA indication and the
+#: state stays (DT-2 in Sta6, AR-6 in Sta7): ``receive_data`` issues it without ``_fire``.
+_INDICATION_ONLY = frozenset(
+    state
+    for (state, event), (action, next_state) in TRANSITIONS.items()
+    if event is Event.RECEIVE_P_DATA_TF
+    and (action is Action.DT_2 or action is Action.AR_6)
+    and next_state is state
+)
 
 _ACTIONS: dict[Action, Callable[[ULConnection, object, float], None]] = {
     Action.AE_1: ULConnection._ae_1,
