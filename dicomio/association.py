@@ -461,7 +461,8 @@ class Association(
         """Route the Upper Layer's events, then flush what it (and they) queued."""
         for event in events:
             self._on_ul_event(event)
-        await self._flush()
+        if self._outbox or self._ul.has_data_to_send:
+            await self._flush()
         if (
             self._ul.should_close
             or self._transport_closing
@@ -632,9 +633,14 @@ class Association(
             elif self._read_lock.locked():
                 await self._follow(op, limit)
             else:
-                # Nobody is reading: we are the reader (no cancel scope on this, the usual path).
-                async with self._read_lock:
+                # Nobody is reading: we are the reader (no cancel scope on this, the usual
+                # path). The lock is free (just checked): taken without a coroutine call.
+                lock = self._read_lock
+                lock.acquire_nowait()
+                try:
                     await self._lead_read(op, deadline, timeout)
+                finally:
+                    lock.release()
             if not op.responses and self._now() >= limit:
                 if not self._read_lock.locked():
                     # We may have been picked to read next (our deadline passing before we
@@ -687,7 +693,8 @@ class Association(
         """One read for every waiter, by the task holding the read lock."""
         if not await self._read_once(deadline):
             self._dimse_timeout(op, timeout)
-        await self._run_incoming_inline()
+        if self._incoming:
+            await self._run_incoming_inline()
 
     @staticmethod
     def _dimse_timeout(op: _Operation, timeout: float | None) -> NoReturn:
