@@ -128,3 +128,35 @@ def test_context_as_scu_is_remembered_for_the_accepted_contexts() -> None:
     side.accepted_contexts = (first, other)
     assert side._context_as_scu(Verification, "1.2.840.10008.1.2.1") is other
     assert side._context_as_scu(Verification) is first
+
+
+def test_response_status_is_a_fresh_copy_each_time() -> None:
+    """Remembered status Datasets are copied: changing one a caller got changes no other,
+    and each equals the status Dataset built afresh for the same response."""
+    from dicomio._scu import response_status
+    from dicomio.dimse import CEchoRSP, CMoveRSP
+    from dicomio.status import status_dataset
+
+    def echo_rsp(message_id: int, status: int = 0) -> CEchoRSP:
+        return CEchoRSP(
+            message_id_being_responded_to=message_id,
+            status=status,
+            affected_sop_class_uid=Verification,
+        )
+
+    first = response_status(echo_rsp(1))
+    first.Status = 0xC000
+    first.ErrorComment = "changed by the caller"
+    second = response_status(echo_rsp(2))
+    fresh = status_dataset(0, AffectedSOPClassUID=Verification)
+    assert second == fresh and second is not first
+    assert "ErrorComment" not in second
+    assert response_status(echo_rsp(3, 0x0122)).Status == 0x0122
+    # A value that cannot be a key (a list of offending elements) still gives its status.
+    move = CMoveRSP(
+        message_id_being_responded_to=4,
+        status=0xA900,
+        offending_element=[0x00100010, 0x00100020],
+    )
+    assert response_status(move).OffendingElement == [0x00100010, 0x00100020]
+    assert response_status(move).Status == 0xA900
