@@ -287,6 +287,10 @@ class ULConnection:
         in Sta6, AR-7 in Sta8, neither of which changes the state), without building or
         encoding a ``PDataTF`` per fragment.
         """
+        if self._state in _SEND_ONLY and not self._closed:
+            # DT-1/AR-7 with the state unchanged: _request's checks and _fire's work is this.
+            self._outbox.extend(parts)
+            return
         self._request(Event.P_DATA_REQUEST, parts, now)
 
     def send_release_rq(self, *, now: float) -> None:
@@ -489,6 +493,16 @@ _INDICATION_ONLY = frozenset(
     for (state, event), (action, next_state) in TRANSITIONS.items()
     if event is Event.RECEIVE_P_DATA_TF
     and (action is Action.DT_2 or action is Action.AR_6)
+    and next_state is state
+)
+
+#: The states in which a P-DATA request (Evt9) only queues the P-DATA-TF and the state
+#: stays (DT-1 in Sta6, AR-7 in Sta8): ``send_pdata_parts`` queues it without ``_fire``.
+_SEND_ONLY = frozenset(
+    state
+    for (state, event), (action, next_state) in TRANSITIONS.items()
+    if event is Event.P_DATA_REQUEST
+    and (action is Action.DT_1 or action is Action.AR_7)
     and next_state is state
 )
 
