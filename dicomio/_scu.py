@@ -337,13 +337,20 @@ class ServiceUserMixin:
         template: tuple[bytes, bytes] | None = None,
     ) -> tuple[Any, bytes | None]:
         """Send one request and wait for its one response, within the window."""
-        async with self._window:
+        window = self._window
+        if window.locked():
+            await window.acquire()
+        else:
+            window.acquire_nowait()  # what ``async with`` does then, without its calls
+        try:
             op = await self._request(context, build, dataset, template)
             try:
                 command, data = await self._next_response(op, self.timeouts.dimse)
             finally:
                 self._release_operation(op)
             return command, data
+        finally:
+            window.release()
 
     # -- C-ECHO ----------------------------------------------------------------------------
 
@@ -876,7 +883,15 @@ class ResponseStream:
                 self._op = await assoc._request(
                     self._context, self._build, encode_dataset(self._identifier, ts)
                 )
-            command, data = await assoc._next_response(self._op, assoc.timeouts.dimse)
+            op = self._op
+            if op.responses:
+                # Already read (the responses of one read come together): what
+                # _next_response returns then, without its call.
+                command, data = op.responses.popleft()
+                if op.final and not op.responses:
+                    assoc._ops.pop(op.message_id, None)
+            else:
+                command, data = await assoc._next_response(op, assoc.timeouts.dimse)
         except BaseException as exc:
             if isinstance(exc, errors.DIMSETimeout):
                 # The peer has already been silent for a whole DIMSE timeout: wait no longer
@@ -903,7 +918,7 @@ class ResponseStream:
             ts = self._context.transfer_syntax
             assert ts is not None
             identifier = decode_dataset(data, ts)
-        if _is_final(command):
+        if command.status not in (0xFF00, 0xFF01):  # the final response
             self._finish()
         return status, identifier
 
