@@ -200,15 +200,19 @@ class ULConnection:
         events: list[ULEvent] = []
         self._events = events
         reader = self._reader
-        next_pdu = reader.next_pdu_or_run if self._data_runs else reader.next_pdu
+        runs = self._data_runs
+        next_pdu = reader.next_pdu_or_run if runs else reader.next_pdu
         try:
             reader.feed(data)
             while True:
+                if self._state in _INDICATION_ONLY:
+                    # DT-2/AR-6 with the state unchanged: the P-DATA indications are all
+                    # that _fire would do for these PDUs, so they are issued in a batch.
+                    events += reader.next_pdata_batch(runs=runs)
                 pdu = next_pdu()
                 if pdu is None:
                     break
                 if type(pdu) is PDataTF and self._state in _INDICATION_ONLY:
-                    # DT-2/AR-6 with the state unchanged: _fire's work is the indication.
                     events.append(pdu)
                 elif isinstance(pdu, DataRun):
                     self._receive_run(pdu, now)
