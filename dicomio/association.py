@@ -459,8 +459,33 @@ class Association(
 
     async def _after_ul(self, events: list[Any]) -> None:
         """Route the Upper Layer's events, then flush what it (and they) queued."""
-        for event in events:
-            self._on_ul_event(event)
+        if events:
+            if self._debug:
+                for event in events:
+                    self._on_ul_event(event)
+            else:
+                # What _on_ul_event and _on_dimse do for a P-DATA-TF and for a response,
+                # without their calls and checks per PDU: a C-FIND's answers come many
+                # to a read.
+                receive = self._assembler.receive
+                for event in events:
+                    if type(event) is not PDataTF:
+                        self._on_ul_event(event)
+                        continue
+                    try:
+                        items = receive(event)
+                    except errors.RemoteProtocolError as exc:
+                        self._malformed_dimse(exc)
+                        continue
+                    for item in items:
+                        if type(item) is MessageReceived and item.command.command_field & 0x8000:
+                            dataset = item.dataset
+                            self._on_response(
+                                item.command,
+                                bytes(dataset) if isinstance(dataset, JoinedLater) else dataset,
+                            )
+                        else:
+                            self._on_dimse(item)
         if self._outbox or self._ul.has_data_to_send:
             await self._flush()
         if (
@@ -490,24 +515,7 @@ class Association(
             try:
                 items = self._assembler.receive(event)
             except errors.RemoteProtocolError as exc:
-                # Well-framed P-DATA carrying a broken DIMSE message: the peer broke PS3.7,
-                # so answer as for a bad PDU (A-ABORT, source 2, the error's reason) and end
-                # the association for every waiter. _after_ul flushes the abort and closes.
-                self.log.warning("peer sent a malformed DIMSE message: %s; aborting", exc)
-                with contextlib.suppress(errors.LocalProtocolError):
-                    self._ul.send_abort(
-                        source=int(exc.abort_source),
-                        reason=int(exc.abort_reason),
-                        now=self._now(),
-                    )
-                self.is_aborted = True
-                self.is_established = False
-                self._fail(
-                    errors.AssociationAborted(
-                        int(exc.abort_source), int(exc.abort_reason), str(exc)
-                    )
-                )
-                self._transport_closing = True
+                self._malformed_dimse(exc)
                 return
             for item in items:
                 self._on_dimse(item)
@@ -538,6 +546,24 @@ class Association(
             self.is_aborted = self.is_established or self.is_aborted
             self.is_established = False
             self._fail(errors.ConnectionClosed("the peer closed the connection"))
+
+    def _malformed_dimse(self, exc: errors.RemoteProtocolError) -> None:
+        """Well-framed P-DATA carrying a broken DIMSE message: the peer broke PS3.7, so
+        answer as for a bad PDU (A-ABORT, source 2, the error's reason) and end the
+        association for every waiter. _after_ul flushes the abort and closes."""
+        self.log.warning("peer sent a malformed DIMSE message: %s; aborting", exc)
+        with contextlib.suppress(errors.LocalProtocolError):
+            self._ul.send_abort(
+                source=int(exc.abort_source),
+                reason=int(exc.abort_reason),
+                now=self._now(),
+            )
+        self.is_aborted = True
+        self.is_established = False
+        self._fail(
+            errors.AssociationAborted(int(exc.abort_source), int(exc.abort_reason), str(exc))
+        )
+        self._transport_closing = True
 
     def _on_dimse(self, item: Any) -> None:
         if isinstance(item, MessageReceived):
