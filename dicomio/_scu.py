@@ -51,6 +51,7 @@ from dicomio.dimse import (
     NGetRQ,
     NSetRQ,
 )
+from dicomio.dimse.fragment import message_id_template
 from dicomio.sop import name_of
 from dicomio.status import copy_status, raw_but_status, status_dataset
 from dicomio.transcode import NATIVE_SYNTAXES, choose_syntax
@@ -83,14 +84,63 @@ _STATUS_FIELDS = (
 )
 
 
+#: Status Datasets made lately, by status and the values of ``_STATUS_FIELDS``, each
+#: copied for a response with the same (``copy_status``): the responses of one association
+#: mostly repeat one status (Success, a C-ECHO's class UID). Bounded, cleared when full.
+_STATUSES: dict[tuple[Any, ...], Dataset] = {}
+STATUSES_REMEMBERED = 64
+
+
 def response_status(command: Any) -> Dataset:
     """The status Dataset of a response, as pynetdicom users know it (``.Status`` ...)."""
+    values = [command.status]
+    append = values.append
+    for attr, _ in _STATUS_FIELDS:
+        append(getattr(command, attr, None))
+    key = tuple(values)
+    try:
+        remembered = _STATUSES.get(key)
+    except TypeError:  # an unhashable value (a list of offending elements)
+        key, remembered = (), None
+    if remembered is not None:
+        return copy_status(remembered)
     fields = {}
-    for attr, keyword in _STATUS_FIELDS:
-        value = getattr(command, attr, None)
+    for (_, keyword), value in zip(_STATUS_FIELDS, values[1:], strict=True):
         if value is not None:
             fields[keyword] = value
-    return status_dataset(command.status, **fields)
+    status = status_dataset(command.status, **fields)
+    if key and raw_but_status(status):
+        if len(_STATUSES) >= STATUSES_REMEMBERED:
+            _STATUSES.clear()
+        _STATUSES[key] = status
+        return copy_status(status)
+    return status
+
+
+def _echo_request(message_id: int) -> CEchoRQ:
+    """The C-ECHO-RQ (PS3.7 9.3.5.1) with ``message_id``."""
+    return CEchoRQ(message_id=message_id, affected_sop_class_uid=VERIFICATION)
+
+
+#: C-ECHO-RQ command set templates (``message_id_template``) by context ID and the peer's
+#: maximum PDU length, for every association of the process: a client verifying peer after
+#: peer proposes the same context. Bounded: beyond it requests are built and encoded.
+_ECHO_TEMPLATES: dict[tuple[int, int], tuple[bytes, bytes] | None] = {}
+ECHO_TEMPLATES_REMEMBERED = 64
+
+
+def _echo_template(context_id: int, max_pdu: int) -> tuple[bytes, bytes] | None:
+    """The C-ECHO-RQ's template for a context and a peer's maximum length, remembered."""
+    key = (context_id, max_pdu)
+    try:
+        return _ECHO_TEMPLATES[key]
+    except KeyError:
+        pass
+    if len(_ECHO_TEMPLATES) >= ECHO_TEMPLATES_REMEMBERED:
+        return None
+    template = message_id_template(context_id, _echo_request(0), max_pdu, "message_id")
+    _ECHO_TEMPLATES[key] = template
+    return template
 
 
 def _is_final(command: Any) -> bool:
@@ -126,6 +176,7 @@ class ServiceUserMixin:
         requested_contexts: tuple[PresentationContext, ...]
         accepted_contexts: tuple[PresentationContext, ...]
         rejected_contexts: tuple[PresentationContext, ...]
+        remote_max_pdu: int
         _window: Gate
 
         def _new_operation(self) -> _Operation: ...
@@ -139,6 +190,14 @@ class ServiceUserMixin:
             command: Any,
             dataset: bytes | memoryview | AsyncIterable[bytes] | None = None,
         ) -> None: ...
+        async def _send_encoded(self, pdu: bytes) -> None: ...
+        @property
+        def _debug(self) -> bool: ...
+
+    #: ``_context_as_scu``'s answers without a transfer syntax, and the accepted contexts
+    #: they were found in (a new tuple of them, after negotiation, forgets them).
+    _scu_contexts: tuple[tuple[PresentationContext, ...], dict[str, PresentationContext]] | None
+    _scu_contexts = None
 
     # -- context selection ---------------------------------------------------------------
 
@@ -149,12 +208,25 @@ class ServiceUserMixin:
         self, abstract_syntax: str, transfer_syntax: str | None = None
     ) -> PresentationContext:
         """An accepted context for ``abstract_syntax`` in which we may act as SCU."""
+        if transfer_syntax is None:
+            # Asked once per request (a C-ECHO, a C-FIND) with the same answer while the
+            # accepted contexts stand: remembered for them.
+            remembered = self._scu_contexts
+            if remembered is not None and remembered[0] is self.accepted_contexts:
+                found = remembered[1].get(abstract_syntax)
+                if found is not None:
+                    return found
+            else:
+                remembered = self._scu_contexts = (self.accepted_contexts, {})
         candidates = [cx for cx in self._contexts_for(abstract_syntax) if self._may_be_scu(cx)]
         if transfer_syntax is not None:
             for cx in candidates:
                 if cx.transfer_syntax == transfer_syntax:
                     return cx
         if candidates:
+            if transfer_syntax is None:
+                assert remembered is not None
+                remembered[1][abstract_syntax] = candidates[0]
             return candidates[0]
         raise self._no_context(
             abstract_syntax,
@@ -238,37 +310,59 @@ class ServiceUserMixin:
         context: PresentationContext,
         build: Any,
         dataset: Any = None,
-    ) -> tuple[_Operation, Any]:
+        template: tuple[bytes, bytes] | None = None,
+    ) -> _Operation:
+        """Send the request ``build(message_id)`` makes, or its ``template``'s bytes.
+
+        ``template`` is a command-only request's P-DATA-TF cut around its message ID
+        (``message_id_template``): the request is then never built or encoded.
+        """
         op = self._new_operation()
-        command = build(op.message_id)
         try:
-            await self.send_message(context.context_id or 0, command, dataset)
+            if template is None:
+                await self.send_message(context.context_id or 0, build(op.message_id), dataset)
+            else:
+                head, tail = template
+                await self._send_encoded(head + op.message_id.to_bytes(2, "little") + tail)
         except BaseException:
             self._release_operation(op)
             raise
-        return op, command
+        return op
 
     async def _single(
-        self, context: PresentationContext, build: Any, dataset: Any = None
+        self,
+        context: PresentationContext,
+        build: Any,
+        dataset: Any = None,
+        template: tuple[bytes, bytes] | None = None,
     ) -> tuple[Any, bytes | None]:
         """Send one request and wait for its one response, within the window."""
-        async with self._window:
-            op, _ = await self._request(context, build, dataset)
+        window = self._window
+        if window.locked():
+            await window.acquire()
+        else:
+            window.acquire_nowait()  # what ``async with`` does then, without its calls
+        try:
+            op = await self._request(context, build, dataset, template)
             try:
                 command, data = await self._next_response(op, self.timeouts.dimse)
             finally:
                 self._release_operation(op)
             return command, data
+        finally:
+            window.release()
 
     # -- C-ECHO ----------------------------------------------------------------------------
 
     async def send_c_echo(self) -> Dataset:
         """C-ECHO (PS3.7 9.1.5): the status Dataset (``.Status == 0`` on success)."""
         context = self._context_as_scu(VERIFICATION)
-        command, _ = await self._single(
-            context,
-            lambda mid: CEchoRQ(message_id=mid, affected_sop_class_uid=VERIFICATION),
+        # Every C-ECHO-RQ on a context is the same but for its message ID: sent from a
+        # template unless debug logging wants the request to describe.
+        template = (
+            None if self._debug else _echo_template(context.context_id or 0, self.remote_max_pdu)
         )
+        command, _ = await self._single(context, _echo_request, None, template)
         return response_status(command)
 
     # -- C-STORE ---------------------------------------------------------------------------
@@ -786,10 +880,18 @@ class ResponseStream:
                 self._holds_window = True
                 ts = self._context.transfer_syntax
                 assert ts is not None
-                self._op, _ = await assoc._request(
+                self._op = await assoc._request(
                     self._context, self._build, encode_dataset(self._identifier, ts)
                 )
-            command, data = await assoc._next_response(self._op, assoc.timeouts.dimse)
+            op = self._op
+            if op.responses:
+                # Already read (the responses of one read come together): what
+                # _next_response returns then, without its call.
+                command, data = op.responses.popleft()
+                if op.final and not op.responses:
+                    assoc._ops.pop(op.message_id, None)
+            else:
+                command, data = await assoc._next_response(op, assoc.timeouts.dimse)
         except BaseException as exc:
             if isinstance(exc, errors.DIMSETimeout):
                 # The peer has already been silent for a whole DIMSE timeout: wait no longer
@@ -816,7 +918,7 @@ class ResponseStream:
             ts = self._context.transfer_syntax
             assert ts is not None
             identifier = decode_dataset(data, ts)
-        if _is_final(command):
+        if command.status not in (0xFF00, 0xFF01):  # the final response
             self._finish()
         return status, identifier
 

@@ -230,6 +230,10 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         )
         self._closed = False
         self._receiving = False
+        # receive_before's timer, left armed from wait to wait, and the deadline of the
+        # wait under way (None: none is).
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_deadline: float | None = None
         # No read yet: the first may skip the checkpoint (see receive).
         self._first_read = True
         self._sending = False
@@ -362,7 +366,10 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         """``receive``, or None if nothing has arrived by ``deadline`` (the loop's clock).
 
         A timer on the loop instead of an anyio cancel scope: cheaper, and it is armed only
-        when there is nothing to read yet.
+        when there is nothing to read yet. One timer serves wait after wait: a request's
+        deadline (its DIMSE timeout) lies far beyond its answer, so the timer armed for one
+        wait is left for the next, whose deadline is later still, and re-armed only when it
+        fires before the deadline of the wait then under way (``_deadline_passed``).
         """
         protocol = self._protocol
         if self._receiving:
@@ -375,7 +382,12 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 return None
             waiter = loop.create_future()
             protocol.read_waiter = waiter
-            timer = loop.call_at(deadline, set_if_pending, waiter)
+            self._read_deadline = deadline
+            timer = self._read_timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._read_timer = loop.call_at(deadline, self._deadline_passed)
             self._receiving = True
             self._unyielded_sends = 0  # the loop runs other tasks while we wait
             try:
@@ -383,7 +395,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             finally:
                 self._receiving = False
                 protocol.read_waiter = None
-                timer.cancel()
+                self._read_deadline = None
             if protocol.handed:
                 protocol.handed = False
                 raise Handed
@@ -394,6 +406,20 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             if not (self._closed or protocol.eof or protocol.lost):
                 return None
         return await self.receive(max_bytes)
+
+    def _deadline_passed(self) -> None:
+        """The read timer: wake ``receive_before``'s wait if its deadline has come, re-arm
+        for it if it is later, and stay unarmed while nothing waits with a deadline."""
+        self._read_timer = None
+        deadline = self._read_deadline
+        waiter = self._protocol.read_waiter
+        if deadline is None or waiter is None or self._closed:
+            return
+        loop = self._loop
+        if loop.time() >= deadline:
+            set_if_pending(waiter)
+        else:
+            self._read_timer = loop.call_at(deadline, self._deadline_passed)
 
     async def send_soon(self, item: bytes | memoryview) -> bool:
         """Queue ``item`` to be written with the turn's other small writes; False if not taken.
@@ -560,6 +586,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             # take it (a last small A-RELEASE-RP or A-ABORT) before the socket goes.
             self._write_soon()
         self._closed = True
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         self._transport.abort()
         self._protocol._wake_reader()
         self._protocol._wake_writer()

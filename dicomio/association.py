@@ -459,9 +459,35 @@ class Association(
 
     async def _after_ul(self, events: list[Any]) -> None:
         """Route the Upper Layer's events, then flush what it (and they) queued."""
-        for event in events:
-            self._on_ul_event(event)
-        await self._flush()
+        if events:
+            if self._debug:
+                for event in events:
+                    self._on_ul_event(event)
+            else:
+                # What _on_ul_event and _on_dimse do for a P-DATA-TF and for a response,
+                # without their calls and checks per PDU: a C-FIND's answers come many
+                # to a read.
+                receive = self._assembler.receive
+                for event in events:
+                    if type(event) is not PDataTF:
+                        self._on_ul_event(event)
+                        continue
+                    try:
+                        items = receive(event)
+                    except errors.RemoteProtocolError as exc:
+                        self._malformed_dimse(exc)
+                        continue
+                    for item in items:
+                        if type(item) is MessageReceived and item.command.command_field & 0x8000:
+                            dataset = item.dataset
+                            self._on_response(
+                                item.command,
+                                bytes(dataset) if isinstance(dataset, JoinedLater) else dataset,
+                            )
+                        else:
+                            self._on_dimse(item)
+        if self._outbox or self._ul.has_data_to_send:
+            await self._flush()
         if (
             self._ul.should_close
             or self._transport_closing
@@ -489,24 +515,7 @@ class Association(
             try:
                 items = self._assembler.receive(event)
             except errors.RemoteProtocolError as exc:
-                # Well-framed P-DATA carrying a broken DIMSE message: the peer broke PS3.7,
-                # so answer as for a bad PDU (A-ABORT, source 2, the error's reason) and end
-                # the association for every waiter. _after_ul flushes the abort and closes.
-                self.log.warning("peer sent a malformed DIMSE message: %s; aborting", exc)
-                with contextlib.suppress(errors.LocalProtocolError):
-                    self._ul.send_abort(
-                        source=int(exc.abort_source),
-                        reason=int(exc.abort_reason),
-                        now=self._now(),
-                    )
-                self.is_aborted = True
-                self.is_established = False
-                self._fail(
-                    errors.AssociationAborted(
-                        int(exc.abort_source), int(exc.abort_reason), str(exc)
-                    )
-                )
-                self._transport_closing = True
+                self._malformed_dimse(exc)
                 return
             for item in items:
                 self._on_dimse(item)
@@ -537,6 +546,24 @@ class Association(
             self.is_aborted = self.is_established or self.is_aborted
             self.is_established = False
             self._fail(errors.ConnectionClosed("the peer closed the connection"))
+
+    def _malformed_dimse(self, exc: errors.RemoteProtocolError) -> None:
+        """Well-framed P-DATA carrying a broken DIMSE message: the peer broke PS3.7, so
+        answer as for a bad PDU (A-ABORT, source 2, the error's reason) and end the
+        association for every waiter. _after_ul flushes the abort and closes."""
+        self.log.warning("peer sent a malformed DIMSE message: %s; aborting", exc)
+        with contextlib.suppress(errors.LocalProtocolError):
+            self._ul.send_abort(
+                source=int(exc.abort_source),
+                reason=int(exc.abort_reason),
+                now=self._now(),
+            )
+        self.is_aborted = True
+        self.is_established = False
+        self._fail(
+            errors.AssociationAborted(int(exc.abort_source), int(exc.abort_reason), str(exc))
+        )
+        self._transport_closing = True
 
     def _on_dimse(self, item: Any) -> None:
         if isinstance(item, MessageReceived):
@@ -632,9 +659,14 @@ class Association(
             elif self._read_lock.locked():
                 await self._follow(op, limit)
             else:
-                # Nobody is reading: we are the reader (no cancel scope on this, the usual path).
-                async with self._read_lock:
+                # Nobody is reading: we are the reader (no cancel scope on this, the usual
+                # path). The lock is free (just checked): taken without a coroutine call.
+                lock = self._read_lock
+                lock.acquire_nowait()
+                try:
                     await self._lead_read(op, deadline, timeout)
+                finally:
+                    lock.release()
             if not op.responses and self._now() >= limit:
                 if not self._read_lock.locked():
                     # We may have been picked to read next (our deadline passing before we
@@ -687,7 +719,8 @@ class Association(
         """One read for every waiter, by the task holding the read lock."""
         if not await self._read_once(deadline):
             self._dimse_timeout(op, timeout)
-        await self._run_incoming_inline()
+        if self._incoming:
+            await self._run_incoming_inline()
 
     @staticmethod
     def _dimse_timeout(op: _Operation, timeout: float | None) -> NoReturn:
@@ -863,6 +896,25 @@ class Association(
                     data_parts(context_id, pending, max_pdu, is_last=True), now=self._now()
                 )
                 await self._flush()
+        if self._deferred:
+            await self._send_deferred()
+
+    async def _send_encoded(self, pdu: bytes) -> None:
+        """``send_message`` for a command-only message already encoded as one P-DATA-TF.
+
+        From a command set template (``message_id_template``). One whole PDU queued at once
+        cannot interleave with another message's fragments, so the send lock is taken only
+        when another message is being sent, to go after it.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._send_lock.locked():
+            async with self._send_lock:
+                self._ul.send_pdata_parts([pdu], now=self._now())
+                await self._flush()
+        else:
+            self._ul.send_pdata_parts([pdu], now=self._now())
+            await self._flush()
         if self._deferred:
             await self._send_deferred()
 

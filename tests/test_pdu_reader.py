@@ -647,19 +647,31 @@ def test_a_run_ends_at_what_the_fast_paths_check(
         items, error = _drain(chunks, max_pdu_length, runs=True)
         expected = _drain(chunks, max_pdu_length, runs=False)
         assert (_expand(items), error) == expected, (name, chunks)
+        for runs in (False, True):
+            items, error = _drain(chunks, max_pdu_length, runs=runs, batch=True)
+            assert (_expand(items), error) == expected, (name, chunks, runs)
 
 
 def _drain(
-    chunks: Iterable[bytes], max_pdu_length: int, *, runs: bool
+    chunks: Iterable[bytes], max_pdu_length: int, *, runs: bool, batch: bool = False
 ) -> tuple[list[PDU | DataRun], str | None]:
-    """What the reader returns, as returned (runs not expanded), and the error text, if any."""
+    """What the reader returns, as returned (runs not expanded), and the error text, if any.
+
+    With ``batch``, ``next_pdata_batch`` is asked first, before every PDU, as the Upper
+    Layer asks it in the data transfer state.
+    """
     reader = PDUReader(max_pdu_length)
     out: list[PDU | DataRun] = []
     try:
         for chunk in chunks:
             reader.feed(chunk)
             next_item = reader.next_pdu_or_run if runs else reader.next_pdu
-            while (item := next_item()) is not None:
+            while True:
+                if batch:
+                    out += reader.next_pdata_batch(runs=runs)
+                item = next_item()
+                if item is None:
+                    break
                 out.append(item)
         reader.feed_eof()
     except RemoteProtocolError as exc:
@@ -722,6 +734,10 @@ def test_runs_give_exactly_the_pdus_and_errors_of_next_pdu(
         items, run_error = _drain(split, max_pdu_length, runs=True)
         assert _expand(items) == one_by_one
         assert run_error == error
+        for runs in (False, True):
+            batched, batch_error = _drain(split, max_pdu_length, runs=runs, batch=True)
+            assert _expand(batched) == one_by_one
+            assert batch_error == error
         for item in items:
             if isinstance(item, DataRun):
                 assert item.fragments
@@ -775,3 +791,25 @@ def test_data_run_is_a_value() -> None:
     assert hash(run) == hash(DataRun(1, [b"ab", b"cd"]))
     assert run.pdus() == [one_pdv(b"ab", control=0), one_pdv(b"cd", control=0)]
     assert "DataRun(context_id=1" in repr(run)
+
+
+def test_a_batch_is_the_whole_p_data_tf_pdus_of_the_first_chunk() -> None:
+    """``next_pdata_batch``: the one-PDV P-DATA-TF PDUs whole in the first chunk, as views
+    of it, up to what is anything else; with ``runs``, not a run's first fragment."""
+    answers = [one_pdv(b"cmd!", control=0x03), one_pdv(b"identifier", control=0x02)] * 3
+    read = b"".join(encode(pdu) for pdu in answers) + encode(ReleaseRQ())
+    reader = PDUReader(0)
+    first = read[:-4]  # the A-RELEASE-RQ straddles this read and the next
+    reader.feed(first)
+    batch = reader.next_pdata_batch(runs=True)
+    assert batch == answers
+    assert all(pdu.pdvs[0].data.obj is first for pdu in batch)  # type: ignore[union-attr]
+    assert reader.next_pdata_batch() == []
+    assert reader.next_pdu() is None
+    reader.feed(read[-4:])
+    assert reader.next_pdu() == ReleaseRQ()
+    fragments = encode(one_pdv(b"ab", control=0x02)) + encode(one_pdv(b"cd", control=0))
+    reader.feed(fragments)
+    assert reader.next_pdata_batch(runs=True) == [one_pdv(b"ab", control=0x02)]
+    assert reader.next_pdata_batch(runs=True) == []  # a run's first fragment: left
+    assert isinstance(reader.next_pdu_or_run(), DataRun)

@@ -241,6 +241,45 @@ async def test_garbage_during_c_echo() -> None:
     assert [(a.source, a.reason) for a in aborts] == [(2, 1)], peer.connections[0].received
 
 
+async def test_malformed_response_among_others_in_one_read() -> None:
+    """A well-framed P-DATA-TF whose command set is broken, followed in the same write (so
+    the same read, routed as a batch) by a response to no request: the association is
+    aborted (source 2) for the waiter, and the peer gets the A-ABORT."""
+    from dicomio.dimse import CEchoRSP, encode_command, fragment_parts
+
+    async def broken(conn: PeerConnection) -> None:
+        await conn.accept()
+        command, _ = await conn.read_message()
+        assert isinstance(command, CEchoRQ)
+        good = encode_command(
+            CEchoRSP(
+                message_id_being_responded_to=command.message_id + 1000,
+                status=0,
+                affected_sop_class_uid=Verification,
+            )
+        )
+        # An element of group 0008 in a command set (PS3.7 6.3.1 allows only 0000).
+        bad = bytes.fromhex("08000000 02000000 4142")
+        parts = [
+            *fragment_parts(conn.context_id, bad, None, FAKE_MAX_PDU),
+            *fragment_parts(conn.context_id, good, None, FAKE_MAX_PDU),
+        ]
+        await conn.send(b"".join(parts))
+        await conn.drain()
+
+    ae = make_ae()
+    async with fake_acceptor(broken) as peer:
+        with anyio.fail_after(TEST_DEADLINE):
+            async with ae.associate("127.0.0.1", peer.port) as assoc:
+                with pytest.raises(errors.AssociationAborted) as info:
+                    await assoc.send_c_echo()
+                assert info.value.source == 2
+                assert assoc.is_aborted
+            await peer.done.wait()
+    aborts = peer.connections[0].aborts()
+    assert [a.source for a in aborts] == [2], peer.connections[0].received
+
+
 async def test_no_accepted_context_is_typed() -> None:
     async def accept_nothing(conn: PeerConnection) -> None:
         rq = await conn.read_pdu()

@@ -835,6 +835,39 @@ async def test_receive_before_returns_data_arriving_in_time(anyio_backend: str) 
 
 
 @asyncio_only
+async def test_receive_before_one_timer_for_many_waits(anyio_backend: str) -> None:
+    """The timer armed for one wait is left for the next: each wait still ends at its own
+    deadline, later or earlier than the timer's, and closing the stream disarms it."""
+    with anyio.fail_after(5):
+        async with connected("anyio") as (ours, peer):
+            assert isinstance(ours, AsyncioSocketStream)
+            now = clock()
+            # Answered long before its deadline: the timer stays armed for that deadline.
+            await peer.send(b"a")
+            early = now() + 0.05
+            assert await ours.receive_before(1024, early) == b"a"
+            await peer.send(b"b")
+            assert await ours.receive_before(1024, early) == b"b"
+            # A later deadline: the timer fires at the first one and is armed again.
+            later = now() + 0.15
+            assert await ours.receive_before(1024, later) is None
+            assert now() >= later - 0.01
+            # An earlier deadline than the armed timer's: a timer of its own.
+            far = now() + 60
+            await peer.send(b"c")
+            assert await ours.receive_before(1024, far) == b"c"
+            timer = ours._read_timer
+            assert timer is not None and timer.when() == far
+            soon = now() + 0.05
+            assert await ours.receive_before(1024, soon) is None
+            assert soon - 0.01 <= now() < far
+            await peer.send(b"d")
+            assert await ours.receive_before(1024, now() + 5) == b"d"
+            await ours.aclose()
+            assert ours._read_timer is None
+
+
+@asyncio_only
 async def test_receive_before_at_eof_and_after_close(anyio_backend: str) -> None:
     with anyio.fail_after(5):
         async with connected("anyio") as (ours, peer):

@@ -114,6 +114,56 @@ class PDUReader:
         """
         return self._next(runs=True)
 
+    def next_pdata_batch(self, *, runs: bool = False) -> list[PDataTF]:
+        """The one-PDV P-DATA-TF PDUs that follow one another whole in the buffer's first
+        chunk, each as ``next_pdu`` would return it, up to the first that is anything else.
+
+        The answers of a C-FIND, a command and an identifier each, come many to a read: one
+        call for all of them rather than one per PDU. With ``runs``, it stops before a data
+        set fragment that is not the last (``next_pdu_or_run`` makes a ``DataRun`` of it).
+        Whatever it stops before is left to ``next_pdu`` or ``next_pdu_or_run``, errors
+        included: an empty list says only that the first PDU is not of this kind.
+        """
+        batch: list[PDataTF] = []
+        pieces = self._pieces
+        if not pieces:
+            return batch
+        first = pieces[0]
+        start = offset = self._offset
+        end = len(first)
+        limit = self._pdata_limit
+        append = batch.append
+        # The checks of _next's fast path, PDU after PDU.
+        while end - offset >= 12:
+            pdu_type, length, pdv_length, context_id, control = _unpack_pdata_headers(
+                first, offset
+            )
+            stop = offset + 6 + length
+            if not (
+                pdu_type == 0x04
+                and pdv_length == length - 4
+                and pdv_length >= 2
+                and context_id & 1
+                and length <= limit
+                and stop <= end
+                and (control or not runs)
+            ):
+                break
+            is_command, is_last = _CONTROL_FLAGS[control]
+            pdv = _new_tuple(
+                PresentationDataValue, (context_id, is_command, is_last, first[offset + 12 : stop])
+            )
+            append(_new_tuple(PDataTF, ((pdv,),)))
+            offset = stop
+        if offset != start:
+            self._available -= offset - start
+            if offset == end:
+                pieces.popleft()
+                self._offset = 0
+            else:
+                self._offset = offset
+        return batch
+
     @overload
     def _next(self, *, runs: Literal[False]) -> PDU | None: ...
 

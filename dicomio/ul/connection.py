@@ -200,14 +200,21 @@ class ULConnection:
         events: list[ULEvent] = []
         self._events = events
         reader = self._reader
-        next_pdu = reader.next_pdu_or_run if self._data_runs else reader.next_pdu
+        runs = self._data_runs
+        next_pdu = reader.next_pdu_or_run if runs else reader.next_pdu
         try:
             reader.feed(data)
             while True:
+                if self._state in _INDICATION_ONLY:
+                    # DT-2/AR-6 with the state unchanged: the P-DATA indications are all
+                    # that _fire would do for these PDUs, so they are issued in a batch.
+                    events += reader.next_pdata_batch(runs=runs)
                 pdu = next_pdu()
                 if pdu is None:
                     break
-                if isinstance(pdu, DataRun):
+                if type(pdu) is PDataTF and self._state in _INDICATION_ONLY:
+                    events.append(pdu)
+                elif isinstance(pdu, DataRun):
                     self._receive_run(pdu, now)
                 else:
                     self._fire(_RECEIVED[type(pdu)], pdu, now)
@@ -284,6 +291,10 @@ class ULConnection:
         in Sta6, AR-7 in Sta8, neither of which changes the state), without building or
         encoding a ``PDataTF`` per fragment.
         """
+        if self._state in _SEND_ONLY and not self._closed:
+            # DT-1/AR-7 with the state unchanged: _request's checks and _fire's work is this.
+            self._outbox.extend(parts)
+            return
         self._request(Event.P_DATA_REQUEST, parts, now)
 
     def send_release_rq(self, *, now: float) -> None:
@@ -478,6 +489,26 @@ class ULConnection:
         self._queue_provider_abort(item, report=True)
         self._start_artim(now)
 
+
+#: The states in which a received P-DATA-TF (Evt10) is only a P-DATA indication and the
+#: state stays (DT-2 in Sta6, AR-6 in Sta7): ``receive_data`` issues it without ``_fire``.
+_INDICATION_ONLY = frozenset(
+    state
+    for (state, event), (action, next_state) in TRANSITIONS.items()
+    if event is Event.RECEIVE_P_DATA_TF
+    and (action is Action.DT_2 or action is Action.AR_6)
+    and next_state is state
+)
+
+#: The states in which a P-DATA request (Evt9) only queues the P-DATA-TF and the state
+#: stays (DT-1 in Sta6, AR-7 in Sta8): ``send_pdata_parts`` queues it without ``_fire``.
+_SEND_ONLY = frozenset(
+    state
+    for (state, event), (action, next_state) in TRANSITIONS.items()
+    if event is Event.P_DATA_REQUEST
+    and (action is Action.DT_1 or action is Action.AR_7)
+    and next_state is state
+)
 
 _ACTIONS: dict[Action, Callable[[ULConnection, object, float], None]] = {
     Action.AE_1: ULConnection._ae_1,

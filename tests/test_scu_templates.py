@@ -1,0 +1,162 @@
+"""The requestor's C-ECHO-RQ, sent from a command set template, and its remembered context.
+
+``send_c_echo`` sends the bytes of a template made once per presentation context and peer
+maximum length (``dicomio._scu._echo_template``) with the request's message ID: Hypothesis
+holds the template to encoding and fragmenting the request afresh; end to end, each of many
+outstanding echoes gets its own answer, with and without debug logging (which builds the
+request, to describe it). ``_context_as_scu`` remembers its answers for the accepted
+contexts it found them in. dicomio to dicomio on 127.0.0.1, asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dicomio import AE
+from dicomio._scu import ServiceUserMixin, _echo_request, _echo_template
+from dicomio.dimse import encode_command, fragment_parts
+from dicomio.presentation import PresentationContext
+from dicomio.sop import Verification
+from dicomio.ul import Role
+
+LOOPBACK = "127.0.0.1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_id=st.integers(0, 0xFFFF),
+    context_id=st.integers(1, 255).filter(lambda n: n & 1),
+    max_pdu=st.sampled_from([0, 40, 80, 86, 128, 16384, 1 << 20]),
+)
+def test_echo_template_gives_the_request_bytes(
+    message_id: int, context_id: int, max_pdu: int
+) -> None:
+    """Filled with a message ID, the template is the C-ECHO-RQ encoded and fragmented
+    afresh; a peer whose maximum length splits the command set gets no template."""
+    expected = b"".join(
+        fragment_parts(context_id, encode_command(_echo_request(message_id)), None, max_pdu)
+    )
+    template = _echo_template(context_id, max_pdu)
+    if template is None:
+        assert expected.count(b"\x04\x00\x00\x00") > 1  # more than one P-DATA-TF
+        return
+    head, tail = template
+    assert head + message_id.to_bytes(2, "little") + tail == expected
+
+
+def _ae(title: str, window: int) -> AE:
+    ae = AE(title)
+    ae.add_supported_context(Verification)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(Verification, ["1.2.840.10008.1.2.1"])
+    ae.async_ops_window = (window, window)
+    ae.dimse_timeout = 20
+    return ae
+
+
+async def _echoes(port: int, count: int) -> list[int]:
+    statuses: list[int] = []
+    async with _ae("SCU", 16).associate(LOOPBACK, port, ae_title="SCP") as assoc:
+
+        async def one() -> None:
+            statuses.append((await assoc.send_c_echo()).Status)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(count):
+                    tg.start_soon(one)
+            for _ in range(5):
+                statuses.append((await assoc.send_c_echo()).Status)
+    return statuses
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_outstanding_echo_requests_each_get_their_answer() -> None:
+    async with _ae("SCP", 16).start_server((LOOPBACK, 0)) as server:
+        statuses = await _echoes(server.port, 100)
+    assert statuses == [0] * 105
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_echo_requests_with_debug_logging(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="dicomio"):
+        async with _ae("SCP", 16).start_server((LOOPBACK, 0)) as server:
+            statuses = await _echoes(server.port, 10)
+    assert statuses == [0] * 15
+    assert any("sending CEchoRQ" in r.getMessage() for r in caplog.records)
+
+
+class _Side(ServiceUserMixin):
+    """What ``_context_as_scu`` reads of an association, and nothing else."""
+
+    def __init__(self, contexts: tuple[PresentationContext, ...]) -> None:
+        self.role = Role.REQUESTOR
+        self.accepted_contexts = contexts
+        self.requested_contexts = contexts
+        self.rejected_contexts = ()
+
+
+def _context(context_id: int, abstract_syntax: Any, transfer_syntax: str) -> PresentationContext:
+    return PresentationContext(
+        context_id=context_id,
+        abstract_syntax=abstract_syntax,
+        transfer_syntaxes=[transfer_syntax],
+        transfer_syntax=transfer_syntax,
+        result=0,
+        scu_role=True,
+    )
+
+
+def test_context_as_scu_is_remembered_for_the_accepted_contexts() -> None:
+    first = _context(1, Verification, "1.2.840.10008.1.2")
+    side = _Side((first,))
+    assert side._context_as_scu(Verification) is first
+    assert side._context_as_scu(Verification) is first
+    # New accepted contexts (a new tuple): asked again, not remembered.
+    other = _context(3, Verification, "1.2.840.10008.1.2.1")
+    side.accepted_contexts = (other,)
+    assert side._context_as_scu(Verification) is other
+    # A transfer syntax asked for is looked up each time.
+    side.accepted_contexts = (first, other)
+    assert side._context_as_scu(Verification, "1.2.840.10008.1.2.1") is other
+    assert side._context_as_scu(Verification) is first
+
+
+def test_response_status_is_a_fresh_copy_each_time() -> None:
+    """Remembered status Datasets are copied: changing one a caller got changes no other,
+    and each equals the status Dataset built afresh for the same response."""
+    from dicomio._scu import response_status
+    from dicomio.dimse import CEchoRSP, CMoveRSP
+    from dicomio.status import status_dataset
+
+    def echo_rsp(message_id: int, status: int = 0) -> CEchoRSP:
+        return CEchoRSP(
+            message_id_being_responded_to=message_id,
+            status=status,
+            affected_sop_class_uid=Verification,
+        )
+
+    first = response_status(echo_rsp(1))
+    first.Status = 0xC000
+    first.ErrorComment = "changed by the caller"
+    second = response_status(echo_rsp(2))
+    fresh = status_dataset(0, AffectedSOPClassUID=Verification)
+    assert second == fresh and second is not first
+    assert "ErrorComment" not in second
+    assert response_status(echo_rsp(3, 0x0122)).Status == 0x0122
+    # A value that cannot be a key (a list of offending elements) still gives its status.
+    move = CMoveRSP(
+        message_id_being_responded_to=4,
+        status=0xA900,
+        offending_element=[0x00100010, 0x00100020],
+    )
+    assert response_status(move).OffendingElement == [0x00100010, 0x00100020]
+    assert response_status(move).Status == 0xA900
