@@ -490,25 +490,22 @@ class ULConnection:
         self._start_artim(now)
 
 
+def _states_keeping(event: Event, *actions: Action) -> frozenset[State]:
+    """The states in which ``event`` runs one of ``actions`` and the state stays."""
+    return frozenset(
+        state
+        for (state, on), (action, next_state) in TRANSITIONS.items()
+        if on is event and action in actions and next_state is state
+    )
+
+
 #: The states in which a received P-DATA-TF (Evt10) is only a P-DATA indication and the
 #: state stays (DT-2 in Sta6, AR-6 in Sta7): ``receive_data`` issues it without ``_fire``.
-_INDICATION_ONLY = frozenset(
-    state
-    for (state, event), (action, next_state) in TRANSITIONS.items()
-    if event is Event.RECEIVE_P_DATA_TF
-    and (action is Action.DT_2 or action is Action.AR_6)
-    and next_state is state
-)
+_INDICATION_ONLY = _states_keeping(Event.RECEIVE_P_DATA_TF, Action.DT_2, Action.AR_6)
 
 #: The states in which a P-DATA request (Evt9) only queues the P-DATA-TF and the state
 #: stays (DT-1 in Sta6, AR-7 in Sta8): ``send_pdata_parts`` queues it without ``_fire``.
-_SEND_ONLY = frozenset(
-    state
-    for (state, event), (action, next_state) in TRANSITIONS.items()
-    if event is Event.P_DATA_REQUEST
-    and (action is Action.DT_1 or action is Action.AR_7)
-    and next_state is state
-)
+_SEND_ONLY = _states_keeping(Event.P_DATA_REQUEST, Action.DT_1, Action.AR_7)
 
 _ACTIONS: dict[Action, Callable[[ULConnection, object, float], None]] = {
     Action.AE_1: ULConnection._ae_1,
