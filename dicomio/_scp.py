@@ -64,7 +64,7 @@ from dicomio.dimse import (
     encode_command,
 )
 from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
-from dicomio.dimse.fragment import instance_uid_template, message_id_template
+from dicomio.dimse.fragment import Templates, instance_uid_template, message_id_template
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -1181,29 +1181,22 @@ def _failure_response(
     )
 
 
-#: The default C-ECHO-RSP's command set templates (``message_id_template``) by context ID,
-#: SOP class UID and the peer's maximum PDU length, for every association of the process:
-#: a client proposes the same contexts association after association, and a verification
-#: (one C-ECHO per association) would otherwise build and encode its answer every time.
-#: Bounded: a peer varying the UID gets no more (its answers take the ordinary path).
-_ECHO_TEMPLATES: dict[tuple[int, str, int], tuple[bytes, bytes] | None] = {}
-ECHO_TEMPLATES_REMEMBERED = 64
+#: The default C-ECHO-RSP's command set templates by context ID, SOP class UID and the
+#: peer's maximum PDU length, for every association of the process: a client proposes the
+#: same contexts association after association, and a verification (one C-ECHO per
+#: association) would otherwise build and encode its answer every time. Bounded: a peer
+#: varying the UID gets no more (its answers take the ordinary path).
+_ECHO_TEMPLATES: Templates[tuple[int, str, int]] = Templates()
 
 
 def _echo_template(context_id: int, command: CEchoRQ, max_pdu: int) -> tuple[bytes, bytes] | None:
     """The default C-ECHO-RSP's template for ``command``'s context and class, remembered."""
-    key = (context_id, command.affected_sop_class_uid, max_pdu)
-    try:
-        return _ECHO_TEMPLATES[key]
-    except KeyError:
-        pass
-    if len(_ECHO_TEMPLATES) >= ECHO_TEMPLATES_REMEMBERED:
-        return None
-    template = message_id_template(
-        context_id, _echo_response(command, SUCCESS), max_pdu, "message_id_being_responded_to"
+    return _ECHO_TEMPLATES.get(
+        (context_id, command.affected_sop_class_uid, max_pdu),
+        lambda: message_id_template(
+            context_id, _echo_response(command, SUCCESS), max_pdu, "message_id_being_responded_to"
+        ),
     )
-    _ECHO_TEMPLATES[key] = template
-    return template
 
 
 def _echo_response(command: CEchoRQ, status: int, **fields: Any) -> CEchoRSP:

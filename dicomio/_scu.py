@@ -51,7 +51,7 @@ from dicomio.dimse import (
     NGetRQ,
     NSetRQ,
 )
-from dicomio.dimse.fragment import message_id_template
+from dicomio.dimse.fragment import Templates, message_id_template
 from dicomio.sop import name_of
 from dicomio.status import copy_status, raw_but_status, status_dataset
 from dicomio.transcode import NATIVE_SYNTAXES, choose_syntax
@@ -122,25 +122,18 @@ def _echo_request(message_id: int) -> CEchoRQ:
     return CEchoRQ(message_id=message_id, affected_sop_class_uid=VERIFICATION)
 
 
-#: C-ECHO-RQ command set templates (``message_id_template``) by context ID and the peer's
-#: maximum PDU length, for every association of the process: a client verifying peer after
-#: peer proposes the same context. Bounded: beyond it requests are built and encoded.
-_ECHO_TEMPLATES: dict[tuple[int, int], tuple[bytes, bytes] | None] = {}
-ECHO_TEMPLATES_REMEMBERED = 64
+#: C-ECHO-RQ command set templates by context ID and the peer's maximum PDU length, for
+#: every association of the process: a client verifying peer after peer proposes the same
+#: context. Beyond its bound, requests are built and encoded.
+_ECHO_TEMPLATES: Templates[tuple[int, int]] = Templates()
 
 
 def _echo_template(context_id: int, max_pdu: int) -> tuple[bytes, bytes] | None:
     """The C-ECHO-RQ's template for a context and a peer's maximum length, remembered."""
-    key = (context_id, max_pdu)
-    try:
-        return _ECHO_TEMPLATES[key]
-    except KeyError:
-        pass
-    if len(_ECHO_TEMPLATES) >= ECHO_TEMPLATES_REMEMBERED:
-        return None
-    template = message_id_template(context_id, _echo_request(0), max_pdu, "message_id")
-    _ECHO_TEMPLATES[key] = template
-    return template
+    return _ECHO_TEMPLATES.get(
+        (context_id, max_pdu),
+        lambda: message_id_template(context_id, _echo_request(0), max_pdu, "message_id"),
+    )
 
 
 def _is_final(command: Any) -> bool:

@@ -26,7 +26,7 @@ from dicomio.dimse import (
     max_fragment_size,
 )
 from dicomio.dimse.assembler import AssemblerEvent
-from dicomio.dimse.fragment import UNLIMITED_FRAGMENT_SIZE
+from dicomio.dimse.fragment import UNLIMITED_FRAGMENT_SIZE, Templates
 from dicomio.errors import LocalProtocolError, RemoteProtocolError
 from dicomio.pdu import PDUReader, encode, encode_parts
 from dicomio.pdu.items import PresentationDataValue
@@ -663,3 +663,18 @@ def test_instance_uid_template_only_when_the_uid_ends_the_response() -> None:
     echo = CEchoRSP(**fields)  # type: ignore[arg-type]
     assert instance_uid_template(1, echo, 16384) is None
     assert instance_uid_template(1, store, 40) is None  # two fragments
+
+
+def test_templates_are_made_once_per_key_and_bounded() -> None:
+    made: list[int] = []
+
+    def make(n: int) -> tuple[bytes, bytes]:
+        made.append(n)
+        return bytes([n]), b""
+
+    templates: Templates[int] = Templates(kept=2)
+    assert templates.get(1, lambda: make(1)) == (b"\x01", b"")
+    assert templates.get(1, lambda: make(1)) == (b"\x01", b"")
+    assert templates.get(2, lambda: make(2)) == (b"\x02", b"")
+    assert templates.get(3, lambda: make(3)) is None  # full: the ordinary path
+    assert made == [1, 2]

@@ -35,8 +35,8 @@ cuts them around its message ID and its Affected SOP Instance UID too (a C-STORE
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
@@ -48,6 +48,7 @@ from dicomio.pdu.pdus import PDataTF
 
 __all__ = [
     "PDV_OVERHEAD",
+    "Templates",
     "UNLIMITED_FRAGMENT_SIZE",
     "data_pdu",
     "data_parts",
@@ -258,6 +259,38 @@ def message_id_template(
         return None  # pragma: no cover - the field is a US element: two bytes apart
     at = differ[0]
     return low[:at], low[at + 2 :]
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+class Templates(Generic[_Key]):
+    """Command set templates (``message_id_template``) by key, made on first use and kept.
+
+    A table for the whole process: the same few messages (a context, a SOP class, a peer's
+    maximum length) recur association after association. Bounded: once ``kept`` keys have
+    one, ``get`` gives None for a new key, whose messages then take the ordinary path.
+    """
+
+    __slots__ = ("_made", "kept")
+
+    def __init__(self, kept: int = 64) -> None:
+        self._made: dict[_Key, tuple[bytes, bytes] | None] = {}
+        self.kept = kept
+
+    def get(
+        self, key: _Key, make: Callable[[], tuple[bytes, bytes] | None]
+    ) -> tuple[bytes, bytes] | None:
+        """The template for ``key``: ``make()`` the first time, while there is room."""
+        made = self._made
+        try:
+            return made[key]
+        except KeyError:
+            pass
+        if len(made) >= self.kept:
+            return None
+        template = made[key] = make()
+        return template
 
 
 def instance_uid_template(
