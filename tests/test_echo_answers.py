@@ -1,10 +1,13 @@
-"""The default C-ECHO answers (no EVT_C_ECHO handler), sent from a command set template.
+"""C-ECHO both ways from command set templates: the default answers (no EVT_C_ECHO handler)
+and the requestor's requests.
 
 The SCP answers each C-ECHO-RQ with bytes built once per presentation context and SOP class
 (``dicomio.dimse.fragment.message_id_template``) and the request's message ID: these tests
 hold the answers to the message IDs asked, with many requests outstanding at once and
 across presentation contexts, and check that debug logging (which takes the ordinary path)
-answers the same. dicomio to dicomio on 127.0.0.1, asyncio and trio; every wait bounded.
+answers the same; the requests come from the client's own templates
+(``dicomio._scu._echo_template``), which debug logging also steps around. dicomio to
+dicomio on 127.0.0.1, asyncio and trio; every wait bounded.
 """
 
 from __future__ import annotations
@@ -62,3 +65,4 @@ async def test_echo_answers_with_debug_logging(caplog: pytest.LogCaptureFixture)
             statuses = await _echoes(server.port, 20)
     assert statuses == [0] * 25
     assert any("sending CEchoRSP" in r.getMessage() for r in caplog.records)
+    assert any("sending CEchoRQ" in r.getMessage() for r in caplog.records)

@@ -2,23 +2,18 @@
 
 ``send_c_echo`` sends the bytes of a template made once per presentation context and peer
 maximum length (``dicomio._scu._echo_template``) with the request's message ID: Hypothesis
-holds the template to encoding and fragmenting the request afresh; end to end, each of many
-outstanding echoes gets its own answer, with and without debug logging (which builds the
-request, to describe it). ``_context_as_scu`` remembers its answers for the accepted
-contexts it found them in. dicomio to dicomio on 127.0.0.1, asyncio and trio.
+holds the template to encoding and fragmenting the request afresh (end to end, with many
+echoes outstanding and with debug logging, in ``tests/test_echo_answers.py``).
+``_context_as_scu`` remembers its answers for the accepted contexts it found them in.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import anyio
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicomio import AE
 from dicomio._scu import ServiceUserMixin, _echo_request, _echo_template
 from dicomio.dimse import encode_command, fragment_parts
 from dicomio.presentation import PresentationContext
@@ -48,50 +43,6 @@ def test_echo_template_gives_the_request_bytes(
         return
     head, tail = template
     assert head + message_id.to_bytes(2, "little") + tail == expected
-
-
-def _ae(title: str, window: int) -> AE:
-    ae = AE(title)
-    ae.add_supported_context(Verification)
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(Verification, ["1.2.840.10008.1.2.1"])
-    ae.async_ops_window = (window, window)
-    ae.dimse_timeout = 20
-    return ae
-
-
-async def _echoes(port: int, count: int) -> list[int]:
-    statuses: list[int] = []
-    async with _ae("SCU", 16).associate(LOOPBACK, port, ae_title="SCP") as assoc:
-
-        async def one() -> None:
-            statuses.append((await assoc.send_c_echo()).Status)
-
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                for _ in range(count):
-                    tg.start_soon(one)
-            for _ in range(5):
-                statuses.append((await assoc.send_c_echo()).Status)
-    return statuses
-
-
-@pytest.mark.anyio
-@pytest.mark.timeout(60)
-async def test_outstanding_echo_requests_each_get_their_answer() -> None:
-    async with _ae("SCP", 16).start_server((LOOPBACK, 0)) as server:
-        statuses = await _echoes(server.port, 100)
-    assert statuses == [0] * 105
-
-
-@pytest.mark.anyio
-@pytest.mark.timeout(60)
-async def test_echo_requests_with_debug_logging(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="dicomio"):
-        async with _ae("SCP", 16).start_server((LOOPBACK, 0)) as server:
-            statuses = await _echoes(server.port, 10)
-    assert statuses == [0] * 15
-    assert any("sending CEchoRQ" in r.getMessage() for r in caplog.records)
 
 
 class _Side(ServiceUserMixin):
