@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import warnings
 from decimal import Decimal
 from typing import Any
 
@@ -539,10 +540,38 @@ def _decode_flat(raw: bytes, *, implicit: bool) -> Dataset | None:
         offset += length
     if offset != end:
         return None
-    ds = _new_dataset(elements, implicit)
+    encodings = None
     if _CHARSET_TAG in elements:
+        encodings = _encodings(elements[_CHARSET_TAG])
+        if encodings is None:
+            return None
+    ds = _new_dataset(elements, implicit)
+    if encodings is not None:
         # What read_dataset and decode_dataset do with it, in the same order.
-        charset = convert_raw_data_element(elements[_CHARSET_TAG]).value
-        ds.set_original_encoding(implicit, True, convert_encodings(charset))
+        ds.set_original_encoding(implicit, True, encodings)
         ds.set_original_encoding(implicit, True, ds._character_set)
     return ds
+
+
+#: Specific Character Set values seen (VR and raw value) and the Python encodings they
+#: name, or None; a few dozen at most are kept.
+_CHARSETS: dict[tuple[str | None, bytes], tuple[str, ...] | None] = {}
+
+
+def _encodings(raw: RawDataElement) -> list[str] | None:
+    """The Python encodings a raw Specific Character Set (0008,0005) names, as pydicom's
+    reader converts it; None if pydicom would warn or fail on it (not CS, values that are
+    no character set): the data set is then left to pydicom, which says so its own way."""
+    key = (raw.VR, bytes(raw.value or b""))
+    try:
+        known = _CHARSETS[key]
+    except KeyError:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                known = tuple(convert_encodings(convert_raw_data_element(raw).value))
+        except Exception:
+            known = None
+        if len(_CHARSETS) < 64:
+            _CHARSETS[key] = known
+    return None if known is None else list(known)
