@@ -49,6 +49,7 @@ from dicomio.dimse import (
     CStoreRQ,
     CStoreRSP,
     JoinedLater,
+    MessageAssembler,
     NActionRQ,
     NActionRSP,
     NCreateRQ,
@@ -64,7 +65,12 @@ from dicomio.dimse import (
     encode_command,
 )
 from dicomio.dimse.commands import InvalidField, invalid_field, response_class_for
-from dicomio.dimse.fragment import Templates, instance_uid_template, message_id_template
+from dicomio.dimse.fragment import (
+    Templates,
+    instance_uid_template,
+    message_id_template,
+    received_template,
+)
 from dicomio.events import (
     EVT_C_ECHO,
     EVT_C_FIND,
@@ -293,6 +299,8 @@ class ServiceProviderMixin:
         accepted_contexts: tuple[PresentationContext, ...]
         _failure: errors.DicomioError | None
         _transport_closed: bool
+        _handlers: dict[AnyEventType, list[tuple[Any, Sequence[Any]]]]
+        _assembler: MessageAssembler
         _background_reader: bool
         _reader_busy: bool
         _incoming: deque[tuple[int, Any, Any]]
@@ -349,6 +357,13 @@ class ServiceProviderMixin:
         self._performing: Gate | None = None
         self._disk: dict[int, _Incoming] = {}
         self._echoes: deque[tuple[int, CEchoRQ]] = deque()
+        #: The C-ECHO-RQ this peer repeats and its default answer, as received bytes cut
+        #: around the message ID and as the answer's template: (length, request head,
+        #: request tail, answer head, answer tail); see _take_data.
+        self._echo_bytes: tuple[int, bytes, bytes, bytes, bytes] | None = None
+        #: The last default C-ECHO answer queued from a template: context ID, message ID
+        #: and the template (for _take_data to learn _echo_bytes from).
+        self._echo_sent: tuple[int, int, tuple[bytes, bytes]] | None = None
         #: (context ID, SOP class UID, status, the instance UID's encoded length) -> the
         #: C-STORE-RSP's template (instance_uid_template), or None; made at the second answer.
         self._store_templates: dict[tuple[int, str, int, int], tuple[bytes, bytes] | None] = {}
@@ -461,6 +476,26 @@ class ServiceProviderMixin:
             or self.log.logger.isEnabledFor(logging.DEBUG)
         ):
             return False
+        echo = self._echo_bytes
+        if (
+            echo is not None
+            and len(data) == echo[0]
+            and data.startswith(echo[1])
+            and data.endswith(echo[2])
+            and ul.at_rest
+            and self._assembler.idle
+            and not self._handlers.get(EVT_C_ECHO)
+        ):
+            # The C-ECHO-RQ answered before, in a PDU of its own, with another message ID:
+            # the ordinary path would give it the same answer (the same bytes, context and
+            # handlers), and for this PDU alone the Upper Layer stays in Sta6 (DT-2).
+            at = len(echo[1])
+            stream.write_nowait(echo[3] + data[at : at + 2] + echo[4])
+            if self._idle_scope is not None and self.timeouts.network is not None:
+                self._idle_scope.deadline = self._now() + self.timeouts.network
+            return True
+        learn = echo is None and len(data) <= _ECHO_LEARN_MAX and ul.at_rest
+        self._echo_sent = None
         try:
             now = self._now()
             for event in ul.receive_data(data, now=now):
@@ -501,6 +536,8 @@ class ServiceProviderMixin:
             if out:
                 # The answer carries the ACK of the bytes it answers.
                 stream.write_nowait(out[0] if len(out) == 1 else b"".join(out))
+                if learn and self._echo_sent is not None:
+                    self._learn_echo(data, *self._echo_sent)
             elif self._ack_socket is not None:
                 # Part of a message: the reader stays parked, the peer may wait for the ACK
                 # before it sends the rest (see _transport.ack_now).
@@ -510,6 +547,23 @@ class ServiceProviderMixin:
             self._hook_error = exc
             stream.hand_over()
         return True
+
+    def _learn_echo(
+        self, data: bytes, context_id: int, message_id: int, answer: tuple[bytes, bytes]
+    ) -> None:
+        """Remember ``data`` as the C-ECHO-RQ to answer in ``_take_data`` from now on.
+
+        ``data`` was read with the Upper Layer at rest and was answered, from ``answer``,
+        as the echo with ``message_id`` on ``context_id``; it is kept only if it is that
+        request's PDU alone, with the message ID where ``received_template`` finds it.
+        """
+        cut = received_template(data)
+        if cut is None or data[10] != context_id:
+            return
+        head, tail = cut
+        if int.from_bytes(data[len(head) : len(head) + 2], "little") != message_id:
+            return
+        self._echo_bytes = (len(data), head, tail, *answer)
 
     def _answer_echoes_nowait(self, *, debug: bool | None = None) -> None:
         """Queue the default C-ECHO answers to the echoes read so far, up to the first echo
@@ -648,6 +702,7 @@ class ServiceProviderMixin:
         self._ul.send_pdata_parts(
             [head + command.message_id.to_bytes(2, "little") + tail], now=self._now()
         )
+        self._echo_sent = (context_id, command.message_id, template)
         return True
 
     async def _run_incoming_inline(self) -> None:
@@ -1180,6 +1235,10 @@ def _failure_response(
         has_dataset=False,
     )
 
+
+#: The longest read in which ``_take_data`` looks for a C-ECHO-RQ to remember: one
+#: P-DATA-TF of a command set whose only long value is a SOP class UID (64 bytes at most).
+_ECHO_LEARN_MAX = 256
 
 #: The default C-ECHO-RSP's command set templates by context ID, SOP class UID and the
 #: peer's maximum PDU length, for every association of the process: a client proposes the

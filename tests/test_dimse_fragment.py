@@ -547,6 +547,16 @@ def test_reader_runs_reassemble_what_fragment_parts_sent(
     assert not assembler.in_progress(5)
 
 
+def test_assembler_idle_between_messages() -> None:
+    assembler = MessageAssembler()
+    assert assembler.idle
+    assert assembler.receive(pdv(3, True, True, STORE_COMMAND)) == []
+    assert not assembler.idle  # the command arrived, its data set is awaited
+    (event,) = assembler.receive(pdv(3, False, True, b"\x08\x00\x00\x00"))
+    assert isinstance(event, MessageReceived)
+    assert assembler.idle
+
+
 # -- command set templates --------------------------------------------------------------
 
 
@@ -678,3 +688,67 @@ def test_templates_are_made_once_per_key_and_bounded() -> None:
     assert templates.get(2, lambda: make(2)) == (b"\x02", b"")
     assert templates.get(3, lambda: make(3)) is None  # full: the ordinary path
     assert made == [1, 2]
+
+
+# -- received command templates -------------------------------------------------------------
+
+
+def _request_pdu(context_id: int, message: Message) -> bytes:
+    return b"".join(fragment_parts(context_id, encode_command(message), None, 16384))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_ids=st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+    context_id=st.integers(1, 255).filter(lambda n: n & 1),
+    class_uid=_uids,
+    priority=st.sampled_from([0, 1, 2]),
+)
+def test_received_template_cuts_a_request_around_its_message_id(
+    message_ids: tuple[int, int], context_id: int, class_uid: str, priority: int
+) -> None:
+    """A received one-PDU command, cut by ``received_template``, is the same command with
+    any other message ID once the two bytes are put back (what the SCP's repeated C-ECHO
+    path relies on), whatever precedes the Message ID element."""
+    from dicomio.dimse import CFindRQ
+    from dicomio.dimse.fragment import received_template
+
+    first, other = message_ids
+    for make in (
+        lambda mid: CEchoRQ(message_id=mid, affected_sop_class_uid=class_uid),
+        lambda mid: CFindRQ(message_id=mid, affected_sop_class_uid=class_uid, priority=priority),
+    ):
+        template = received_template(_request_pdu(context_id, make(first)))
+        assert template is not None
+        head, tail = template
+        assert head + other.to_bytes(2, "little") + tail == _request_pdu(context_id, make(other))
+
+
+def test_received_template_refuses_anything_but_one_whole_command_pdu() -> None:
+    from dicomio.dimse.fragment import received_template
+
+    pdu = _request_pdu(1, CEchoRQ(message_id=7))
+    assert received_template(pdu) is not None
+    # Cut short, or with more behind it: the lengths no longer frame it.
+    for size in range(len(pdu)):
+        assert received_template(pdu[:size]) is None
+    assert received_template(pdu + pdu) is None
+    assert received_template(pdu + b"\x00\x00") is None
+    # Not a P-DATA-TF, not a whole command fragment (a data set, or not the last).
+    assert received_template(b"\x05" + pdu[1:]) is None
+    for control in (0x00, 0x01, 0x02):
+        assert received_template(pdu[:11] + bytes([control]) + pdu[12:]) is None
+    # Two PDVs in the PDU: the first PDV item's length no longer spans the PDU.
+    two = bytearray(pdu[:6] + pdu[6:])
+    two[6:10] = (len(pdu) - 11).to_bytes(4, "big")
+    assert received_template(bytes(two)) is None
+    # An element of another group, or a Message ID that is not 2 bytes.
+    at = pdu.index(b"\x00\x00\x10\x01\x02\x00\x00\x00")
+    assert received_template(pdu[:12] + b"\x08\x00" + pdu[14:]) is None
+    wide = pdu[: at + 4] + b"\x04\x00\x00\x00" + pdu[at + 8 :]
+    assert received_template(wide) is None
+    # No Message ID at all (a response), or an element length running past the end.
+    rsp = _request_pdu(1, CFindRSP(message_id_being_responded_to=7, status=0))
+    assert received_template(rsp) is None
+    huge = pdu[:16] + b"\xff\xff\xff\xff" + pdu[20:]
+    assert received_template(huge) is None

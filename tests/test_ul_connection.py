@@ -182,6 +182,25 @@ def test_received_pdata_is_not_copied() -> None:
     assert data == payload
 
 
+def test_at_rest_only_in_sta6_between_pdus() -> None:
+    pair = ConnectionPair()
+    req, acc = pair.requestor, pair.acceptor
+    assert not req.at_rest and not acc.at_rest  # Sta1
+    pair.associate()
+    assert req.at_rest and acc.at_rest
+    req.send_pdata(pdata(), now=0.0)
+    assert not req.at_rest  # a PDU waits to be sent
+    wire = b"".join(req.data_to_send())
+    assert req.at_rest
+    acc.receive_data(wire[:7], now=0.0)
+    assert not acc.at_rest  # part of a PDU read
+    acc.receive_data(wire[7:], now=0.0)
+    assert acc.at_rest
+    req.send_release_rq(now=0.0)
+    pair.send(req)
+    assert not req.at_rest and not acc.at_rest  # Sta7, Sta8
+
+
 @pytest.mark.parametrize("chunk", CHUNKS)
 def test_send_pdata_parts_is_send_pdata_for_each_pdu(chunk: int | None) -> None:
     pair = ConnectionPair(chunk=chunk)

@@ -205,6 +205,11 @@ class MessageAssembler:
         self._held_pinned = 0
         self._held_read: object = None
 
+    @property
+    def idle(self) -> bool:
+        """Whether no message is part-way received, on any context."""
+        return not self._partial
+
     def in_progress(self, context_id: int) -> bool:
         """Whether part of a message has arrived on this context and the rest is awaited."""
         return context_id in self._partial

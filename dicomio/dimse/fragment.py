@@ -30,6 +30,7 @@ wants for a large data set; ``tests/test_dimse_fragment.py`` holds the two to th
 ``message_id_template`` is the wire bytes of a command-only message cut around its message
 ID, for answers that differ in nothing else (the default C-ECHO-RSP); ``instance_uid_template``
 cuts them around its message ID and its Affected SOP Instance UID too (a C-STORE-RSP).
+``received_template`` cuts a received PDU the same way, for requests that recur.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ __all__ = [
     "fragment",
     "fragment_parts",
     "max_fragment_size",
+    "received_template",
 ]
 
 #: Bytes a PDV item adds to its fragment inside the P-DATA-TF variable field (PS3.8 9.3.5.1).
@@ -68,11 +70,14 @@ PDV_OVERHEAD: Final = 6
 #: memory a peer needs per PDU.
 UNLIMITED_FRAGMENT_SIZE: Final = 4 * 1024 * 1024
 
+#: A P-DATA-TF header and its first PDV item's header (PS3.8 9.3.5, 9.3.5.1).
+_PDATA_HEADERS_LENGTH: Final = 12
+
 #: The pad that makes an odd data set even (PS3.5 A.5 for Deflated; PS3.8 E.1).
 _PAD: Final = b"\x00"
 
 #: A command element's header: group, element, value length (PS3.5 7.1.3, Implicit VR).
-_UID_ELEMENT: Final = struct.Struct("<HHL")
+_ELEMENT_HEADER: Final = struct.Struct("<HHL")
 
 # Builds a PDataTF or PresentationDataValue from its fields, skipping the keyword call.
 _new_tuple = tuple.__new__
@@ -261,6 +266,39 @@ def message_id_template(
     return low[:at], low[at + 2 :]
 
 
+def received_template(pdu: bytes) -> tuple[bytes, bytes] | None:
+    """A received command's template: ``pdu`` cut around the value of its Message ID.
+
+    ``pdu`` must be exactly one P-DATA-TF holding one PDV, a whole command set (message
+    control header 03H, PS3.8 E.2) whose elements are all of group 0000 and include Message
+    ID (0000,0110) as a 2-byte value. Returns ``(head, tail)`` with ``pdu == head + id +
+    tail``, where ``id`` is the Message ID's two bytes; None for anything else. Bytes equal
+    to ``pdu`` except in those two are the same message with another ID: a requestor that
+    repeats a C-ECHO sends exactly that. Read in place, element by element (Implicit VR
+    Little Endian, PS3.7 6.3.1): nothing here is sized by a length the peer sent.
+    """
+    size = len(pdu)
+    if (
+        size < _PDATA_HEADERS_LENGTH
+        or pdu[0] != 0x04
+        or int.from_bytes(pdu[2:6], "big") != size - 6
+        or int.from_bytes(pdu[6:10], "big") != size - 10
+        or pdu[11] != 0x03
+    ):
+        return None
+    at = _PDATA_HEADERS_LENGTH
+    while at + 8 <= size:
+        group, element, length = _ELEMENT_HEADER.unpack_from(pdu, at)
+        if group != 0:
+            return None
+        if element == 0x0110:
+            if length != 2 or at + 10 > size:
+                return None
+            return pdu[: at + 8], pdu[at + 10 :]
+        at += 8 + length
+    return None
+
+
 _Key = TypeVar("_Key", bound=Hashable)
 
 
@@ -317,6 +355,6 @@ def instance_uid_template(
     if template is None:
         return None
     head, tail = template
-    if not tail.endswith(_UID_ELEMENT.pack(0, 0x1000, len(value)) + value):
+    if not tail.endswith(_ELEMENT_HEADER.pack(0, 0x1000, len(value)) + value):
         return None
     return head, tail[: -len(value)]

@@ -89,6 +89,11 @@ class PDUReader:
         self._eof = False
         self._error: RemoteProtocolError | None = None
 
+    @property
+    def buffered(self) -> int:
+        """How many bytes were fed and not yet returned as PDUs (part of the next one)."""
+        return self._available
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer. Does not parse; call ``next_pdu()``."""
         self._check_alive()

@@ -138,6 +138,21 @@ class ULConnection:
         """True once the transport connection is to be closed (after ``data_to_send``)."""
         return self._closed
 
+    @property
+    def at_rest(self) -> bool:
+        """In Sta6 with no part of a PDU read, nothing to send and ARTIM stopped.
+
+        The next bytes then start a PDU, and one P-DATA-TF among them is DT-2 alone: an
+        indication, the state unchanged (PS3.8 Table 9-10).
+        """
+        return (
+            self._state is State.DATA_TRANSFER
+            and not self._outbox
+            and not self._closed
+            and self._deadline is None
+            and not self._reader.buffered
+        )
+
     def data_to_send(self) -> list[bytes | memoryview]:
         """Drain the outbound buffer: the encoded PDUs, in order, to write as they are.
 
