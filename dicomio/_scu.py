@@ -79,14 +79,15 @@ _STATUS_FIELDS = (
     ("number_of_completed_sub_operations", "NumberOfCompletedSuboperations"),
     ("number_of_failed_sub_operations", "NumberOfFailedSuboperations"),
     ("number_of_warning_sub_operations", "NumberOfWarningSuboperations"),
-    ("affected_sop_instance_uid", "AffectedSOPInstanceUID"),
     ("affected_sop_class_uid", "AffectedSOPClassUID"),
 )
 
 
 #: Status Datasets made lately, by status and the values of ``_STATUS_FIELDS``, each
 #: copied for a response with the same (``copy_status``): the responses of one association
-#: mostly repeat one status (Success, a C-ECHO's class UID). Bounded, cleared when full.
+#: mostly repeat one status (Success, a C-ECHO's class UID). The Affected SOP Instance UID
+#: is not part of it but added to the copy: it differs from one C-STORE-RSP to the next.
+#: Bounded, cleared when full.
 _STATUSES: dict[tuple[Any, ...], Dataset] = {}
 STATUSES_REMEMBERED = 64
 
@@ -97,13 +98,14 @@ def response_status(command: Any) -> Dataset:
     append = values.append
     for attr, _ in _STATUS_FIELDS:
         append(getattr(command, attr, None))
+    instance_uid = getattr(command, "affected_sop_instance_uid", None)
     key = tuple(values)
     try:
         remembered = _STATUSES.get(key)
     except TypeError:  # an unhashable value (a list of offending elements)
         key, remembered = (), None
     if remembered is not None:
-        return copy_status(remembered)
+        return copy_status(remembered, instance_uid)
     fields = {}
     for (_, keyword), value in zip(_STATUS_FIELDS, values[1:], strict=True):
         if value is not None:
@@ -113,7 +115,9 @@ def response_status(command: Any) -> Dataset:
         if len(_STATUSES) >= STATUSES_REMEMBERED:
             _STATUSES.clear()
         _STATUSES[key] = status
-        return copy_status(status)
+        return copy_status(status, instance_uid)
+    if instance_uid is not None:
+        return status_dataset(command.status, AffectedSOPInstanceUID=instance_uid, **fields)
     return status
 
 

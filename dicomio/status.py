@@ -288,6 +288,7 @@ def _is_outside_annex_c(code: int) -> bool:
 _PROTOTYPE: dict[str, Any] = dict(Dataset().__dict__)
 _MUTABLE = tuple(k for k, v in _PROTOTYPE.items() if isinstance(v, (dict, list, set)))
 _STATUS_TAG = Tag(0x0000, 0x0900)
+_INSTANCE_UID_TAG = Tag(0x0000, 0x1000)  # Affected SOP Instance UID
 
 
 def _blank_dataset() -> Dataset:
@@ -346,17 +347,27 @@ def raw_but_status(status: Dataset) -> bool:
     )
 
 
-def copy_status(status: Dataset) -> Dataset:
+def copy_status(status: Dataset, instance_uid: str | None = None) -> Dataset:
     """A copy of a status Dataset (see ``raw_but_status``) that shares nothing mutable.
 
     What ``status_dataset`` would build again for the same values, for about a quarter of
-    the cost: a C-FIND client gets one per match.
+    the cost: a C-FIND client gets one per match. With ``instance_uid``, the copy also has
+    that Affected SOP Instance UID, which ``status`` must not have: the answers to a
+    series of C-STOREs differ in nothing else.
     """
     ds = _dataset_with(status.__dict__)
     elements = ds._dict
     status_element = elements[_STATUS_TAG]
     assert isinstance(status_element, DataElement)  # status_dataset built it (raw_but_status)
     elements[_STATUS_TAG] = _copy_element(status_element)  # its value is an int
+    if instance_uid is not None:
+        raw = _raw_value("UI", instance_uid)
+        if raw is None:
+            ds.AffectedSOPInstanceUID = instance_uid
+        else:
+            elements[_INSTANCE_UID_TAG] = RawDataElement(
+                _INSTANCE_UID_TAG, "UI", len(raw), raw, 0, True, True
+            )
     return ds
 
 

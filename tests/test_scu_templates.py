@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +112,36 @@ def test_response_status_is_a_fresh_copy_each_time() -> None:
     )
     assert response_status(move).OffendingElement == [0x00100010, 0x00100020]
     assert response_status(move).Status == 0xA900
+
+
+def test_store_response_statuses_are_remembered_apart_from_the_instance_uid() -> None:
+    """C-STORE-RSPs differ in their Affected SOP Instance UID: each status Dataset has its
+    own, equal to the one built afresh, while one remembered status serves them all."""
+    from dicomio import _scu
+    from dicomio._scu import response_status
+    from dicomio.dimse import CStoreRSP
+    from dicomio.status import status_dataset
+
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+
+    def store_rsp(message_id: int, uid: str, status: int = 0) -> CStoreRSP:
+        return CStoreRSP(
+            message_id_being_responded_to=message_id,
+            status=status,
+            affected_sop_class_uid=ct,
+            affected_sop_instance_uid=uid,
+        )
+
+    _scu._STATUSES.clear()
+    uids = [f"1.2.826.0.1.3680043.8.498.{n}" for n in range(1, 200)]  # odd and even lengths
+    for n, uid in enumerate(uids, 1):
+        got = response_status(store_rsp(n, uid))
+        assert got == status_dataset(0, AffectedSOPClassUID=ct, AffectedSOPInstanceUID=uid)
+        assert got.AffectedSOPInstanceUID == uid
+    assert len(_scu._STATUSES) == 1
+    warning = response_status(store_rsp(7, uids[0], 0xB000))
+    assert (warning.Status, warning.AffectedSOPInstanceUID) == (0xB000, uids[0])
+    # A value that cannot be raw (not ASCII) is set as pydicom sets it, with its warning.
+    with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+        odd = response_status(store_rsp(8, "1.2.\u00e9"))
+    assert odd.AffectedSOPInstanceUID == "1.2.\u00e9"
