@@ -385,7 +385,11 @@ def file_info(
 
     def uid(tag: int) -> UID | None:
         value = elements.get(tag)
-        return UID(value.decode("ascii", "replace").rstrip("\x00 ")) if value else None
+        if not value:
+            return None
+        # Not validated (pydicom's UID() runs a regular expression and warns): a malformed
+        # UID in a file's meta group is sent as it stands, and the peer judges it.
+        return str.__new__(UID, value.decode("ascii", "replace").rstrip("\x00 "))
 
     sop_class, sop_instance, ts = uid(0x00020002), uid(0x00020003), uid(0x00020010)
     if sop_class is None or sop_instance is None or ts is None:
