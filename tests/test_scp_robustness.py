@@ -1016,3 +1016,66 @@ async def test_store_sent_with_the_release_rq_is_stored_and_answered(
             assert await peer.read_pdu() == encode(ReleaseRP())
         await server_forgets(server)
     assert len(stored) == 1
+
+
+async def test_a_remembered_echo_answers_only_its_own_bytes() -> None:
+    """Once the SCP has answered a C-ECHO-RQ, it answers the same PDU with another message
+    ID from its bytes (on asyncio; see _scp._take_data). Bytes that only look like it take
+    the ordinary path and get their own answer: the same request on another context, another
+    SOP class UID of the same length, two echoes in one write, one echo in two writes."""
+    other_class = "1.2.840.10008.1.2"  # as long as Verification's UID, and not it
+    contexts = [
+        PresentationContextRQ(
+            context_id=cid,
+            abstract_syntax=Verification,
+            transfer_syntaxes=[ImplicitVRLittleEndian],
+        )
+        for cid in (ECHO_CONTEXT, 5)
+    ]
+
+    def echo_on(context_id: int, message_id: int, sop_class: str = Verification) -> bytes:
+        command = encode_command(CEchoRQ(message_id=message_id, affected_sop_class_uid=sop_class))
+        return pdv_bytes(context_id, 0x03, command)
+
+    async with serving() as server, raw_peer(server.port) as peer:
+        await peer.associate(valid_rq(presentation_contexts=contexts))
+
+        async def answer() -> tuple[int, int, int, str]:
+            pdu = await peer.read_pdu()
+            assert pdu is not None and pdu[0] == 0x04, pdu
+            command = decode_command(pdu[12:])
+            return (
+                pdu[10],
+                command.message_id_being_responded_to,
+                command.status,
+                command.affected_sop_class_uid,
+            )
+
+        for message_id in (1, 2, 0xFFFF):
+            await peer.send(echo_on(ECHO_CONTEXT, message_id))
+            assert await answer() == (ECHO_CONTEXT, message_id, 0, Verification)
+        [served] = server.associations
+        assert len(echo_on(5, 7)) == len(echo_on(ECHO_CONTEXT, 7))
+        await peer.send(echo_on(5, 7))
+        assert await answer() == (5, 7, 0, Verification)
+        await peer.send(echo_on(ECHO_CONTEXT, 8, other_class))
+        got = await answer()
+        assert got[:2] == (ECHO_CONTEXT, 8) and got[3] == other_class
+        await peer.send(echo_on(ECHO_CONTEXT, 9) + echo_on(ECHO_CONTEXT, 10))
+        assert [await answer(), await answer()] == [
+            (ECHO_CONTEXT, 9, 0, Verification),
+            (ECHO_CONTEXT, 10, 0, Verification),
+        ]
+        split = echo_on(ECHO_CONTEXT, 11)
+        await peer.send(split[:20])
+        await anyio.sleep(0.05)  # two reads on the server's side
+        await peer.send(split[20:])
+        assert await answer() == (ECHO_CONTEXT, 11, 0, Verification)
+        await peer.send(echo_on(ECHO_CONTEXT, 12))
+        assert await answer() == (ECHO_CONTEXT, 12, 0, Verification)
+        # On asyncio the first request's bytes were kept; on trio there is no receive hook.
+        hooked = type(served._stream).__name__ == "AsyncioSocketStream"
+        assert (served._echo_bytes is not None) == hooked
+        await peer.send(encode(ReleaseRQ()))
+        assert await peer.read_pdu() == encode(ReleaseRP())
+    await server_forgets(server)
