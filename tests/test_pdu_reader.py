@@ -740,13 +740,16 @@ def test_runs_give_exactly_the_pdus_and_errors_of_next_pdu(
             assert batch_error == error
         for item in items:
             if isinstance(item, DataRun):
+                # The fragments are the PDUs' data in order, views of the reads: a PDU whose
+                # data straddled two reads is the fragments ``continued`` marks, not joined.
                 assert item.fragments
-                assert all(
-                    pdu.pdvs[0].data == item.fragments[i] for i, pdu in enumerate(item.pdus())
-                )
+                assert all(isinstance(f, memoryview) for f in item.fragments)
+                pdus = item.pdus()
+                assert len(pdus) == len(item.fragments) - len(item.continued)
+                assert b"".join(item.fragments) == b"".join(p.pdvs[0].data for p in pdus)
 
 
-def test_a_run_is_views_of_the_read_and_a_straddling_fragment_is_joined_once() -> None:
+def test_a_run_is_views_of_the_reads_even_for_a_straddling_fragment() -> None:
     fragment = encode(one_pdv(b"\x01" * 100, control=0))  # 112 bytes
     last = encode(one_pdv(b"\x02" * 10, control=0x02))
     stream = fragment * 10 + last
@@ -756,15 +759,42 @@ def test_a_run_is_views_of_the_read_and_a_straddling_fragment_is_joined_once() -
     run = reader.next_pdu_or_run()
     assert isinstance(run, DataRun) and run.context_id == 1 and len(run.fragments) == 4
     assert all(isinstance(f, memoryview) and f.obj is reads[0] for f in run.fragments)
+    assert run.continued == ()
     assert reader.next_pdu_or_run() is None  # the fifth is not all here yet
     reader.feed(reads[1])
     run = reader.next_pdu_or_run()
-    assert isinstance(run, DataRun) and len(run.fragments) == 6
-    assert type(run.fragments[0]) is bytes and run.fragments[0] == b"\x01" * 100
+    # The fifth fragment as a view of each read (no copy), then five views of the second.
+    assert isinstance(run, DataRun) and len(run.fragments) == 7 and run.continued == (1,)
+    assert run.fragments[0].obj is reads[0] and len(run.fragments[0]) == 40
     assert all(isinstance(f, memoryview) and f.obj is reads[1] for f in run.fragments[1:])
+    assert run.pdus() == [one_pdv(b"\x01" * 100, control=0)] * 6
     # The last fragment ends the run and comes as the P-DATA-TF it is.
     assert reader.next_pdu_or_run() == one_pdv(b"\x02" * 10, control=0x02)
     assert reader.next_pdu_or_run() is None
+
+
+def test_a_run_joins_a_fragment_split_over_several_reads_only_in_pdus() -> None:
+    fragment = encode(one_pdv(bytes(range(200)), control=0))
+    stream = fragment * 2 + encode(one_pdv(b"", control=0x02))
+    reader = PDUReader(0)
+    # The second fragment's data arrives in four reads.
+    cuts = [212, 250, 300, 350, len(stream)]
+    start = 0
+    runs: list[DataRun] = []
+    for cut in cuts:
+        reader.feed(stream[start:cut])
+        start = cut
+        while (item := reader.next_pdu_or_run()) is not None:
+            if isinstance(item, DataRun):
+                runs.append(item)
+    assert [len(r.pdus()) for r in runs] == [1, 1]
+    assert runs[1].continued == (1, 2, 3) and len(runs[1].fragments) == 4
+    assert runs[1].pdus() == [one_pdv(bytes(range(200)), control=0)]
+
+
+def test_data_run_continued_is_part_of_the_value() -> None:
+    assert DataRun(1, [b"ab", b"cd"], (1,)) != DataRun(1, [b"ab", b"cd"])
+    assert DataRun(1, [b"ab", b"cd"], (1,)).pdus() == [one_pdv(b"abcd", control=0)]
 
 
 def test_a_run_keeps_to_one_context() -> None:

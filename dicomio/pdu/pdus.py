@@ -154,6 +154,7 @@ class PDataTF(_PDataTFFields):
 class _DataRunFields(NamedTuple):
     context_id: int
     fragments: tuple[bytes | memoryview, ...]
+    continued: tuple[int, ...]
 
 
 class DataRun(_DataRunFields):
@@ -167,7 +168,10 @@ class DataRun(_DataRunFields):
     reassembly one at a time costs more than everything else done with them: a receiver that
     asks for runs (``PDUReader.next_pdu_or_run``, ``ULConnection(data_runs=True)``) handles a
     run with one call per layer. The fragments are what ``PresentationDataValue.data`` would
-    be: views of the received bytes, or ``bytes`` for a fragment that straddled two reads.
+    be: views of the received bytes. A PDU whose data straddled two reads comes as one
+    view of each, not joined (a copy of up to a PDU): ``continued`` holds the index of every
+    fragment that goes on the PDU of the fragment before it, and ``pdus()`` joins them. A
+    receiver that only wants the data set's bytes, in order, takes ``fragments`` as they are.
 
     A named tuple like ``PDataTF``, with the same promises: immutable, a readable repr, and
     equality only with another ``DataRun``.
@@ -175,18 +179,26 @@ class DataRun(_DataRunFields):
 
     __slots__ = ()
 
-    def __new__(cls, context_id: int, fragments: Iterable[bytes | memoryview]) -> DataRun:
-        return tuple.__new__(cls, (context_id, tuple(fragments)))
+    def __new__(
+        cls,
+        context_id: int,
+        fragments: Iterable[bytes | memoryview],
+        continued: Iterable[int] = (),
+    ) -> DataRun:
+        return tuple.__new__(cls, (context_id, tuple(fragments), tuple(continued)))
 
     def pdus(self) -> list[PDataTF]:
         """The P-DATA-TF PDUs this run stands for, in the order they were received."""
         context_id = self.context_id
+        data: list[bytes | memoryview] = list(self.fragments)
+        for index in reversed(self.continued):
+            data[index - 1 : index + 1] = [b"".join(data[index - 1 : index + 1])]
         return [
             tuple.__new__(
                 PDataTF,
                 ((tuple.__new__(PresentationDataValue, (context_id, False, False, fragment)),),),
             )
-            for fragment in self.fragments
+            for fragment in data
         ]
 
     __eq__ = same_type_eq

@@ -224,12 +224,13 @@ class PDUReader:
         """Take the run of data set fragments on ``context_id`` that starts the buffer.
 
         The caller has checked the first PDU as the fast path of ``_next`` does, and that all
-        of it is here. The run goes on across chunks: a PDU that straddles two of them is
-        taken as the fast path takes it (its data joined once), if all of it is here.
+        of it is here. The run goes on across chunks: a PDU that straddles two of them, if
+        all of it is here, comes as a view of each (``DataRun.continued``), not joined.
         """
         pieces = self._pieces
         limit = self._pdata_limit
         fragments: list[bytes | memoryview] = []
+        continued: list[int] = []
         append = fragments.append
         while pieces:
             chunk = pieces[0]
@@ -274,10 +275,13 @@ class PDUReader:
             self._offset = position
             if not straddles or self._available < 6 + length:
                 break
-            # A fragment of the run that straddles chunks, all of it buffered.
+            # A fragment of the run that straddles chunks, all of it buffered: its pieces.
             self._skip(_PDATA_HEADERS_LENGTH)
-            append(self._take(pdv_length - 2))
-        return _new_tuple(DataRun, (context_id, tuple(fragments)))
+            views = self._take_views(pdv_length - 2)
+            start = len(fragments)
+            fragments.extend(views)
+            continued.extend(range(start + 1, start + len(views)))
+        return _new_tuple(DataRun, (context_id, tuple(fragments), tuple(continued)))
 
     def _next_pdu_general(self) -> PDU | None:
         self._check_alive()
@@ -345,6 +349,29 @@ class PDUReader:
             if len(out) == size:
                 return bytes(out)
         raise AssertionError("peek beyond the buffered bytes")
+
+    def _take_views(self, size: int) -> list[memoryview]:
+        """Remove the first ``size`` bytes: views of the chunks holding them (one empty
+        view for none)."""
+        if not size:
+            return [memoryview(b"")]
+        pieces = self._pieces
+        self._available -= size
+        views: list[memoryview] = []
+        while size:
+            piece = pieces[0]
+            start = self._offset
+            have = len(piece) - start
+            if have <= size:
+                views.append(piece[start:] if start else piece)
+                pieces.popleft()
+                self._offset = 0
+                size -= have
+            else:
+                views.append(piece[start : start + size])
+                self._offset = start + size
+                size = 0
+        return views
 
     def _take(self, size: int) -> bytes | memoryview:
         """Remove the first ``size`` bytes: a view if one chunk holds them, else one join."""
