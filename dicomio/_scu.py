@@ -53,7 +53,7 @@ from dicomio.dimse import (
 )
 from dicomio.dimse.fragment import Templates, message_id_template
 from dicomio.sop import name_of
-from dicomio.status import copy_status, raw_but_status, status_dataset
+from dicomio.status import PENDING_CODES, copy_status, raw_but_status, status_dataset
 from dicomio.transcode import NATIVE_SYNTAXES, choose_syntax
 from dicomio.ul import Role
 
@@ -141,7 +141,7 @@ def _echo_template(context_id: int, max_pdu: int) -> tuple[bytes, bytes] | None:
 
 
 def _is_final(command: Any) -> bool:
-    return command.status not in (0xFF00, 0xFF01)
+    return command.status not in PENDING_CODES
 
 
 # PS3.8 Table 9-18: the Result/Reason of a presentation context that was not accepted.
@@ -915,7 +915,7 @@ class ResponseStream:
             ts = self._context.transfer_syntax
             assert ts is not None
             identifier = decode_dataset(data, ts)
-        if command.status not in (0xFF00, 0xFF01):  # the final response
+        if command.status not in PENDING_CODES:  # _is_final, without the call
             self._finish()
         return status, identifier
 

@@ -78,6 +78,7 @@ from dicomio.pdu import (
     UserIdentityAC,
 )
 from dicomio.presentation import PresentationContext
+from dicomio.status import PENDING_CODES
 from dicomio.ul import ProviderAbort, Role, TransportClosed, ULConnection
 
 _Answer = TypeVar("_Answer")
@@ -599,7 +600,7 @@ class Association(
             )
             return
         status = getattr(command, "status", 0)
-        if status not in (0xFF00, 0xFF01):
+        if status not in PENDING_CODES:
             op.final = True
             if op.abandoned:
                 del self._ops[op.message_id]

@@ -64,7 +64,7 @@ from dicomio import errors
 from dicomio._handoff import Handoff
 from dicomio.association import Association
 from dicomio.pool import AssociationPool, Peer
-from dicomio.status import Category, category
+from dicomio.status import PENDING_CODES, Category, category
 
 __all__ = [
     "Answer",
@@ -90,7 +90,6 @@ Operation = Callable[[Association, Dataset | None], AsyncIterator[tuple[Dataset,
 _STATUS = BaseTag(0x00000900)
 #: Number of Remaining, Completed, Failed and Warning Sub-operations (PS3.7 C.4.2/C.4.3).
 _SUBOPERATIONS = tuple(BaseTag(tag) for tag in (0x00001020, 0x00001021, 0x00001022, 0x00001023))
-_PENDING = (0xFF00, 0xFF01)
 #: The default ``buffer`` is this many answers for each peer that may run at once. The
 #: responses a peer sent are in memory already once read (one socket read, up to 256 KiB,
 #: holds many), so a buffer smaller than one peer's batch would only make the peers' tasks
@@ -571,7 +570,7 @@ class FanOut:
                     try:
                         async for status, identifier in self.operation(assoc, item):
                             self._count(run, index, status)
-                            if status[_STATUS].value in _PENDING:
+                            if status[_STATUS].value in PENDING_CODES:
                                 passed_on |= await self._pass_on(
                                     run, status, identifier, pending=True
                                 )

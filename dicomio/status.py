@@ -50,6 +50,7 @@ __all__ = [
     "OUT_OF_RESOURCES_MATCHES",
     "OUT_OF_RESOURCES_SUB_OPERATIONS",
     "PENDING",
+    "PENDING_CODES",
     "PENDING_WARNING",
     "PROCESSING_FAILURE",
     "RESOURCE_LIMITATION",
@@ -106,6 +107,8 @@ RESOURCE_LIMITATION = 0x0213
 CANCEL = 0xFE00
 PENDING = 0xFF00
 PENDING_WARNING = 0xFF01
+#: The two Pending codes: a response with any other status is the last of its request's.
+PENDING_CODES = (PENDING, PENDING_WARNING)
 
 # PS3.4 codes shared by the storage and query/retrieve services.
 OUT_OF_RESOURCES = 0xA700  # C-STORE A7xx, C-FIND A700
@@ -128,7 +131,7 @@ def category(code: int) -> Category:
         raise ValueError(f"a status is an unsigned 16-bit value (US): {code}")
     if code == 0x0000:
         return Category.SUCCESS
-    if code in (0xFF00, 0xFF01):
+    if code in PENDING_CODES:
         return Category.PENDING
     if code == 0xFE00:
         return Category.CANCEL

@@ -62,6 +62,9 @@ __all__ = [
 #: Bytes a PDV item adds to its fragment inside the P-DATA-TF variable field (PS3.8 9.3.5.1).
 PDV_OVERHEAD: Final = 6
 
+#: A P-DATA-TF's header and its first PDV item's header (PS3.8 9.3.5, 9.3.5.1).
+_PDATA_HEADERS_LENGTH: Final = 6 + PDV_OVERHEAD
+
 #: Fragment size used when the peer announced no maximum (maximum length 0, PS3.8 D.1).
 #: No limit does not mean one PDU per message: a 2 GB data set in one PDU would make a
 #: receiver that frames whole PDUs (as most do) buffer all of it before it could use a
@@ -70,8 +73,6 @@ PDV_OVERHEAD: Final = 6
 #: memory a peer needs per PDU.
 UNLIMITED_FRAGMENT_SIZE: Final = 4 * 1024 * 1024
 
-#: A P-DATA-TF header and its first PDV item's header (PS3.8 9.3.5, 9.3.5.1).
-_PDATA_HEADERS_LENGTH: Final = 12
 
 #: The pad that makes an odd data set even (PS3.5 A.5 for Deflated; PS3.8 E.1).
 _PAD: Final = b"\x00"

@@ -377,33 +377,8 @@ class PDUReader:
         """Remove the first ``size`` bytes: a view if one chunk holds them, else one join."""
         if not size:
             return b""
-        pieces = self._pieces
-        self._available -= size
-        first = pieces[0]
-        start = self._offset
-        stop = start + size
-        if stop <= len(first):
-            if stop == len(first):
-                pieces.popleft()
-                self._offset = 0
-            else:
-                self._offset = stop
-            return first[start:stop]
-        parts = [first[start:]]
-        pieces.popleft()
-        size -= len(first) - start
-        self._offset = 0
-        while size:
-            piece = pieces[0]
-            if len(piece) <= size:
-                parts.append(piece)
-                pieces.popleft()
-                size -= len(piece)
-            else:
-                parts.append(piece[:size])
-                self._offset = size
-                size = 0
-        return b"".join(parts)
+        views = self._take_views(size)
+        return views[0] if len(views) == 1 else b"".join(views)
 
     def _skip(self, size: int) -> None:
         """Remove the first ``size`` bytes without looking at them."""
