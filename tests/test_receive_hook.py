@@ -16,17 +16,21 @@ import anyio
 import anyio.lowlevel
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from dicomio import _transport, evt
 from dicomio._scp import ServiceProviderMixin
-from dicomio.dataset import encode_dataset
+from dicomio.dataset import IMPLEMENTATION_CLASS_UID, encode_dataset
 from dicomio.dimse import CEchoRSP, CStoreRSP
 from dicomio.dimse.commands import decode_command
+from dicomio.pdu import ImplementationClassUID
+from dicomio.ul.connection import ULConnection
 from tests.test_scp_robustness import (
     ECHO_CONTEXT,
     NOT_SPECIFIED,
     STORE_CONTEXT,
+    _client,
+    _ct,
     echo_rq,
     echo_works,
     pdv_bytes,
@@ -35,6 +39,8 @@ from tests.test_scp_robustness import (
     server_forgets,
     serving,
     store_command,
+    valid_rq,
+    valid_rq_value,
 )
 
 pytestmark = pytest.mark.anyio
@@ -244,3 +250,71 @@ async def test_part_of_a_message_is_acknowledged_at_once(acks: list[object]) -> 
             assert (rsp.message_id_being_responded_to, rsp.status) == (1, 0)
             assert len(acks) == 1  # the answered data set was not acknowledged on its own
         await server_forgets(server)
+
+
+@pytest.mark.parametrize(
+    ("implementation", "expected"), [(IMPLEMENTATION_CLASS_UID, 0), ("1.2.3.4", 1)]
+)
+async def test_a_dicomio_peer_gets_no_separate_acknowledgement(
+    acks: list[object], monkeypatch: pytest.MonkeyPatch, implementation: str, expected: int
+) -> None:
+    """dicomio turns Nagle's algorithm off on its sockets, so a peer that says it is dicomio
+    (its Implementation Class UID) never waits for an ACK: a command set read alone is not
+    acknowledged on its own, where any other peer's is."""
+    reads: list[int] = []
+    original = ULConnection.receive_data
+
+    def recording(self: ULConnection, data: Any, *, now: float) -> Any:
+        reads.append(len(data))
+        return original(self, data, now=now)
+
+    monkeypatch.setattr(ULConnection, "receive_data", recording)
+    items = valid_rq_value().user_information
+    user_information = [
+        ImplementationClassUID(implementation_class_uid=implementation)
+        if isinstance(item, ImplementationClassUID)
+        else item
+        for item in items
+    ]
+    ds = Dataset()
+    ds.PatientName = "ACK^TEST"
+    data = encode_dataset(ds, ExplicitVRLittleEndian)
+
+    async def on_store(event: Any) -> int:
+        return 0
+
+    async with serving(handlers=[(evt.EVT_C_STORE, on_store)]) as server:
+        async with raw_peer(server.port) as peer:
+            await peer.associate(valid_rq(user_information=user_information))
+            command = pdv_bytes(STORE_CONTEXT, 0x03, store_command(message_id=1))
+            await peer.send(command)
+            with anyio.fail_after(5):
+                # The server has read the command set alone: the data set is not sent yet.
+                while len(command) not in reads:
+                    await anyio.lowlevel.checkpoint()
+            await peer.send(pdv_bytes(STORE_CONTEXT, 0x02, data))
+            rsp = response(await peer.read_pdu())
+            assert rsp.message_id_being_responded_to == 1
+        await server_forgets(server)
+    assert len(acks) == expected
+
+
+async def test_two_dicomio_ends_send_no_separate_acknowledgements(acks: list[object]) -> None:
+    """Between dicomio's client and server, data sets of many PDUs go without a pure ACK
+    segment on either side, however the reads fall."""
+    received: list[int] = []
+
+    async def on_store(event: Any) -> int:
+        received.append(len(event.encoded_dataset(include_meta=False)))
+        return 0
+
+    ds = _ct()
+    ds.BitsAllocated = 8
+    ds.PixelData = bytes(range(256)) * 1024  # 256 KiB: 16 PDUs of the server's 16 KiB
+    async with serving(handlers=[(evt.EVT_C_STORE, on_store)]) as server:
+        async with _client(server.port, CTImageStorage) as assoc:
+            for _ in range(5):
+                assert (await assoc.send_c_store(ds)).Status == 0
+        await server_forgets(server)
+    assert len(received) == 5 and received[0] > 256 * 1024
+    assert acks == []
