@@ -733,6 +733,44 @@ def _ct() -> Dataset:
     return ds
 
 
+async def test_a_serial_store_handler_finishes_when_its_association_is_aborted() -> None:
+    """The reader runs a peer's one-at-a-time C-STORE itself, without a cancel scope of its
+    own (C-CANCEL does not apply to C-STORE): aborting the association meanwhile lets the
+    handler finish, its answer goes nowhere, and the server goes on serving."""
+    started = anyio.Event()
+    release = anyio.Event()
+    finished: list[bool] = []
+    associations: list[Any] = []
+
+    async def store(event: Any) -> int:
+        associations.append(event.assoc)
+        started.set()
+        await release.wait()
+        finished.append(True)
+        return 0
+
+    async with serving(handlers=[(evt.EVT_C_STORE, store)]) as server:
+        async with _client(server.port, CTImageStorage) as assoc:
+            outcome: list[object] = []
+
+            async def send() -> None:
+                try:
+                    outcome.append(await assoc.send_c_store(_ct()))
+                except Exception as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send)
+                with anyio.fail_after(10):
+                    await started.wait()
+                    await associations[0].abort()
+                    release.set()
+            assert finished == [True]
+            assert len(outcome) == 1 and isinstance(outcome[0], Exception)
+        await server_forgets(server)
+        await echo_works(server.port)
+
+
 async def test_raising_handlers_give_failure_statuses() -> None:
     """A handler that raises gives 0xC000 (DIMSE-C) or 0x0110 (DIMSE-N); the association goes on."""
 
