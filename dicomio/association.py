@@ -38,7 +38,6 @@ from dicomio._retrieve import RetrieveProviderMixin
 from dicomio._scp import ServiceProviderMixin
 from dicomio._scu import ServiceUserMixin
 from dicomio.config import TimeoutAttributes, Timeouts
-from dicomio.dataset import IMPLEMENTATION_CLASS_UID
 from dicomio.dimse import (
     CCancelRQ,
     CommandReceived,
@@ -198,8 +197,7 @@ class Association(
     ) -> None:
         self.ae = ae
         self._stream = stream
-        #: Where reads are acknowledged at once (``_transport.ack_now``), or None (no socket,
-        #: no TCP_QUICKACK, or a peer that needs no such ACK: see _absorb_user_information).
+        #: Where reads are acknowledged at once (``_transport.ack_now``), or None.
         self._ack_socket = _transport.ack_socket(stream)
         #: Bytes were read and nothing written since, which would have carried their ACK:
         #: acknowledged before the next wait for the peer (``_read_once``).
@@ -1126,13 +1124,6 @@ class Association(
                 self.remote_max_pdu = item.maximum_length
             elif isinstance(item, ImplementationClassUID):
                 self.remote_implementation_class_uid = item.implementation_class_uid
-                if item.implementation_class_uid == IMPLEMENTATION_CLASS_UID:
-                    # The peer is dicomio, which turns Nagle's algorithm off on every socket
-                    # it uses: it never holds a write back waiting for our ACK, so a read
-                    # left unanswered needs no ACK of its own (ack_now), a pure ACK segment
-                    # that costs both sides a few microseconds per partly received message.
-                    self._ack_socket = None
-                    self._ack_pending = False
             elif isinstance(item, ImplementationVersionName):
                 self.remote_implementation_version_name = item.implementation_version_name
             elif isinstance(item, UserIdentityAC):

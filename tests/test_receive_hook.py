@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomio import _transport, evt
 from dicomio._scp import ServiceProviderMixin
@@ -29,8 +29,6 @@ from tests.test_scp_robustness import (
     ECHO_CONTEXT,
     NOT_SPECIFIED,
     STORE_CONTEXT,
-    _client,
-    _ct,
     echo_rq,
     echo_works,
     pdv_bytes,
@@ -257,12 +255,14 @@ async def test_part_of_a_message_is_acknowledged_at_once(acks: list[object]) -> 
         await server_forgets(server)
 
 
-async def test_a_dicomio_peer_gets_no_separate_acknowledgement(
+async def test_a_dicomio_peer_is_acknowledged_at_once_too(
     acks: list[object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """dicomio turns Nagle's algorithm off on its sockets, so a peer that says it is dicomio
-    (its Implementation Class UID) never waits for an ACK: a command set read alone is not
-    acknowledged on its own (any other peer's is: the test above)."""
+    """Not only for Nagle's algorithm: at the start of a connection a sender's buffer (Linux:
+    16 KiB) is smaller than one loopback segment (64 KiB), so a peer with Nagle off, dicomio
+    itself, also waits for the ACK of what it wrote before it writes more; leaving it to the
+    delayed ACK made each C-FIND of 100 matches between two dicomio ends take 40 ms instead
+    of 4. A peer that says it is dicomio is acknowledged like any other."""
     reads: list[int] = []
     original = ULConnection.receive_data
 
@@ -291,25 +291,4 @@ async def test_a_dicomio_peer_gets_no_separate_acknowledgement(
             rsp = response(await peer.read_pdu())
             assert rsp.message_id_being_responded_to == 1
         await server_forgets(server)
-    assert acks == []
-
-
-async def test_two_dicomio_ends_send_no_separate_acknowledgements(acks: list[object]) -> None:
-    """Between dicomio's client and server, data sets of many PDUs go without a pure ACK
-    segment on either side, however the reads fall."""
-    received: list[int] = []
-
-    async def on_store(event: Any) -> int:
-        received.append(len(event.encoded_dataset(include_meta=False)))
-        return 0
-
-    ds = _ct()
-    ds.BitsAllocated = 8
-    ds.PixelData = bytes(range(256)) * 1024  # 256 KiB: 16 PDUs of the server's 16 KiB
-    async with serving(handlers=[(evt.EVT_C_STORE, on_store)]) as server:
-        async with _client(server.port, CTImageStorage) as assoc:
-            for _ in range(5):
-                assert (await assoc.send_c_store(ds)).Status == 0
-        await server_forgets(server)
-    assert len(received) == 5 and received[0] > 256 * 1024
-    assert acks == []
+    assert len(acks) == 1
