@@ -805,8 +805,8 @@ class ServiceProviderMixin:
         (``_run_inline``: C-ECHO, C-STORE and DIMSE-N, none of which a C-CANCEL applies to,
         PS3.7 9.3.2.3) go without: while it runs them nothing reads but the handler's own
         requests, which raise if the association ends, and a local abort lets the handler
-        finish, its answer unsent. On asyncio a scope costs two ``getpid`` calls and about
-        5 us, a tenth of the SCP's own time per stored instance.
+        finish, its answer unsent. On asyncio a scope costs two ``getpid`` calls and 4.6 µs
+        in a loop, more in a server whose caches a data set has just gone through.
         """
         context = self._context(context_id)
         path = data if isinstance(data, Path) else None
