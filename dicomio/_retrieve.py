@@ -22,17 +22,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicomio import errors
-from dicomio._scp import (
-    C_FAILURE,
-    CANCEL,
-    MOVE_DESTINATION_UNKNOWN,
-    PENDING,
-    SUCCESS,
-    _handler_items,
-)
+from dicomio._scp import C_FAILURE, MOVE_DESTINATION_UNKNOWN, _handler_items
 from dicomio.dataset import read_file_info
 from dicomio.dimse import CMoveRQ
 from dicomio.events import EVT_C_GET, EVT_C_MOVE, AnyEventType, Event
+from dicomio.status import CANCEL, PENDING, PENDING_CODES, SUCCESS
 
 if TYPE_CHECKING:
     from dicomio.ae import AE
@@ -146,7 +140,7 @@ class RetrieveProviderMixin:
                     if isinstance(first, tuple) and first and isinstance(first[0], int):
                         # A handler that cannot start (bad identifier, out of resources)
                         # yields its failure status instead of a count (PS3.4 C.4.2.1.5).
-                        if first[0] in (PENDING, 0xFF01):
+                        if first[0] in PENDING_CODES:
                             raise TypeError(
                                 "a C-GET/C-MOVE handler must first yield the number of "
                                 "sub-operations, or a final status"
@@ -173,7 +167,7 @@ class RetrieveProviderMixin:
                         )
                     else:
                         async for status, ds in gen:
-                            if status not in (PENDING, 0xFF01):
+                            if status not in PENDING_CODES:
                                 await final(status)
                                 return
                             await self._sub_store(
@@ -265,7 +259,7 @@ class RetrieveProviderMixin:
         from dicomio.presentation import MAX_PRESENTATION_CONTEXTS, build_context
 
         host, port = destination[0], destination[1]
-        datasets = [ds for status, ds in items if status in (PENDING, 0xFF01)]
+        datasets = [ds for status, ds in items if status in PENDING_CODES]
         if not datasets:
             return
         wanted: dict[str, dict[str, None]] = {}

@@ -86,6 +86,7 @@ from dicomio.events import (
     AnyEventType,
     Event,
 )
+from dicomio.status import CANCEL, PENDING_CODES, SUCCESS
 
 if TYPE_CHECKING:
     import socket
@@ -99,7 +100,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ServiceProviderMixin", "stream_to_disk"]
 
-SUCCESS, PENDING, CANCEL = 0x0000, 0xFF00, 0xFE00
 #: "Unable to process" (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4; B.2.3 "Cannot understand").
 C_FAILURE = 0xC000
 #: "Processing failure" (PS3.7 C.4.2).
@@ -965,7 +965,7 @@ class ServiceProviderMixin:
     async def _respond_instead(self, context: Any, response: Any, exc: Exception) -> None:
         """The failure response (or A-ABORT) that replaces one that could not be encoded."""
         name = type(response).__name__
-        if response.status not in (PENDING, 0xFF01):
+        if response.status not in PENDING_CODES:
             fallback = _failure_response(
                 type(response),
                 response.message_id_being_responded_to,
@@ -1132,7 +1132,7 @@ class ServiceProviderMixin:
             try:
                 async with _handler_items(found, event) as items:
                     async for status, identifier in items:
-                        if status not in (PENDING, 0xFF01):
+                        if status not in PENDING_CODES:
                             final = status
                             return
                         key = (status, identifier is not None)

@@ -56,7 +56,7 @@ from dicomio.presentation import (
     storage_scp_roles,
 )
 from dicomio.sop import StoragePresentationContexts
-from dicomio.status import Category, category
+from dicomio.status import PENDING_CODES, Category, category
 
 __all__ = ["run_echoscu", "run_findscu", "run_getscu", "run_movescu", "run_storescu"]
 
@@ -462,7 +462,7 @@ async def run_findscu(args: argparse.Namespace) -> int:
         ) as assoc:
             async for status, identifier in assoc.send_c_find(query, model):
                 final = int(status.Status)
-                if final in (0xFF00, 0xFF01) and identifier is not None:
+                if final in PENDING_CODES and identifier is not None:
                     matches += 1
                     _print_match(identifier, matches, as_json=args.json)
     except _LOST as exc:
@@ -637,7 +637,7 @@ async def run_getscu(args: argparse.Namespace) -> int:
             ssl_context=client_ssl_context(args),
         ) as assoc:
             async for status, identifier in assoc.send_c_get(query, model):
-                if int(status.Status) not in (0xFF00, 0xFF01):
+                if int(status.Status) not in PENDING_CODES:
                     final, final_identifier = status, identifier
     except _LOST as exc:
         return _connection_error(args, exc)
@@ -665,7 +665,7 @@ async def run_movescu(args: argparse.Namespace) -> int:
             args.host, args.port, ae_title=args.aec, ssl_context=client_ssl_context(args)
         ) as assoc:
             async for status, identifier in assoc.send_c_move(query, destination, model):
-                if int(status.Status) not in (0xFF00, 0xFF01):
+                if int(status.Status) not in PENDING_CODES:
                     final, final_identifier = status, identifier
 
     try:
