@@ -102,15 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="dicomio-bench-"))
     ws = Workspace(scratch, settings.cache)
     started = time.monotonic()
-    meta = {
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-        "mode": mode,
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "reps": settings.reps,
-        "warmup": settings.warmup,
-        "load_start": os.getloadavg()[0],
-        "environment": report.environment(),
-    }
+    meta = report.run_meta(
+        "benchmarks", argv, mode=mode, reps=settings.reps, warmup=settings.warmup
+    )
     status = 0
     try:
         for scenarios, family in FAMILIES:

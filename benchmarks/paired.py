@@ -314,14 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    meta: dict[str, Any] = {
-        "command": "python -m benchmarks.paired "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "rounds": args.rounds,
-        "load_start": os.getloadavg()[0],
-        "environment": report.environment(),
-    }
+    meta = report.run_meta("benchmarks.paired", argv, rounds=args.rounds)
     started = time.monotonic()
     ws = Workspace(Path(tempfile.mkdtemp(prefix="dicomio-paired-")), args.cache)
     try:

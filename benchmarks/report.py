@@ -8,6 +8,8 @@ import os
 import platform
 import re
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +30,18 @@ MATRIX_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 
 
 # -- environment ---------------------------------------------------------------------------
+
+
+def run_meta(module: str, argv: list[str] | None, **fields: Any) -> dict[str, Any]:
+    """What every results file records about its run: the command (``python -m module`` and
+    its arguments), the date, ``fields``, the load when it started and the environment."""
+    return {
+        "command": f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        **fields,
+        "load_start": os.getloadavg()[0],
+        "environment": environment(),
+    }
 
 
 def environment() -> dict[str, Any]:

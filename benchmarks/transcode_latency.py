@@ -529,14 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     started = time.monotonic()
-    meta: dict[str, Any] = {
-        "command": "python -m benchmarks.transcode_latency "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "reps": args.reps,
-        "load_start": os.getloadavg()[0],
-        "environment": report.environment(),
-    }
+    meta = report.run_meta("benchmarks.transcode_latency", argv, reps=args.reps)
     print("data ...", flush=True)
     data = prepare(args.cache, {"series": (4, args.series_frames), "large": (1, args.big_frames)})
     results = {"meta": meta, "data": {}, "codec_table": codec_table}
