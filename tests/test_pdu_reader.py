@@ -658,7 +658,8 @@ def _drain(
     """What the reader returns, as returned (runs not expanded), and the error text, if any.
 
     With ``batch``, ``next_pdata_batch`` is asked first, before every PDU, as the Upper
-    Layer asks it in the data transfer state.
+    Layer asks it in the data transfer state. After every chunk, ``wants_more`` is checked
+    to mean what it says: nothing would come out.
     """
     reader = PDUReader(max_pdu_length)
     out: list[PDU | DataRun] = []
@@ -666,6 +667,11 @@ def _drain(
         for chunk in chunks:
             reader.feed(chunk)
             next_item = reader.next_pdu_or_run if runs else reader.next_pdu
+            if reader.wants_more:
+                assert reader.next_pdata_batch(runs=runs) == []
+                assert next_item() is None
+                assert reader.wants_more
+                continue
             while True:
                 if batch:
                     out += reader.next_pdata_batch(runs=runs)
@@ -790,6 +796,33 @@ def test_a_run_joins_a_fragment_split_over_several_reads_only_in_pdus() -> None:
     assert [len(r.pdus()) for r in runs] == [1, 1]
     assert runs[1].continued == (1, 2, 3) and len(runs[1].fragments) == 4
     assert runs[1].pdus() == [one_pdv(bytes(range(200)), control=0)]
+
+
+def test_wants_more_counts_down_the_bytes_of_a_large_pdu() -> None:
+    """The middle of a large PDU is only appended: ``wants_more`` holds until its last byte
+    is fed (or, before its header, until six bytes are), and a PDU comes out then."""
+    stream = encode(one_pdv(bytes(1000), control=0x02)) + encode(ReleaseRQ())
+    reader = PDUReader(0)
+    assert not reader.wants_more  # nothing parsed yet: it does not know
+    reader.feed(stream[:3])
+    assert reader.next_pdu() is None
+    assert reader.wants_more  # three of the header's six bytes
+    reader.feed(stream[3:6])
+    assert not reader.wants_more
+    assert reader.next_pdu() is None
+    assert reader.wants_more
+    for position in range(6, 1011, 100):
+        reader.feed(stream[position : min(position + 100, 1012 - 1)])
+        assert reader.wants_more
+    reader.feed(stream[1011:1012])
+    assert not reader.wants_more
+    pdu = reader.next_pdu()
+    assert isinstance(pdu, PDataTF) and bytes(pdu.pdvs[0].data) == bytes(1000)
+    assert reader.next_pdu() is None
+    assert reader.wants_more
+    reader.feed(stream[1012:])
+    assert not reader.wants_more
+    assert reader.next_pdu() == ReleaseRQ()
 
 
 def test_data_run_continued_is_part_of_the_value() -> None:

@@ -86,6 +86,10 @@ class PDUReader:
         self._pieces: deque[memoryview] = deque()
         self._offset = 0
         self._available = 0
+        # How many more bytes the first buffered PDU needs before it can be whole, as last
+        # found by the parser, less what was fed since (0 or below: it may be whole now).
+        # The bytes of a large PDU come in many reads; until then each is only appended.
+        self._wanted = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
 
@@ -93,6 +97,13 @@ class PDUReader:
     def buffered(self) -> int:
         """How many bytes were fed and not yet returned as PDUs (part of the next one)."""
         return self._available
+
+    @property
+    def wants_more(self) -> bool:
+        """Whether the bytes fed since ``next_pdu`` (or ``next_pdu_or_run``) last returned
+        None are too few to complete the PDU it stopped at: calling it again would return
+        None again, and nothing else (``next_pdata_batch``) would return a PDU either."""
+        return self._wanted > 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer. Does not parse; call ``next_pdu()``."""
@@ -106,6 +117,7 @@ class PDUReader:
             data = bytes(data)
         self._pieces.append(memoryview(data))
         self._available += len(data)
+        self._wanted -= len(data)
 
     def next_pdu(self) -> PDU | None:
         """Return the next complete PDU, or None if more bytes are needed."""
@@ -197,7 +209,9 @@ class PDUReader:
                 ):
                     stop = offset + 6 + length
                     if stop - offset > self._available:
-                        return None  # straddles chunks, and the rest has not arrived
+                        # Straddles chunks, and the rest has not arrived.
+                        self._wanted = stop - offset - self._available
+                        return None
                     if runs and not control:
                         # A data set fragment that is not the last: the start of a run.
                         return self._data_run(context_id)
@@ -286,11 +300,13 @@ class PDUReader:
     def _next_pdu_general(self) -> PDU | None:
         self._check_alive()
         if self._available < 6:
+            self._wanted = 6 - self._available
             return None
         pdu_type, length = _PDU_HEADER.unpack_from(self._peek(6))
         self._check_header(pdu_type, length)
         need = 6 + length
         if need > self._available:
+            self._wanted = need - self._available
             return None
         if pdu_type == 0x04 and len(self._pieces[0]) - self._offset < need:
             # A P-DATA-TF that straddles chunks: if it holds one well-formed PDV (checked as
@@ -423,6 +439,7 @@ class PDUReader:
         self._pieces.clear()
         self._offset = 0
         self._available = 0
+        self._wanted = 0
 
     def _check_alive(self) -> None:
         if self._error is not None:

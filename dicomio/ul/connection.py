@@ -219,6 +219,9 @@ class ULConnection:
         next_pdu = reader.next_pdu_or_run if runs else reader.next_pdu
         try:
             reader.feed(data)
+            if reader.wants_more:
+                # The middle of a PDU (a large P-DATA-TF comes in many reads): no PDU yet.
+                return events
             while True:
                 if self._state in _INDICATION_ONLY:
                     # DT-2/AR-6 with the state unchanged: the P-DATA indications are all
