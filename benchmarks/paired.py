@@ -17,6 +17,9 @@ Comparisons (issue #18, acceptance lines 1 to 3):
   server: rate, and server CPU per association.
 - ``S3-server``: 0.5 MiB C-STOREs from dicomio's client (files), each server discarding:
   rate, and server CPU per GB.
+- ``S3-storescu``: the same with DCMTK's ``storescu`` as the client of both servers. It
+  sends a 0.5 MiB instance in about eight reads' worth of segments (dicomio's client: two or
+  three), so the server's cost per read weighs more.
 - ``S3-both``: dicomio's client to the dicomio SCP, against ``storescu`` to ``storescp``.
 - ``S3-dataset``: dicomio's client sending Datasets, against ``storescu``, both to
   ``storescp``.
@@ -132,6 +135,16 @@ def comparisons(files: Path, count: int, echoes: int, associations: int) -> list
             "store/s",
             Arm("dicomio → dicomio", "dicomio", ["dicomio-store", *store]),
             Arm("dicomio → storescp", "storescp", ["dicomio-store", *store]),
+            "server CPU s/GB",
+            per_gb,
+            warm=True,
+        ),
+        Comparison(
+            "S3-storescu",
+            "0.5 MiB C-STOREs on one association, storescu sending files, server discards",
+            "store/s",
+            Arm("storescu → dicomio", "dicomio", ["dcmtk-store", *store]),
+            Arm("storescu → storescp", "storescp", ["dcmtk-store", *store]),
             "server CPU s/GB",
             per_gb,
             warm=True,
