@@ -38,7 +38,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Iterator
-from typing import Literal, NoReturn, cast, overload
+from typing import Literal, NoReturn, overload
 
 from dicomio.errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from dicomio.pdu.codec import (
@@ -107,7 +107,8 @@ class PDUReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer. Does not parse; call ``next_pdu()``."""
-        self._check_alive()
+        if self._error is not None:
+            self._check_alive()
         if self._eof:
             raise LocalProtocolError("feed() after feed_eof()")
         if not data:
@@ -249,8 +250,8 @@ class PDUReader:
         while pieces:
             chunk = pieces[0]
             # Every chunk is a view of a whole bytes object (feed): its slices compare
-            # faster than the view's.
-            raw = cast(bytes, chunk.obj)
+            # faster than the view's. (An annotation, not typing.cast: no call at run time.)
+            raw: bytes = chunk.obj  # type: ignore[assignment]
             position = offset = self._offset
             end = len(chunk)
             straddles = False
