@@ -12,8 +12,8 @@ peer the way dicomio does.
 What it does not do is the point of the comparison: no Upper Layer state machine, no
 events, no command decoding into objects, no reader task, no handler. On this project's
 2-core machine, 0.5 MB instances from dicomio's client (s3 pairs, 3x1000, 2026-12-08): about
-0.095-0.12 ms of server CPU per instance, of which 0.03-0.05 ms user time, against
-storescp's 0.13-0.17 and dicomio's 0.19-0.24 in the same minutes. So the line is within
+0.095-0.13 ms of server CPU per instance, of which 0.03-0.05 ms user time, against
+storescp's 0.13-0.17 and dicomio's 0.19-0.27 in the same minutes. So the line is within
 reach of Python; dicomio's cost above this floor is the work per read and per message that
 the floor leaves out (docs/performance.md).
 
